@@ -1,7 +1,28 @@
-"""skfastretrain: fast transfer learning with a scikit-learn API."""
+"""skfastretrain: fast transfer learning with a scikit-learn API.
+
+The path from data to prediction has one private module per step:
+``_data`` (input layout and preprocessing), ``_backbone`` (model resolution
+and head attachment), ``_freezing`` (:class:`RandomFreezer`), ``_sgd_epoch``
+(the skorch SGD loop), ``_gram`` (:class:`GramAccumulator`), ``_solve``
+(:func:`ridge_solve`) and ``_head`` (:class:`RidgeHeadSolver`), all driven by
+:class:`FastRetrainClassifier`.
+"""
+
+from ._backbone import FastRetrainModule
+from ._classifier import FastRetrainClassifier
+from ._freezing import RandomFreezer
+from ._gram import GramAccumulator
+from ._head import RidgeHeadSolver
+from ._solve import ridge_solve
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "FastRetrainClassifier",
+    "FastRetrainModule",
+    "GramAccumulator",
+    "RandomFreezer",
+    "RidgeHeadSolver",
     "__version__",
+    "ridge_solve",
 ]

@@ -1,0 +1,372 @@
+"""FastRetrainClassifier: the scikit-learn estimator over the whole path."""
+
+import copy
+import numbers
+
+import numpy as np
+import torch
+from scipy.special import softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._backbone import build_module, first_conv, resolve_backbone
+from ._data import to_model_layout
+from ._freezing import RandomFreezer
+from ._head import RidgeHeadSolver
+from ._sgd_epoch import make_net, resolve_device, set_bn_momentum
+
+__all__ = ["FastRetrainClassifier"]
+
+
+def _check_fraction(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float in [0, 1), got {value!r}.")
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
+
+
+def _check_positive(name, value, *, integer=False, allow_zero=False):
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        what = "an int" if integer else "a number"
+        raise TypeError(f"{name} must be {what}, got {value!r}.")
+    if not (value >= 0 if allow_zero else value > 0) or not np.isfinite(value):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}.")
+
+
+class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
+    """Fine-tune a torch backbone with random layer freezing and ridge heads.
+
+    Each epoch is an SGD-with-momentum epoch in which a random fraction of the
+    backbone's layers is frozen (:class:`RandomFreezer`), followed by a
+    closed-form ridge solve of the linear head from Gram statistics gathered
+    batch by batch (:class:`RidgeHeadSolver`). The training loop is a skorch
+    :class:`~skorch.NeuralNetClassifier`, available after fit as ``net_``.
+
+    Parameters
+    ----------
+    backbone : str, nn.Module or callable, default="resnet18"
+        A torchvision model name or ``"efficientnet_lite0"`` to ``"_lite2"``; a
+        module, deep-copied at fit and never changed; or a zero-argument
+        callable returning a module. If the module's last registered leaf is
+        an ``nn.Linear`` it is the old classifier and is replaced by a new
+        head; otherwise the module's flattened output feeds a new head.
+    weights : str, path or None, default=None
+        Pretrained weights: None (random init), ``"DEFAULT"`` or a torchvision
+        weight name for named backbones, or a path to a state_dict file.
+    freeze_prob : float or sequence of float, default=0.5
+        Fraction of the backbone's conv and linear layers frozen in an epoch,
+        in [0, 1); a sequence gives one value per epoch and must cover
+        ``max_epochs``. 0 is plain fine-tuning.
+    freeze_mode : {"random", "prefix"}, default="random"
+        ``"random"`` draws the frozen layers uniformly; ``"prefix"`` freezes
+        the first layers in forward order, which then need no backward pass.
+    ridge_lambda : float or None, default=1.0
+        Ridge strength of the head solve; None disables all head solves.
+    head_blend : float, default=0.5
+        Step ``eta`` in (0, 1] of ``W <- W + eta (W* - W)`` after each solve.
+    init_head : {"ridge", "random"}, default="ridge"
+        ``"ridge"`` solves the head on the starting features before the first
+        epoch (ignored when ``ridge_lambda=None``).
+    solve_every : int, default=1
+        Solve the head after every ``solve_every``-th epoch.
+    max_epochs : int, default=10
+        Number of epochs.
+    lr : float, default=0.01
+        SGD learning rate.
+    momentum : float, default=0.9
+        SGD momentum.
+    weight_decay : float, default=0.0
+        SGD weight decay.
+    batch_size : int, default=32
+        Mini-batch size of the SGD epochs and of the feature pass.
+    bn_momentum : float or None, default=0.1
+        Momentum of the BatchNorm running statistics during fine-tuning; None
+        keeps the backbone's own. See the user guide on BatchNorm.
+    input_size : int, tuple of int or None, default=None
+        Resize images to this size inside the model; None uses the named
+        backbone's pretrained input size (none without weights).
+    device : str, default="auto"
+        ``"auto"`` (cuda if available, else cpu) or a torch device string.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialization, shuffling, freezing draws and dropout.
+    verbose : int, default=0
+        0 prints nothing; 1 prints skorch's per-epoch table.
+    callbacks : list of skorch callbacks or None, default=None
+        Extra callbacks, run after the estimator's own (copied at fit).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    n_features_in_ : int
+        Values per sample seen at fit (pixels times channels for images).
+    input_shape_ : tuple of int
+        Shape of one sample at fit, in model layout.
+    n_iter_ : int
+        Epochs run.
+    net_ : skorch.NeuralNetClassifier
+        The fitted skorch net.
+    module_ : FastRetrainModule
+        The trained torch model, head included.
+    history_ : skorch.History
+        Per-epoch records: ``train_loss``, ``dur`` (SGD epoch seconds),
+        ``frozen_fraction``, ``solve_dur`` and ``train_acc`` (where solved).
+
+    See Also
+    --------
+    RandomFreezer : The freezing step as a skorch callback.
+    RidgeHeadSolver : The head solve as a skorch callback.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn.datasets import load_digits
+    >>> from skfastretrain import FastRetrainClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> mlp = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU())
+    >>> clf = FastRetrainClassifier(mlp, max_epochs=2, random_state=0)
+    >>> clf.fit(X / 16, y).score(X / 16, y) > 0.9
+    True
+    """
+
+    def __init__(
+        self,
+        backbone="resnet18",
+        *,
+        weights=None,
+        freeze_prob=0.5,
+        freeze_mode="random",
+        ridge_lambda=1.0,
+        head_blend=0.5,
+        init_head="ridge",
+        solve_every=1,
+        max_epochs=10,
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=0.0,
+        batch_size=32,
+        bn_momentum=0.1,
+        input_size=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        callbacks=None,
+    ):
+        self.backbone = backbone
+        self.weights = weights
+        self.freeze_prob = freeze_prob
+        self.freeze_mode = freeze_mode
+        self.ridge_lambda = ridge_lambda
+        self.head_blend = head_blend
+        self.init_head = init_head
+        self.solve_every = solve_every
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.bn_momentum = bn_momentum
+        self.input_size = input_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    def _validate_params(self):
+        _check_positive("max_epochs", self.max_epochs, integer=True)
+        if isinstance(self.freeze_prob, str) or np.ndim(self.freeze_prob) > 1:
+            raise TypeError(f"freeze_prob must be a float or a sequence of floats, got {self.freeze_prob!r}.")
+        if np.ndim(self.freeze_prob) == 0:
+            _check_fraction("freeze_prob", self.freeze_prob)
+        else:
+            if len(self.freeze_prob) < self.max_epochs:
+                raise ValueError(
+                    f"freeze_prob has {len(self.freeze_prob)} values but "
+                    f"max_epochs={self.max_epochs}: give one value per epoch."
+                )
+            for value in self.freeze_prob:
+                _check_fraction("every value of freeze_prob", value)
+        if self.freeze_mode not in ("random", "prefix"):
+            raise ValueError(f"freeze_mode must be 'random' or 'prefix', got {self.freeze_mode!r}.")
+        if self.ridge_lambda is not None:
+            _check_positive("ridge_lambda", self.ridge_lambda)
+        _check_positive("head_blend", self.head_blend)
+        if self.head_blend > 1:
+            raise ValueError(f"head_blend must be in (0, 1], got {self.head_blend!r}.")
+        if self.init_head not in ("ridge", "random"):
+            raise ValueError(f"init_head must be 'ridge' or 'random', got {self.init_head!r}.")
+        _check_positive("solve_every", self.solve_every, integer=True)
+        _check_positive("lr", self.lr)
+        _check_positive("momentum", self.momentum, allow_zero=True)
+        _check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        _check_positive("batch_size", self.batch_size, integer=True)
+        if self.bn_momentum is not None:
+            _check_fraction("bn_momentum", self.bn_momentum)
+        if self.input_size is not None:
+            size = np.atleast_1d(self.input_size)
+            if size.ndim != 1 or len(size) not in (1, 2) or not all(
+                isinstance(s, numbers.Integral) and s > 0 for s in size.tolist()
+            ):
+                raise ValueError(f"input_size must be a positive int or (height, width), got {self.input_size!r}.")
+        _check_positive("verbose", self.verbose, integer=True, allow_zero=True)
+        if self.callbacks is not None and not isinstance(self.callbacks, (list, tuple)):
+            raise TypeError("callbacks must be a list of skorch callbacks or None.")
+        return resolve_device(self.device)
+
+    def _check_X(self, X, *, reset, y=None):
+        X = np.asarray(X) if not hasattr(X, "__array__") else X
+        shape = np.shape(X)
+        flat = X if len(shape) <= 2 else np.reshape(X, (shape[0], -1))
+        dtypes = [np.float32, np.float64, np.uint8]
+        if reset:
+            flat, y = validate_data(self, flat, y, dtype=dtypes)
+        else:
+            flat = validate_data(self, flat, reset=False, dtype=dtypes)
+        X = flat if len(shape) <= 2 else np.reshape(flat, shape)
+        return X, y
+
+    def fit(self, X, y):
+        """Fine-tune the backbone and its head on images or feature vectors.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, H, W), (n, H, W, C), (n, C, H, W) or (n, d)
+            Images (uint8 in [0, 255] or float) or feature vectors.
+        y : array-like of shape (n,)
+            Class labels of any type scikit-learn accepts.
+
+        Returns
+        -------
+        self : FastRetrainClassifier
+        """
+        device = self._validate_params()
+        X, y = self._check_X(X, reset=True, y=y)
+        check_classification_targets(y)
+        encoder = LabelEncoder().fit(y)
+        if len(encoder.classes_) < 2:
+            raise ValueError(
+                f"y has a single class ({encoder.classes_[0]!r}); a classifier "
+                "needs at least two classes."
+            )
+        y_enc = encoder.transform(y).astype(np.int64)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net, input_shape = self._fit_net(X, y_enc, len(encoder.classes_), seed, device)
+        self.classes_ = encoder.classes_
+        self.input_shape_ = input_shape
+        self.net_ = net
+        self.n_iter_ = len(net.history)
+        return self
+
+    def _fit_net(self, X, y, n_classes, seed, device):
+        backbone, spec = resolve_backbone(self.backbone, self.weights)
+        X = to_model_layout(X, expects_images=first_conv(backbone) is not None)
+        size = self.input_size
+        if size is not None:
+            size = tuple(np.broadcast_to(np.atleast_1d(size), (2,)).tolist())
+        module = build_module(backbone, spec, X, n_classes, input_size=size)
+        if self.bn_momentum is not None:
+            set_bn_momentum(module.backbone, self.bn_momentum)
+        callbacks = [("freezer", RandomFreezer(self.freeze_prob, mode=self.freeze_mode, head="head", random_state=seed))]
+        if self.ridge_lambda is not None:
+            callbacks.append((
+                "ridge_head",
+                RidgeHeadSolver(
+                    self.ridge_lambda, blend=self.head_blend, solve_every=self.solve_every,
+                    init_solve=self.init_head == "ridge", head="head", random_state=seed,
+                ),
+            ))
+        callbacks += copy.deepcopy(list(self.callbacks or []))
+        net = make_net(
+            module, callbacks=callbacks, lr=self.lr, momentum=self.momentum,
+            weight_decay=self.weight_decay, batch_size=self.batch_size,
+            max_epochs=self.max_epochs, device=device,
+            generator=torch.Generator().manual_seed(seed), verbose=self.verbose,
+        )
+        net.fit(X, y)
+        return net, X.shape[1:]
+
+    @property
+    def module_(self):
+        """The trained torch model (preprocessing, backbone and head)."""
+        check_is_fitted(self)
+        return self.net_.module_
+
+    @property
+    def history_(self):
+        """The skorch History of the fit: one record per epoch."""
+        check_is_fitted(self)
+        return self.net_.history
+
+    def _model_input(self, X):
+        check_is_fitted(self)
+        X, _ = self._check_X(X, reset=False)
+        X = to_model_layout(X, expects_images=len(self.input_shape_) > 1)
+        if X.shape[1:] != self.input_shape_:
+            raise ValueError(
+                f"X has samples of shape {X.shape[1:]} (model layout) but the "
+                f"estimator was fitted on {self.input_shape_}. Resize or convert "
+                "the images as at fit."
+            )
+        return X
+
+    def decision_function(self, X):
+        """Logits of the head.
+
+        Parameters
+        ----------
+        X : array-like
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        scores : ndarray of shape (n,) or (n, n_classes)
+            For two classes, the logit difference of the second class over
+            the first, as scikit-learn expects.
+        """
+        X = self._model_input(X)
+        logits = self.net_.forward(X, training=False).double().numpy()
+        if len(self.classes_) == 2:
+            return logits[:, 1] - logits[:, 0]
+        return logits
+
+    def predict_proba(self, X):
+        """Softmax of the logits.
+
+        Parameters
+        ----------
+        X : array-like
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        proba : ndarray of shape (n, n_classes)
+        """
+        X = self._model_input(X)
+        logits = self.net_.forward(X, training=False).double().numpy()
+        return softmax(logits, axis=1)
+
+    def predict(self, X):
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        X : array-like
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        y : ndarray of shape (n,)
+        """
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        return tags

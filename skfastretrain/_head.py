@@ -1,0 +1,257 @@
+"""The head step: a closed-form ridge refinement of the classifier head."""
+
+import time
+
+import numpy as np
+import torch
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+from sklearn.utils import check_random_state
+from skorch.callbacks import Callback
+from torch import nn
+
+from ._backbone import find_head
+from ._gram import GramAccumulator
+from ._solve import ridge_solve
+
+__all__ = ["RidgeHeadSolver"]
+
+
+def _calibrated_scale(logits, y):
+    # Ridge outputs sit near +-1, so their softmax is nearly flat and the
+    # cross-entropy gradients that the next SGD epoch sends into the backbone
+    # are large. One temperature, fitted on training rows, fixes the scale
+    # without changing any argmax.
+    def loss(log_s):
+        z = np.exp(log_s) * logits
+        return -log_softmax(z, axis=1)[np.arange(len(y)), y].mean()
+
+    res = minimize_scalar(loss, bounds=(np.log(1e-2), np.log(1e4)), method="bounded")
+    return float(np.exp(res.x))
+
+
+def _recalibrated_bns(module):
+    # Trainable BatchNorm layers only: a frozen one (the held prefix of
+    # RandomFreezer) is a fixed function and keeps its statistics.
+    bns = [
+        m
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and m.track_running_stats
+        and all(p.requires_grad for p in m.parameters())
+    ]
+    for m in bns:
+        m._skfr_momentum = m.momentum
+        # momentum=None makes the running statistics an exact average over
+        # the pass instead of an exponential one.
+        m.momentum = None
+        m.reset_running_stats()
+    return bns
+
+
+class RidgeHeadSolver(Callback):
+    """Refine a linear classifier head in closed form after SGD epochs.
+
+    One pass over the training set in eval mode, under
+    :func:`torch.inference_mode` and without augmentation, captures the head's
+    input features ``H`` batch by batch into a :class:`GramAccumulator`. The
+    ridge solution ``W*`` (intercept unpenalized, as in
+    :class:`sklearn.linear_model.Ridge`) of one-hot targets in {-1, +1} is then
+    blended into the head: ``W <- W + blend * (W* - W)``.
+
+    The {-1, +1} targets regress the head's outputs toward +1 for the true class
+    and -1 for the others: those outputs are logits on a small scale. With
+    ``calibrate=True`` the solution is multiplied by the temperature that
+    minimizes the cross-entropy of its softmax on a random subset of the
+    training rows, so ``predict_proba`` and the next SGD epoch see logits on a
+    sensible scale. Predictions (the argmax) do not change.
+
+    With ``recalibrate_bn=True`` the same pass re-estimates the running
+    statistics of the trainable BatchNorm layers: they run on batch statistics,
+    as in the SGD epochs, while their running averages are reset and
+    recomputed exactly over the pass. The solved head then matches the
+    features that SGD sees, and eval-mode features (used by predict) match
+    the current weights. It costs no extra pass.
+
+    Works in any skorch net whose module ends in an ``nn.Linear`` head and is
+    trained on integer class labels.
+
+    Parameters
+    ----------
+    ridge_lambda : float, default=1.0
+        Ridge strength.
+    blend : float, default=0.5
+        Step ``eta`` in (0, 1] toward the solution.
+    solve_every : int, default=1
+        Solve after every ``solve_every``-th epoch.
+    init_solve : bool, default=True
+        Also solve once before the first epoch, replacing the head entirely
+        (a linear probe on the starting features).
+    head : str or None, default=None
+        Name of the head submodule; None means the last leaf ``nn.Linear``.
+    calibrate : bool, default=True
+        Rescale the solution's logits as described above.
+    gram_dtype : torch.dtype, default=torch.float64
+        Accumulation dtype of the Gram statistics.
+    recalibrate_bn : bool, default=True
+        Re-estimate BatchNorm running statistics during the feature pass.
+    calibration_samples : int, default=2048
+        Training rows kept (at most) for the temperature fit.
+    random_state : int, RandomState instance or None, default=None
+        Chooses the calibration rows.
+
+    Attributes
+    ----------
+    stats_ : GramAccumulator
+        Statistics of the last solve.
+    scale_ : float
+        Temperature of the last solve (1.0 without calibration).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from skorch import NeuralNetClassifier
+    >>> from skfastretrain import RidgeHeadSolver
+    >>> module = torch.nn.Sequential(
+    ...     torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    >>> net = NeuralNetClassifier(
+    ...     module, criterion=torch.nn.CrossEntropyLoss, max_epochs=2,
+    ...     train_split=None, verbose=0,
+    ...     callbacks=[RidgeHeadSolver(ridge_lambda=1.0, random_state=0)])
+    >>> X = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    >>> net = net.fit(X, (X[:, 0] > 0).astype("int64"))
+    >>> len(net.history[:, "solve_dur"])
+    2
+    """
+
+    def __init__(
+        self,
+        ridge_lambda=1.0,
+        *,
+        blend=0.5,
+        solve_every=1,
+        init_solve=True,
+        head=None,
+        calibrate=True,
+        gram_dtype=torch.float64,
+        recalibrate_bn=True,
+        calibration_samples=2048,
+        random_state=None,
+    ):
+        self.ridge_lambda = ridge_lambda
+        self.blend = blend
+        self.solve_every = solve_every
+        self.init_solve = init_solve
+        self.head = head
+        self.calibrate = calibrate
+        self.gram_dtype = gram_dtype
+        self.recalibrate_bn = recalibrate_bn
+        self.calibration_samples = calibration_samples
+        self.random_state = random_state
+
+    def initialize(self):
+        self.stats_ = None
+        self.scale_ = 1.0
+        self._rng = check_random_state(self.random_state)
+        self._init_record = {}
+        return self
+
+    def _head(self, net):
+        head = find_head(net.module_, self.head)
+        if not isinstance(head, nn.Linear):
+            raise ValueError(
+                "RidgeHeadSolver needs an nn.Linear head: the module's last leaf "
+                "is not one, so name it with head=<submodule name>."
+            )
+        return head
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        if self.init_solve:
+            self._init_record = self.solve(net, net.get_dataset(X, y), blend=1.0)
+
+    def on_epoch_end(self, net, dataset_train=None, **kwargs):
+        epoch = len(net.history)
+        record = {}
+        if epoch == 1:
+            record.update({f"init_{k}": v for k, v in self._init_record.items()})
+        if epoch % self.solve_every == 0:
+            record.update(self.solve(net, dataset_train, blend=self.blend))
+        for key, value in record.items():
+            net.history.record(key, value)
+
+    def _feature_pass(self, net, dataset, head):
+        n_classes = head.out_features
+        captured = []
+        hook = head.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
+        n = len(dataset)
+        keep = np.zeros(n, dtype=bool)
+        if self.calibrate:
+            m = min(n, self.calibration_samples)
+            keep[self._rng.choice(n, size=m, replace=False)] = True
+        stats, kept_h, kept_y, correct, pos = None, [], [], 0, 0
+        was_training = net.module_.training
+        net.module_.eval()
+        bns = _recalibrated_bns(net.module_) if self.recalibrate_bn else []
+        try:
+            with torch.inference_mode():
+                for Xi, yi in net.get_iterator(dataset, training=False):
+                    captured.clear()
+                    # A batch of one has no batch statistics: it is normalized
+                    # with the statistics gathered so far.
+                    for m in bns:
+                        m.train(len(yi) > 1)
+                    logits = net.infer(Xi)
+                    h = captured[0]
+                    y = torch.as_tensor(yi, device=h.device).long()
+                    if stats is None:
+                        stats = GramAccumulator(
+                            h.shape[1], n_classes, dtype=self.gram_dtype, device=h.device
+                        )
+                    # One-hot targets in {-1, +1}: 2 * onehot - 1.
+                    t = torch.full((len(y), n_classes), -1.0, device=h.device)
+                    t[torch.arange(len(y), device=h.device), y] = 1.0
+                    stats.update(h, t)
+                    correct += int((logits.argmax(1) == y).sum())
+                    mask = torch.from_numpy(keep[pos : pos + len(y)]).to(h.device)
+                    kept_h.append(h[mask].double().cpu())
+                    kept_y.append(y[mask].cpu())
+                    pos += len(y)
+        finally:
+            hook.remove()
+            for m in bns:
+                m.momentum = m._skfr_momentum
+                del m._skfr_momentum
+            net.module_.train(was_training)
+        return stats, torch.cat(kept_h), torch.cat(kept_y), correct / max(pos, 1)
+
+    def solve(self, net, dataset, *, blend):
+        """Run the feature pass and the solve, and move the head toward it.
+
+        Returns
+        -------
+        record : dict
+            ``solve_dur`` (seconds) and ``train_acc`` (accuracy of the model
+            before this solve, in eval mode, on the whole training set).
+        """
+        if not self.ridge_lambda > 0:
+            raise ValueError(f"ridge_lambda must be > 0, got {self.ridge_lambda!r}.")
+        if not 0 < blend <= 1:
+            raise ValueError(f"blend must be in (0, 1], got {blend!r}.")
+        start = time.perf_counter()
+        head = self._head(net)
+        stats, kept_h, kept_y, train_acc = self._feature_pass(net, dataset, head)
+        coef, intercept = ridge_solve(
+            stats, self.ridge_lambda, fit_intercept=head.bias is not None
+        )
+        scale = 1.0
+        if self.calibrate and len(kept_y):
+            logits = (kept_h.to(coef.device) @ coef + intercept).cpu().numpy()
+            scale = _calibrated_scale(logits, kept_y.numpy())
+        with torch.no_grad():
+            w = (scale * coef.T).to(head.weight)
+            head.weight.add_(blend * (w - head.weight))
+            if head.bias is not None:
+                b = (scale * intercept).to(head.bias)
+                head.bias.add_(blend * (b - head.bias))
+        self.stats_, self.scale_ = stats, scale
+        return {"solve_dur": time.perf_counter() - start, "train_acc": train_acc}

@@ -1,0 +1,53 @@
+"""The SGD step: the skorch net that runs the SGD-with-momentum epochs."""
+
+import torch
+from skorch import NeuralNetClassifier
+from torch import nn
+
+__all__ = ["make_net", "resolve_device", "set_bn_momentum"]
+
+
+def resolve_device(device):
+    """``"auto"`` is cuda when available, else cpu; anything else is checked."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"Invalid device {device!r}: {exc}") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was requested but CUDA is not available.")
+    return str(resolved)
+
+
+def set_bn_momentum(module, momentum):
+    """Set the running-statistics momentum of every BatchNorm layer.
+
+    Running statistics that lag behind the weights make the eval-mode features
+    (used by the head solve and by predict) disagree with the train-mode ones;
+    a faster momentum keeps them in step during short fine-tuning runs.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+
+
+def make_net(module, *, callbacks, lr, momentum, weight_decay, batch_size,
+             max_epochs, device, generator, verbose):
+    """A skorch classifier over ``module`` trained by SGD with momentum."""
+    return NeuralNetClassifier(
+        module,
+        criterion=nn.CrossEntropyLoss,
+        optimizer=torch.optim.SGD,
+        lr=lr,
+        optimizer__momentum=momentum,
+        optimizer__weight_decay=weight_decay,
+        batch_size=batch_size,
+        max_epochs=max_epochs,
+        train_split=None,
+        iterator_train__shuffle=True,
+        iterator_train__generator=generator,
+        callbacks=callbacks,
+        device=device,
+        verbose=verbose,
+    )
