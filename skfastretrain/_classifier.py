@@ -4,6 +4,7 @@ import copy
 import numbers
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -219,9 +220,12 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         return resolve_device(self.device)
 
     def _check_X(self, X, *, reset, y=None):
-        X = np.asarray(X) if not hasattr(X, "__array__") else X
-        shape = np.shape(X)
-        flat = X if len(shape) <= 2 else np.reshape(X, (shape[0], -1))
+        # Images are validated flattened, so n_features_in_ counts the values
+        # of one sample; sparse input goes straight to validate_data's error.
+        if not sp.issparse(X):
+            X = np.asarray(X)
+        shape = X.shape
+        flat = X if len(shape) <= 2 else X.reshape(shape[0], -1)
         dtypes = [np.float32, np.float64, np.uint8]
         if reset:
             flat, y = validate_data(self, flat, y, dtype=dtypes)
@@ -250,8 +254,8 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         encoder = LabelEncoder().fit(y)
         if len(encoder.classes_) < 2:
             raise ValueError(
-                f"y has a single class ({encoder.classes_[0]!r}); a classifier "
-                "needs at least two classes."
+                f"y has 1 class ({encoder.classes_[0]!r}); a classifier needs "
+                "at least two classes."
             )
         y_enc = encoder.transform(y).astype(np.int64)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -364,7 +368,8 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         -------
         y : ndarray of shape (n,)
         """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -1,0 +1,56 @@
+"""Seeded, small fixtures shared by the test modules."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+
+def make_mlp(hidden=16):
+    """A feature extractor for tabular data of any width."""
+    return nn.Sequential(nn.LazyLinear(hidden), nn.ReLU())
+
+
+def make_tiny_cnn():
+    """A small conv feature extractor with BatchNorm, fast on 8x8 images."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """sklearn digits as (X in [0, 1], y), 1797 x 64."""
+    X, y = load_digits(return_X_y=True)
+    return (X / 16.0).astype(np.float32), y
+
+
+@pytest.fixture(scope="session")
+def digit_images():
+    """A seeded train/test split of the digits as uint8 8x8 images."""
+    X, y = load_digits(return_X_y=True)
+    images = (X.reshape(-1, 8, 8) * 16).clip(0, 255).astype(np.uint8)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(y))
+    train, test = order[:1200], order[1200:]
+    return images[train], y[train], images[test], y[test]
+
+
+@pytest.fixture
+def small_images(digit_images):
+    """200 training images, for tests that only need a quick fit."""
+    X, y, _, _ = digit_images
+    return X[:200], y[:200]

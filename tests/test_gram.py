@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+import torch
+
+from skfastretrain import GramAccumulator
+
+
+@pytest.mark.parametrize("n_batches", [1, 3, 7])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_batched_sums_equal_full_batch(n_batches, dtype):
+    rng = np.random.default_rng(0)
+    H = torch.from_numpy(rng.normal(size=(50, 6)))
+    T = torch.from_numpy(rng.normal(size=(50, 3)))
+    acc = GramAccumulator(6, 3, dtype=dtype)
+    for h, t in zip(H.tensor_split(n_batches), T.tensor_split(n_batches), strict=True):
+        acc.update(h, t)
+    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    assert acc.n_samples == 50
+    torch.testing.assert_close(acc.gram.double(), H.T @ H, rtol=tol, atol=tol)
+    torch.testing.assert_close(acc.cross.double(), H.T @ T, rtol=tol, atol=tol)
+    torch.testing.assert_close(acc.feature_sum.double(), H.sum(0), rtol=tol, atol=tol)
+    torch.testing.assert_close(acc.target_sum.double(), T.sum(0), rtol=tol, atol=tol)
+    torch.testing.assert_close(
+        acc.target_sq_sum.double(), (T**2).sum(), rtol=tol, atol=tol
+    )
+
+
+def test_centered_matches_numpy():
+    rng = np.random.default_rng(1)
+    H, T = rng.normal(3, 2, size=(40, 5)), rng.normal(size=(40, 2))
+    acc = GramAccumulator(5, 2)
+    acc.update(torch.from_numpy(H), torch.from_numpy(T))
+    gram_c, cross_c, mu_h, mu_t = acc.centered()
+    Hc, Tc = H - H.mean(0), T - T.mean(0)
+    np.testing.assert_allclose(gram_c.numpy(), Hc.T @ Hc, atol=1e-10)
+    np.testing.assert_allclose(cross_c.numpy(), Hc.T @ Tc, atol=1e-10)
+    np.testing.assert_allclose(mu_h.numpy(), H.mean(0))
+    np.testing.assert_allclose(mu_t.numpy(), T.mean(0))
+
+
+@pytest.mark.parametrize(
+    "features, targets",
+    [
+        (torch.zeros(4, 2), torch.zeros(4, 2)),
+        (torch.zeros(4, 3), torch.zeros(5, 2)),
+        (torch.zeros(4, 3), torch.zeros(4, 1)),
+    ],
+)
+def test_update_rejects_bad_shapes(features, targets):
+    with pytest.raises(ValueError, match="must have shape"):
+        GramAccumulator(3, 2).update(features, targets)
+
+
+def test_empty_accumulator_cannot_center():
+    with pytest.raises(ValueError, match="empty"):
+        GramAccumulator(3, 2).centered()

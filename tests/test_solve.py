@@ -1,0 +1,98 @@
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy.linalg import LinAlgWarning
+from sklearn.linear_model import Ridge
+
+from skfastretrain import GramAccumulator, ridge_solve
+
+
+def _stats(H, T, n_batches=3):
+    acc = GramAccumulator(H.shape[1], T.shape[1])
+    for h, t in zip(
+        np.array_split(H, n_batches), np.array_split(T, n_batches), strict=True
+    ):
+        acc.update(torch.from_numpy(h), torch.from_numpy(t))
+    return acc
+
+
+def _rel_err(a, b):
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
+
+
+@pytest.mark.parametrize("alpha", [1e-3, 0.25, 1.0, 100.0])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("shape", [(200, 10, 3), (60, 30, 5)])
+def test_matches_sklearn_ridge(alpha, fit_intercept, shape):
+    n, d, k = shape
+    rng = np.random.default_rng(0)
+    H = rng.normal(1.5, 2.0, size=(n, d))
+    T = np.where(rng.integers(0, k, n)[:, None] == np.arange(k), 1.0, -1.0)
+    coef, intercept = ridge_solve(_stats(H, T), alpha, fit_intercept=fit_intercept)
+    ref = Ridge(alpha=alpha, fit_intercept=fit_intercept, solver="cholesky").fit(H, T)
+    assert _rel_err(coef.numpy(), ref.coef_.T) < 1e-6
+    assert _rel_err(intercept.numpy() + 1e-300, np.atleast_1d(ref.intercept_)) < 1e-6
+
+
+def _lstsq_reference(H, T, alpha):
+    # Ridge as an augmented least-squares problem, solved without forming the
+    # Gram matrix: [Hc; sqrt(alpha) I] W = [Tc; 0], minimum-norm when singular.
+    Hc, Tc = H - H.mean(0), T - T.mean(0)
+    d, k = H.shape[1], T.shape[1]
+    A = np.vstack([Hc, np.sqrt(alpha) * np.eye(d)])
+    coef = np.linalg.lstsq(A, np.vstack([Tc, np.zeros((d, k))]), rcond=None)[0]
+    return coef, T.mean(0) - H.mean(0) @ coef
+
+
+def _hard_case(name, rng):
+    H = rng.normal(size=(40, 8))
+    if name == "duplicate_features":
+        H = np.hstack([H, H[:, :3]])
+    elif name == "constant_features":
+        H[:, 2] = 5.0
+        H[:, 5] = -1.0
+    elif name == "d_greater_than_n":
+        H = rng.normal(size=(10, 30))
+    elif name == "huge_scale":
+        H = H * 1e6
+    elif name == "tiny_scale":
+        H = H * 1e-6
+    return H
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["duplicate_features", "constant_features", "d_greater_than_n", "huge_scale",
+     "tiny_scale"],
+)
+@pytest.mark.parametrize("alpha", [1e-12, 1e-3, 1.0])
+def test_hard_cases_are_finite_and_match_lstsq(case, alpha):
+    rng = np.random.default_rng(2)
+    H = _hard_case(case, rng)
+    T = rng.normal(size=(H.shape[0], 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LinAlgWarning)
+        coef, intercept = ridge_solve(_stats(H, T), alpha)
+    assert torch.isfinite(coef).all() and torch.isfinite(intercept).all()
+    ref_coef, ref_intercept = _lstsq_reference(H, T, alpha)
+    # Predictions are what matters when the solution is not unique.
+    pred = H @ coef.numpy() + intercept.numpy()
+    ref_pred = H @ ref_coef + ref_intercept
+    assert _rel_err(pred, ref_pred) < 1e-5
+
+
+def test_singular_gram_warns_and_falls_back():
+    rng = np.random.default_rng(3)
+    H = rng.normal(size=(5, 20))
+    with pytest.warns(LinAlgWarning, match="falling back"):
+        coef, _ = ridge_solve(_stats(H, rng.normal(size=(5, 2))), 0.0)
+    assert torch.isfinite(coef).all()
+
+
+def test_negative_alpha_rejected():
+    rng = np.random.default_rng(4)
+    stats = _stats(rng.normal(size=(5, 2)), rng.normal(size=(5, 1)))
+    with pytest.raises(ValueError, match="alpha"):
+        ridge_solve(stats, -1.0)
