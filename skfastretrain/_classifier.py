@@ -225,7 +225,7 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         if not sp.issparse(X):
             X = np.asarray(X)
         shape = X.shape
-        flat = X if len(shape) <= 2 else X.reshape(shape[0], -1)
+        flat = X if len(shape) <= 2 else X.reshape(shape[0], int(np.prod(shape[1:])))
         dtypes = [np.float32, np.float64, np.uint8]
         if reset:
             flat, y = validate_data(self, flat, y, dtype=dtypes)

@@ -1,0 +1,98 @@
+import pytest
+import torch
+import torchvision
+from conftest import make_tiny_cnn
+from torch import nn
+
+from skfastretrain._backbone import (
+    build_module,
+    find_head,
+    resolve_backbone,
+)
+
+
+def test_named_torchvision_backbone():
+    model, spec = resolve_backbone("resnet18")
+    assert isinstance(model, torchvision.models.ResNet)
+    assert spec.mean == (0.485, 0.456, 0.406) and spec.input_size is None
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match=r"Unknown backbone 'resnet17'.*resnet18"):
+        resolve_backbone("resnet17")
+
+
+def test_module_is_deep_copied():
+    module = make_tiny_cnn()
+    model, _ = resolve_backbone(module)
+    assert model is not module
+    assert model[0].weight is not module[0].weight
+
+
+@pytest.mark.parametrize("bad", [42, lambda: "not a module"])
+def test_bad_backbone_types(bad):
+    with pytest.raises(TypeError, match="nn.Module"):
+        resolve_backbone(bad)
+
+
+def test_weights_path_roundtrip(tmp_path):
+    source = make_tiny_cnn()
+    path = tmp_path / "weights.pt"
+    torch.save(source.state_dict(), path)
+    model, _ = resolve_backbone(make_tiny_cnn, weights=path)
+    torch.testing.assert_close(model[0].weight, source[0].weight)
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        resolve_backbone("resnet18", weights=str(tmp_path / "missing.pth"))
+
+
+def test_torchvision_weights_from_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    enum = torchvision.models.get_model_weights("resnet18").DEFAULT
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    reference = torchvision.models.resnet18()
+    torch.save(reference.state_dict(), folder / enum.url.rsplit("/", 1)[1])
+    model, spec = resolve_backbone("resnet18", weights="DEFAULT")
+    torch.testing.assert_close(model.conv1.weight, reference.conv1.weight)
+    assert spec.input_size == (224, 224)
+    assert spec.mean == tuple(enum.transforms().mean)
+
+
+def test_missing_torchvision_weights_name_file_and_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(OSError, match=r"resnet18-.*\.pth.*checkpoints"):
+        resolve_backbone("resnet18", weights="DEFAULT")
+
+
+@pytest.mark.parametrize("weights", ["IMAGENET1K_V9", "NOPE"])
+def test_unknown_torchvision_weights(weights):
+    with pytest.raises(ValueError, match="Unknown weights"):
+        resolve_backbone("resnet18", weights=weights)
+
+
+def test_head_rule_replaces_last_linear():
+    model, spec = resolve_backbone("resnet18")
+    X = torch.zeros(2, 3, 32, 32).numpy()
+    module = build_module(model, spec, X, 5)
+    assert isinstance(module.backbone.fc, nn.Identity)
+    assert module.head.in_features == 512 and module.head.out_features == 5
+    assert find_head(module) is module.head
+
+
+def test_head_rule_appends_head_to_feature_extractor():
+    X = torch.zeros(2, 1, 8, 8).numpy()
+    module = build_module(make_tiny_cnn(), resolve_backbone(make_tiny_cnn())[1], X, 3)
+    assert module.head.in_features == 16 * 2 * 2
+    assert module(torch.from_numpy(X)).shape == (2, 3)
+
+
+def test_backbone_failure_is_a_value_error():
+    backbone = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(10, 4), nn.ReLU())
+    with pytest.raises(ValueError, match="backbone failed on input"):
+        build_module(backbone, resolve_backbone(backbone)[1],
+                     torch.zeros(2, 1, 8, 8).numpy(), 3)

@@ -1,0 +1,318 @@
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from conftest import make_mlp, make_tiny_cnn
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from torch import nn
+
+from skfastretrain import FastRetrainClassifier
+
+
+def _cnn(**kwargs):
+    params = {"backbone": make_tiny_cnn, "max_epochs": 1, "random_state": 0,
+              "batch_size": 32, "lr": 0.05}
+    return FastRetrainClassifier(**{**params, **kwargs})
+
+
+def test_tiny_cnn_on_digits_beats_chance_clearly(digit_images):
+    X, y, X_test, y_test = digit_images
+    clf = _cnn(max_epochs=3).fit(X, y)
+    assert clf.score(X_test, y_test) > 0.8  # chance is 0.1
+    assert clf.n_iter_ == 3
+    row = clf.history_[-1]
+    for key in ("train_loss", "dur", "frozen_fraction", "solve_dur", "train_acc"):
+        assert key in row
+    assert "init_solve_dur" in clf.history_[0]
+
+
+@pytest.mark.parametrize("layout", ["nhw", "nhwc", "nchw", "float"])
+def test_image_layouts_agree(small_images, layout):
+    X, y = small_images
+    reference = _cnn().fit(X, y).decision_function(X[:20])
+    if layout == "nhwc":
+        X = X[..., None]
+    elif layout == "nchw":
+        X = X[:, None]
+    elif layout == "float":
+        X = X / 255.0
+    np.testing.assert_allclose(
+        _cnn().fit(X, y).decision_function(X[:20]), reference, rtol=1e-4, atol=1e-4
+    )
+
+
+def test_string_labels_round_trip(small_images):
+    X, y = small_images
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven",
+                      "eight", "nine"])
+    clf = _cnn().fit(X, names[y])
+    assert set(clf.predict(X)) <= set(names)
+    assert clf.classes_.tolist() == sorted(names)
+    assert clf.predict_proba(X).shape == (len(X), 10)
+
+
+def test_binary_decision_function_sign_matches_predict(small_images):
+    X, y = small_images
+    mask = y < 2
+    clf = _cnn().fit(X[mask], y[mask])
+    scores = clf.decision_function(X[mask])
+    assert scores.shape == (mask.sum(),)
+    np.testing.assert_array_equal(clf.predict(X[mask]), (scores > 0).astype(int))
+
+
+def test_module_passed_in_is_not_trained_in_place(small_images):
+    X, y = small_images
+    module = make_tiny_cnn()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    clf = _cnn(backbone=module).fit(X, y)
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, before[key])
+    assert clf.module_.backbone is not module
+    assert clf.get_params()["backbone"] is module
+
+
+def test_same_random_state_same_predictions(small_images):
+    X, y = small_images
+    a = _cnn(random_state=7, max_epochs=2).fit(X, y).predict_proba(X)
+    b = _cnn(random_state=7, max_epochs=2).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_fit_leaves_global_torch_rng_alone(small_images):
+    X, y = small_images
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    _cnn().fit(X, y)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("ridge_lambda", [None, 1.0])
+@pytest.mark.parametrize("freeze_prob", [0.0, 0.5])
+def test_four_way_ablation_by_parameters(small_images, ridge_lambda, freeze_prob):
+    X, y = small_images
+    clf = _cnn(ridge_lambda=ridge_lambda, freeze_prob=freeze_prob, max_epochs=2)
+    clf.fit(X, y)
+    history = clf.history_
+    assert history[:, "frozen_fraction"][-1] == (0.0 if freeze_prob == 0 else 0.5)
+    solved = "solve_dur" in history[-1]
+    assert solved == (ridge_lambda is not None)
+
+
+def test_freeze_schedule(small_images):
+    X, y = small_images
+    schedule = [0, 0, 0.25, 0.25, 0.5, 0.5, 0.75, 0.75]
+    clf = _cnn(freeze_prob=schedule, max_epochs=8, ridge_lambda=None).fit(X, y)
+    # The tiny CNN has two candidate convs: round(n * p) with Python's
+    # round-half-to-even freezes 0, 0, 0, 0, 1, 1, 2, 2 of them.
+    assert clf.history_[:, "frozen_fraction"] == [0, 0, 0, 0, 0.5, 0.5, 1, 1]
+
+
+def test_clone_gives_unfitted_equal_params(small_images):
+    X, y = small_images
+    clf = _cnn(freeze_prob=[0.1, 0.2]).set_params(max_epochs=2).fit(X, y)
+    copy = clone(clf)
+    assert not hasattr(copy, "net_")
+    assert copy.get_params()["freeze_prob"] == [0.1, 0.2]
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_grid_search_over_freeze_prob_and_lambda(digits, n_jobs):
+    X, y = digits
+    grid = GridSearchCV(
+        FastRetrainClassifier(make_mlp, max_epochs=1, random_state=0),
+        {"freeze_prob": [0.0, 0.5], "ridge_lambda": [0.1, 10.0]},
+        cv=2,
+        n_jobs=n_jobs,
+    )
+    grid.fit(X[:400], y[:400])
+    assert grid.best_score_ > 0.7
+    assert len(grid.cv_results_["params"]) == 4
+
+
+def test_pipeline_with_preprocessing(digits):
+    X, y = digits
+    pipe = make_pipeline(
+        StandardScaler(), FastRetrainClassifier(make_mlp, max_epochs=3, random_state=0)
+    )
+    # A 16-unit MLP on 500 digits: well above chance (0.1), not a benchmark.
+    assert pipe.fit(X[:500], y[:500]).score(X[500:800], y[500:800]) > 0.7
+
+
+def test_pipeline_with_image_transformer(small_images):
+    X, y = small_images
+    pipe = make_pipeline(
+        FunctionTransformer(lambda a: a.astype(np.float32) / 255.0), _cnn()
+    )
+    assert pipe.fit(X, y).predict(X).shape == y.shape
+
+
+@pytest.mark.parametrize("dump", ["pickle", "joblib"])
+def test_persistence_round_trip_in_new_process(small_images, tmp_path, dump):
+    X, y = small_images
+    clf = _cnn().fit(X, y)
+    path = tmp_path / "model.bin"
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "expected.npy", clf.predict_proba(X))
+    if dump == "pickle":
+        path.write_bytes(pickle.dumps(clf))
+        load = "pickle.loads(open(path, 'rb').read())"
+    else:
+        joblib.dump(clf, path)
+        load = "joblib.load(path)"
+    script = textwrap.dedent(f"""
+        import pickle, joblib, numpy as np
+        path = {str(path)!r}
+        clf = {load}
+        got = clf.predict_proba(np.load({str(tmp_path / "X.npy")!r}))
+        np.testing.assert_array_equal(got, np.load({str(tmp_path / "expected.npy")!r}))
+        print("ok")
+    """)
+    # The backbone factory is pickled by reference to the tests' conftest.
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                         text=True, timeout=120, env=env, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fitted_model_unpickles_on_cpu(small_images, tmp_path):
+    X, y = small_images
+    clf = _cnn(device="cuda").fit(X, y)
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(clf))
+    expected = clf.predict_proba(X)
+    script = textwrap.dedent(f"""
+        import pickle, numpy as np, warnings
+        warnings.simplefilter("ignore")
+        clf = pickle.loads(open({str(path)!r}, "rb").read())
+        assert str(next(clf.module_.parameters()).device) == "cpu"
+        np.save({str(tmp_path / "got.npy")!r}, clf.predict_proba(
+            np.load({str(tmp_path / "X.npy")!r})))
+    """)
+    np.save(tmp_path / "X.npy", X)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": os.path.dirname(__file__)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                         text=True, timeout=120, env=env, check=False)
+    assert out.returncode == 0, out.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "got.npy"), expected, atol=1e-4)
+
+
+# -- bad input: a clear ValueError or TypeError, never a raw torch error --------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_in_X(small_images, bad):
+    X, y = small_images
+    X = X.astype(np.float32)
+    X[3, 2, 2] = bad
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        _cnn().fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "X, y, match",
+    [
+        (np.zeros((0, 8, 8)), np.zeros(0), "0 sample"),
+        (np.zeros((10, 8, 8)), np.arange(9) % 2, "inconsistent numbers"),
+        (np.zeros((10, 8, 8)), np.ones(10), "1 class"),
+        (np.zeros((10, 64)), np.arange(10) % 2, "convolution"),
+        (np.zeros((10, 5, 8, 8)), np.arange(10) % 2, "channels"),
+        (np.zeros((10, 8, 8)), np.linspace(0, 1, 10), "Unknown label type"),
+    ],
+)
+def test_bad_fit_input(X, y, match):
+    with pytest.raises(ValueError, match=match):
+        _cnn().fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "X_predict, match",
+    [
+        (np.zeros((4, 3, 8, 8), np.uint8), "features"),
+        (np.zeros((4, 8, 7), np.uint8), "features"),
+        (np.zeros((4, 7, 8, 8), np.uint8)[:, :, :4, :2], "features"),
+        (np.zeros((4, 4, 16), np.uint8), "shape"),
+    ],
+)
+def test_predict_shape_mismatch_raises(small_images, X_predict, match):
+    X, y = small_images
+    clf = _cnn().fit(X, y)
+    with pytest.raises(ValueError, match=match):
+        clf.predict(X_predict)
+
+
+def test_unknown_backbone_name_lists_names(small_images):
+    with pytest.raises(ValueError, match="Valid names: .*resnet18"):
+        FastRetrainClassifier("not_a_net").fit(*small_images)
+
+
+@pytest.mark.parametrize(
+    "params, error, match",
+    [
+        ({"freeze_prob": 1.0}, ValueError, "freeze_prob"),
+        ({"freeze_prob": -0.1}, ValueError, "freeze_prob"),
+        ({"freeze_prob": "half"}, TypeError, "freeze_prob"),
+        ({"freeze_prob": [0.5, 1.5]}, ValueError, "freeze_prob"),
+        ({"freeze_prob": [0.5]}, ValueError, "one value per epoch"),
+        ({"freeze_mode": "middle"}, ValueError, "freeze_mode"),
+        ({"ridge_lambda": 0.0}, ValueError, "ridge_lambda"),
+        ({"ridge_lambda": -1}, ValueError, "ridge_lambda"),
+        ({"ridge_lambda": "auto-ish"}, TypeError, "ridge_lambda"),
+        ({"head_blend": 0.0}, ValueError, "head_blend"),
+        ({"head_blend": 1.5}, ValueError, "head_blend"),
+        ({"init_head": "zeros"}, ValueError, "init_head"),
+        ({"solve_every": 0}, ValueError, "solve_every"),
+        ({"solve_every": 1.5}, TypeError, "solve_every"),
+        ({"max_epochs": 0}, ValueError, "max_epochs"),
+        ({"lr": -1.0}, ValueError, "lr"),
+        ({"lr": np.nan}, ValueError, "lr"),
+        ({"momentum": -0.1}, ValueError, "momentum"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"bn_momentum": 2.0}, ValueError, "bn_momentum"),
+        ({"input_size": (0, 4)}, ValueError, "input_size"),
+        ({"device": "quantum"}, ValueError, "device"),
+        ({"callbacks": "ProgressBar"}, TypeError, "callbacks"),
+        ({"backbone": 3}, TypeError, "backbone"),
+    ],
+)
+def test_invalid_hyperparameters(small_images, params, error, match):
+    with pytest.raises(error, match=match):
+        _cnn(**{"max_epochs": 2, **params}).fit(*small_images)
+
+
+def test_user_callbacks_run_after_own_and_are_copied(small_images):
+    from skorch.callbacks import Callback
+
+    class Spy(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            self.keys = set(net.history[-1])
+
+    spy = Spy()
+    clf = _cnn(callbacks=[spy]).fit(*small_images)
+    assert not hasattr(spy, "keys")
+    copied = dict(clf.net_.callbacks_)["Spy"]
+    assert "solve_dur" in copied.keys
+
+
+def test_head_rule_for_module_ending_in_linear(small_images):
+    X, y = small_images
+
+    def backbone():
+        return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(4 * 6 * 6, 1000))
+
+    clf = _cnn(backbone=backbone).fit(X, y)
+    assert clf.module_.head.in_features == 4 * 6 * 6
+    assert clf.module_.head.out_features == 10
