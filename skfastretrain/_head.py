@@ -17,16 +17,19 @@ from ._solve import ridge_solve
 __all__ = ["RidgeHeadSolver"]
 
 
-def _calibrated_scale(logits, y):
+def _calibrated_scale(logits, y, max_scale):
     # Ridge outputs sit near +-1, so their softmax is nearly flat and the
     # cross-entropy gradients that the next SGD epoch sends into the backbone
     # are large. One temperature, fitted on training rows, fixes the scale
-    # without changing any argmax.
+    # without changing any argmax. It is capped: the head's norm multiplies
+    # the gradients the backbone receives, and on well-separated training
+    # rows the unconstrained optimum runs off toward hard labels, which made
+    # SGD diverge in our runs.
     def loss(log_s):
         z = np.exp(log_s) * logits
         return -log_softmax(z, axis=1)[np.arange(len(y)), y].mean()
 
-    res = minimize_scalar(loss, bounds=(np.log(1e-2), np.log(1e4)), method="bounded")
+    res = minimize_scalar(loss, bounds=(np.log(1e-2), np.log(max_scale)), method="bounded")
     return float(np.exp(res.x))
 
 
@@ -63,8 +66,9 @@ class RidgeHeadSolver(Callback):
     and -1 for the others: those outputs are logits on a small scale. With
     ``calibrate=True`` the solution is multiplied by the temperature that
     minimizes the cross-entropy of its softmax on a random subset of the
-    training rows, so ``predict_proba`` and the next SGD epoch see logits on a
-    sensible scale. Predictions (the argmax) do not change.
+    training rows, capped at ``max_scale``, so ``predict_proba`` and the next
+    SGD epoch see logits on a sensible scale. Predictions (the argmax) do not
+    change.
 
     With ``recalibrate_bn=True`` the same pass re-estimates the running
     statistics of the trainable BatchNorm layers: they run on batch statistics,
@@ -93,6 +97,8 @@ class RidgeHeadSolver(Callback):
         Rescale the solution's logits as described above.
     gram_dtype : torch.dtype, default=torch.float64
         Accumulation dtype of the Gram statistics.
+    max_scale : float, default=4.0
+        Upper bound of the calibrated temperature.
     recalibrate_bn : bool, default=True
         Re-estimate BatchNorm running statistics during the feature pass.
     calibration_samples : int, default=2048
@@ -133,6 +139,7 @@ class RidgeHeadSolver(Callback):
         init_solve=True,
         head=None,
         calibrate=True,
+        max_scale=4.0,
         gram_dtype=torch.float64,
         recalibrate_bn=True,
         calibration_samples=2048,
@@ -144,6 +151,7 @@ class RidgeHeadSolver(Callback):
         self.init_solve = init_solve
         self.head = head
         self.calibrate = calibrate
+        self.max_scale = max_scale
         self.gram_dtype = gram_dtype
         self.recalibrate_bn = recalibrate_bn
         self.calibration_samples = calibration_samples
@@ -246,7 +254,7 @@ class RidgeHeadSolver(Callback):
         scale = 1.0
         if self.calibrate and len(kept_y):
             logits = (kept_h.to(coef.device) @ coef + intercept).cpu().numpy()
-            scale = _calibrated_scale(logits, kept_y.numpy())
+            scale = _calibrated_scale(logits, kept_y.numpy(), self.max_scale)
         with torch.no_grad():
             w = (scale * coef.T).to(head.weight)
             head.weight.add_(blend * (w - head.weight))

@@ -1,0 +1,10 @@
+"""Data set loaders.
+
+:func:`load_fashion_mnist` reads the Fashion-MNIST IDX files from a local
+folder (by default where Debian's ``dataset-fashion-mnist`` package puts
+them); nothing is downloaded.
+"""
+
+from ._fashion_mnist import load_fashion_mnist
+
+__all__ = ["load_fashion_mnist"]
