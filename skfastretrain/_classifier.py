@@ -1,42 +1,36 @@
 """FastRetrainClassifier: the scikit-learn estimator over the whole path."""
 
 import copy
-import numbers
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from ._backbone import build_module, first_conv, resolve_backbone
-from ._data import to_model_layout
+from ._data import (
+    AugmentCollate,
+    ImageDataset,
+    check_paths,
+    input_kind,
+    make_augment,
+    to_model_layout,
+)
 from ._freezing import RandomFreezer
 from ._head import RidgeHeadSolver
-from ._sgd_epoch import make_net, resolve_device, set_bn_momentum
+from ._sgd_epoch import make_net, set_bn_momentum
+from ._validation import (
+    check_array_input,
+    check_fit_input,
+    check_input_size,
+    check_params,
+)
 
 __all__ = ["FastRetrainClassifier"]
-
-
-def _check_fraction(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a float in [0, 1), got {value!r}.")
-    if not 0 <= value < 1:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
-
-
-def _check_positive(name, value, *, integer=False, allow_zero=False):
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        what = "an int" if integer else "a number"
-        raise TypeError(f"{name} must be {what}, got {value!r}.")
-    if not (value >= 0 if allow_zero else value > 0) or not np.isfinite(value):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {value!r}.")
 
 
 class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
@@ -91,6 +85,16 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
     input_size : int, tuple of int or None, default=None
         Resize images to this size inside the model; None uses the named
         backbone's pretrained input size (none without weights).
+    augment : None, "light" or callable, default=None
+        Per-sample augmentation in the SGD epochs only (never in the head
+        solve's feature pass or at predict): ``"light"`` is a random resized
+        crop (scale 0.7-1) and a horizontal flip; a callable is applied to
+        each (C, H, W) tensor, e.g. a torchvision transform.
+    num_workers : int, default=0
+        DataLoader worker processes. 0 loads in the main process, which is
+        best for in-memory arrays; use workers for image files.
+    pin_memory : "auto" or bool, default="auto"
+        Pin host memory for faster copies; "auto" pins when training on CUDA.
     device : str, default="auto"
         ``"auto"`` (cuda if available, else cpu) or a torch device string.
     random_state : int, RandomState instance or None, default=None
@@ -153,6 +157,9 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         batch_size=32,
         bn_momentum=0.1,
         input_size=None,
+        augment=None,
+        num_workers=0,
+        pin_memory="auto",
         device="auto",
         random_state=None,
         verbose=0,
@@ -173,83 +180,34 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.bn_momentum = bn_momentum
         self.input_size = input_size
+        self.augment = augment
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
 
-    def _validate_params(self):
-        _check_positive("max_epochs", self.max_epochs, integer=True)
-        if isinstance(self.freeze_prob, str) or np.ndim(self.freeze_prob) > 1:
-            raise TypeError(f"freeze_prob must be a float or a sequence of floats, got {self.freeze_prob!r}.")
-        if np.ndim(self.freeze_prob) == 0:
-            _check_fraction("freeze_prob", self.freeze_prob)
-        else:
-            if len(self.freeze_prob) < self.max_epochs:
-                raise ValueError(
-                    f"freeze_prob has {len(self.freeze_prob)} values but "
-                    f"max_epochs={self.max_epochs}: give one value per epoch."
-                )
-            for value in self.freeze_prob:
-                _check_fraction("every value of freeze_prob", value)
-        if self.freeze_mode not in ("random", "prefix"):
-            raise ValueError(f"freeze_mode must be 'random' or 'prefix', got {self.freeze_mode!r}.")
-        if self.ridge_lambda is not None:
-            _check_positive("ridge_lambda", self.ridge_lambda)
-        _check_positive("head_blend", self.head_blend)
-        if self.head_blend > 1:
-            raise ValueError(f"head_blend must be in (0, 1], got {self.head_blend!r}.")
-        if self.init_head not in ("ridge", "random"):
-            raise ValueError(f"init_head must be 'ridge' or 'random', got {self.init_head!r}.")
-        _check_positive("solve_every", self.solve_every, integer=True)
-        _check_positive("lr", self.lr)
-        _check_positive("momentum", self.momentum, allow_zero=True)
-        _check_positive("weight_decay", self.weight_decay, allow_zero=True)
-        _check_positive("batch_size", self.batch_size, integer=True)
-        if self.bn_momentum is not None:
-            _check_fraction("bn_momentum", self.bn_momentum)
-        if self.input_size is not None:
-            size = np.atleast_1d(self.input_size)
-            if size.ndim != 1 or len(size) not in (1, 2) or not all(
-                isinstance(s, numbers.Integral) and s > 0 for s in size.tolist()
-            ):
-                raise ValueError(f"input_size must be a positive int or (height, width), got {self.input_size!r}.")
-        _check_positive("verbose", self.verbose, integer=True, allow_zero=True)
-        if self.callbacks is not None and not isinstance(self.callbacks, (list, tuple)):
-            raise TypeError("callbacks must be a list of skorch callbacks or None.")
-        return resolve_device(self.device)
-
-    def _check_X(self, X, *, reset, y=None):
-        # Images are validated flattened, so n_features_in_ counts the values
-        # of one sample; sparse input goes straight to validate_data's error.
-        if not sp.issparse(X):
-            X = np.asarray(X)
-        shape = X.shape
-        flat = X if len(shape) <= 2 else X.reshape(shape[0], int(np.prod(shape[1:])))
-        dtypes = [np.float32, np.float64, np.uint8]
-        if reset:
-            flat, y = validate_data(self, flat, y, dtype=dtypes)
-        else:
-            flat = validate_data(self, flat, reset=False, dtype=dtypes)
-        X = flat if len(shape) <= 2 else np.reshape(flat, shape)
-        return X, y
-
-    def fit(self, X, y):
-        """Fine-tune the backbone and its head on images or feature vectors.
+    def fit(self, X, y=None):
+        """Fine-tune the backbone and its head.
 
         Parameters
         ----------
-        X : array-like of shape (n, H, W), (n, H, W, C), (n, C, H, W) or (n, d)
-            Images (uint8 in [0, 255] or float) or feature vectors.
-        y : array-like of shape (n,)
-            Class labels of any type scikit-learn accepts.
+        X : array-like, sequence of paths or torch Dataset
+            Images as an array of shape (n, H, W), (n, H, W, C) or
+            (n, C, H, W) (uint8 in [0, 255] or float), feature vectors of
+            shape (n, d), image file paths (read lazily with PIL), or a torch
+            Dataset (or skorch SliceDataset) of images or (image, label) items.
+        y : array-like of shape (n,) or None, default=None
+            Class labels of any type scikit-learn accepts. None only when X
+            is a Dataset of (image, label) items.
 
         Returns
         -------
         self : FastRetrainClassifier
         """
-        device = self._validate_params()
-        X, y = self._check_X(X, reset=True, y=y)
+        device = check_params(self)
+        X, y = check_fit_input(self, X, y)
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
         if len(encoder.classes_) < 2:
@@ -258,10 +216,12 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
                 "at least two classes."
             )
         y_enc = encoder.transform(y).astype(np.int64)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net, input_shape = self._fit_net(X, y_enc, len(encoder.classes_), seed, device)
+            torch.manual_seed(int(seed))
+            net, input_shape = self._fit_net(
+                X, y_enc, len(encoder.classes_), int(seed), device
+            )
         self.classes_ = encoder.classes_
         self.input_shape_ = input_shape
         self.net_ = net
@@ -270,31 +230,62 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit_net(self, X, y, n_classes, seed, device):
         backbone, spec = resolve_backbone(self.backbone, self.weights)
-        X = to_model_layout(X, expects_images=first_conv(backbone) is not None)
-        size = self.input_size
-        if size is not None:
-            size = tuple(np.broadcast_to(np.atleast_1d(size), (2,)).tolist())
-        module = build_module(backbone, spec, X, n_classes, input_size=size)
+        conv = first_conv(backbone)
+        size = check_input_size(self.input_size) or spec.input_size
+        if input_kind(X) == "array":
+            data = to_model_layout(X, expects_images=conv is not None)
+            sample, targets = data[:2], y
+        else:
+            channels = None if conv is None else conv.in_channels
+            data = ImageDataset(X, y, size=size, channels=channels)
+            sample = torch.stack([data[i][0] for i in range(min(2, len(data)))])
+            sample, targets = sample.numpy(), None
+        module = build_module(backbone, spec, sample, n_classes, input_size=size)
         if self.bn_momentum is not None:
             set_bn_momentum(module.backbone, self.bn_momentum)
-        callbacks = [("freezer", RandomFreezer(self.freeze_prob, mode=self.freeze_mode, head="head", random_state=seed))]
-        if self.ridge_lambda is not None:
-            callbacks.append((
-                "ridge_head",
-                RidgeHeadSolver(
-                    self.ridge_lambda, blend=self.head_blend, solve_every=self.solve_every,
-                    init_solve=self.init_head == "ridge", head="head", random_state=seed,
+        augment = make_augment(self.augment, sample.shape[-2:])
+        callbacks = [
+            (
+                "freezer",
+                RandomFreezer(
+                    self.freeze_prob,
+                    mode=self.freeze_mode,
+                    head="head",
+                    random_state=seed,
                 ),
-            ))
+            )
+        ]
+        if self.ridge_lambda is not None:
+            solver = RidgeHeadSolver(
+                self.ridge_lambda,
+                blend=self.head_blend,
+                solve_every=self.solve_every,
+                init_solve=self.init_head == "ridge",
+                head="head",
+                random_state=seed,
+            )
+            callbacks.append(("ridge_head", solver))
         callbacks += copy.deepcopy(list(self.callbacks or []))
-        net = make_net(
-            module, callbacks=callbacks, lr=self.lr, momentum=self.momentum,
-            weight_decay=self.weight_decay, batch_size=self.batch_size,
-            max_epochs=self.max_epochs, device=device,
-            generator=torch.Generator().manual_seed(seed), verbose=self.verbose,
+        pin = (
+            device.startswith("cuda") if self.pin_memory == "auto" else self.pin_memory
         )
-        net.fit(X, y)
-        return net, X.shape[1:]
+        net = make_net(
+            module,
+            callbacks=callbacks,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            max_epochs=self.max_epochs,
+            device=device,
+            generator=torch.Generator().manual_seed(seed),
+            verbose=self.verbose,
+            num_workers=self.num_workers,
+            pin_memory=pin,
+            train_collate=None if augment is None else AugmentCollate(augment),
+        )
+        net.fit(data, targets)
+        return net, tuple(sample.shape[1:])
 
     @property
     def module_(self):
@@ -310,7 +301,15 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
 
     def _model_input(self, X):
         check_is_fitted(self)
-        X, _ = self._check_X(X, reset=False)
+        if input_kind(X) != "array":
+            if input_kind(X) == "paths":
+                check_paths(X)
+            return ImageDataset(
+                X,
+                size=self.input_shape_[-2:],
+                channels=self.net_.module_.preprocess.channels,
+            )
+        X, _ = check_array_input(self, X, reset=False)
         X = to_model_layout(X, expects_images=len(self.input_shape_) > 1)
         if X.shape[1:] != self.input_shape_:
             raise ValueError(
@@ -319,6 +318,10 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
                 "the images as at fit."
             )
         return X
+
+    def _logits(self, X):
+        data = self._model_input(X)
+        return self.net_.forward(data, training=False).double().numpy()
 
     def decision_function(self, X):
         """Logits of the head.
@@ -334,8 +337,7 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
             For two classes, the logit difference of the second class over
             the first, as scikit-learn expects.
         """
-        X = self._model_input(X)
-        logits = self.net_.forward(X, training=False).double().numpy()
+        logits = self._logits(X)
         if len(self.classes_) == 2:
             return logits[:, 1] - logits[:, 0]
         return logits
@@ -352,9 +354,7 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         -------
         proba : ndarray of shape (n, n_classes)
         """
-        X = self._model_input(X)
-        logits = self.net_.forward(X, training=False).double().numpy()
-        return softmax(logits, axis=1)
+        return softmax(self._logits(X), axis=1)
 
     def predict(self, X):
         """Predicted class labels.

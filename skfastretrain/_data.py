@@ -1,11 +1,27 @@
 """Input checking and on-the-fly preprocessing: the data step of the path."""
 
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from PIL import Image
+from skorch.helper import SliceDataset
 from torch import nn
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
 
-__all__ = ["Preprocess", "to_model_layout"]
+__all__ = [
+    "AugmentCollate",
+    "ImageDataset",
+    "Preprocess",
+    "check_paths",
+    "dataset_labels",
+    "input_kind",
+    "make_augment",
+    "to_model_layout",
+]
 
 
 def to_model_layout(X, *, expects_images):
@@ -92,3 +108,137 @@ class Preprocess(nn.Module):
 
     def extra_repr(self):
         return f"channels={self.channels}, size={self.size}"
+
+
+def input_kind(X):
+    """``"dataset"``, ``"paths"`` or ``"array"``: how ``X`` is read."""
+    if isinstance(X, (Dataset, SliceDataset)):
+        return "dataset"
+    if isinstance(X, (list, tuple)) and X and isinstance(X[0], (str, os.PathLike)):
+        return "paths"
+    if (
+        isinstance(X, np.ndarray)
+        and X.ndim == 1
+        and X.size
+        and isinstance(X.flat[0], (str, os.PathLike))
+    ):
+        return "paths"
+    return "array"
+
+
+def _to_chw(image):
+    """A PIL image, array (H, W[, C]) or tensor (C, H, W) as a CHW tensor."""
+    if isinstance(image, Image.Image):
+        return TF.pil_to_tensor(image)
+    if isinstance(image, torch.Tensor):
+        return image if image.ndim == 3 else image[None]
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise ValueError(f"An image must be 2-D or 3-D, got shape {array.shape}.")
+    if array.dtype != np.uint8:
+        array = array.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+class ImageDataset(Dataset):
+    """Images read lazily from files or another dataset, at one size.
+
+    Every item is a (C, H, W) tensor (uint8 stays uint8) resized to ``size``
+    so that items batch together, paired with an integer label.
+
+    Parameters
+    ----------
+    source : sequence of paths, torch Dataset or skorch SliceDataset
+        Items of a dataset may be images or (image, label) pairs; the label
+        in an item is ignored in favour of ``labels``.
+    labels : ndarray of int or None
+        Encoded labels, or None at predict time (labels are then 0).
+    size : tuple of int or None
+        (height, width); None takes the size of the first image.
+    channels : int or None
+        Channels wanted: files are decoded as RGB for 3 and as L for 1.
+    """
+
+    def __init__(self, source, labels=None, *, size=None, channels=None):
+        self.source = source
+        self.labels = labels
+        self.channels = channels
+        self.is_paths = input_kind(source) == "paths"
+        self.size = tuple(size) if size is not None else None
+        if self.size is None:
+            self.size = tuple(self._load(0).shape[-2:])
+
+    def __len__(self):
+        return len(self.source)
+
+    def _load(self, i):
+        if self.is_paths:
+            mode = {1: "L", 3: "RGB"}.get(self.channels)
+            with Image.open(self.source[i]) as img:
+                return _to_chw(img.convert(mode) if mode else img)
+        item = self.source[i]
+        return _to_chw(item[0] if isinstance(item, tuple) else item)
+
+    def __getitem__(self, i):
+        x = self._load(i)
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            x = TF.resize(x, list(self.size), antialias=True)
+        if self.channels == 3 and x.shape[0] == 1:
+            x = x.expand(3, -1, -1)
+        label = 0 if self.labels is None else int(self.labels[i])
+        return x, label
+
+
+def dataset_labels(dataset):
+    """Labels of a dataset of (image, label) items, without decoding images
+    when the dataset exposes ``targets`` (as torchvision datasets do)."""
+    targets = getattr(dataset, "targets", None)
+    if targets is not None:
+        return np.asarray(targets)
+    return np.asarray([dataset[i][1] for i in range(len(dataset))])
+
+
+def check_paths(paths):
+    """Fail early, with the path, when an image file does not exist."""
+    for path in paths:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"Expected image file paths, got {type(path).__name__}.")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Image file not found: {os.fspath(path)!r}.")
+
+
+def make_augment(augment, size):
+    """The per-sample training transform for ``augment``, or None."""
+    if augment is None:
+        return None
+    if augment == "light":
+        return v2.Compose(
+            [
+                v2.RandomResizedCrop(size, scale=(0.7, 1.0), antialias=True),
+                v2.RandomHorizontalFlip(),
+            ]
+        )
+    if callable(augment):
+        return augment
+    raise ValueError(
+        f"augment must be None, 'light' or a callable transform, got {augment!r}."
+    )
+
+
+class AugmentCollate:
+    """Collate function that transforms each sample before stacking.
+
+    Used only by the training iterator, so augmentation never reaches the
+    head-solve feature pass or predict. A class, not a closure, so that
+    DataLoader workers can pickle it.
+    """
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, batch):
+        xs, ys = zip(*batch, strict=True)
+        xs = [self.transform(torch.as_tensor(x)) for x in xs]
+        return torch.stack(xs), torch.as_tensor(np.asarray(ys))

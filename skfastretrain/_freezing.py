@@ -172,9 +172,7 @@ class RandomFreezer(Callback):
         else:
             self.frozen_ = self.candidates_[:n_freeze]
             if n_freeze:
-                stop = (
-                    self.candidates_[n_freeze] if n_freeze < n_cand else None
-                )
+                stop = self.candidates_[n_freeze] if n_freeze < n_cand else None
                 for name, m in self._order:
                     if name == stop:
                         break

@@ -29,7 +29,9 @@ def _calibrated_scale(logits, y, max_scale):
         z = np.exp(log_s) * logits
         return -log_softmax(z, axis=1)[np.arange(len(y)), y].mean()
 
-    res = minimize_scalar(loss, bounds=(np.log(1e-2), np.log(max_scale)), method="bounded")
+    res = minimize_scalar(
+        loss, bounds=(np.log(1e-2), np.log(max_scale)), method="bounded"
+    )
     return float(np.exp(res.x))
 
 
@@ -213,7 +215,10 @@ class RidgeHeadSolver(Callback):
                     y = torch.as_tensor(yi, device=h.device).long()
                     if stats is None:
                         stats = GramAccumulator(
-                            h.shape[1], n_classes, dtype=self.gram_dtype, device=h.device
+                            h.shape[1],
+                            n_classes,
+                            dtype=self.gram_dtype,
+                            device=h.device,
                         )
                     # One-hot targets in {-1, +1}: 2 * onehot - 1.
                     t = torch.full((len(y), n_classes), -1.0, device=h.device)

@@ -32,9 +32,31 @@ def set_bn_momentum(module, momentum):
             m.momentum = momentum
 
 
-def make_net(module, *, callbacks, lr, momentum, weight_decay, batch_size,
-             max_epochs, device, generator, verbose):
-    """A skorch classifier over ``module`` trained by SGD with momentum."""
+def make_net(
+    module,
+    *,
+    callbacks,
+    lr,
+    momentum,
+    weight_decay,
+    batch_size,
+    max_epochs,
+    device,
+    generator,
+    verbose,
+    num_workers=0,
+    pin_memory=False,
+    train_collate=None,
+):
+    """A skorch classifier over ``module`` trained by SGD with momentum.
+
+    ``train_collate`` (augmentation) goes to the training iterator only, so
+    the head solve's feature pass and predict see the data unchanged.
+    """
+    loader = {"num_workers": num_workers, "pin_memory": pin_memory}
+    train_loader = {**loader, "shuffle": True, "generator": generator}
+    if train_collate is not None:
+        train_loader["collate_fn"] = train_collate
     return NeuralNetClassifier(
         module,
         criterion=nn.CrossEntropyLoss,
@@ -45,9 +67,9 @@ def make_net(module, *, callbacks, lr, momentum, weight_decay, batch_size,
         batch_size=batch_size,
         max_epochs=max_epochs,
         train_split=None,
-        iterator_train__shuffle=True,
-        iterator_train__generator=generator,
         callbacks=callbacks,
         device=device,
         verbose=verbose,
+        **{f"iterator_train__{k}": v for k, v in train_loader.items()},
+        **{f"iterator_valid__{k}": v for k, v in loader.items()},
     )

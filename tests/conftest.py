@@ -27,7 +27,6 @@ def make_tiny_cnn():
 
 @pytest.fixture(autouse=True)
 def _seed_everything():
-    np.random.seed(0)
     torch.manual_seed(0)
 
 

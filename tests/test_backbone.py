@@ -31,7 +31,7 @@ def test_module_is_deep_copied():
 
 @pytest.mark.parametrize("bad", [42, lambda: "not a module"])
 def test_bad_backbone_types(bad):
-    with pytest.raises(TypeError, match="nn.Module"):
+    with pytest.raises(TypeError, match=r"nn\.Module"):
         resolve_backbone(bad)
 
 
@@ -41,7 +41,7 @@ def test_weights_path_roundtrip(tmp_path):
     torch.save(source.state_dict(), path)
     model, _ = resolve_backbone(make_tiny_cnn, weights=path)
     torch.testing.assert_close(model[0].weight, source[0].weight)
-    with pytest.raises(FileNotFoundError, match="missing.pth"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth"):
         resolve_backbone("resnet18", weights=str(tmp_path / "missing.pth"))
 
 
@@ -92,7 +92,10 @@ def test_head_rule_appends_head_to_feature_extractor():
 
 
 def test_backbone_failure_is_a_value_error():
-    backbone = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(10, 4), nn.ReLU())
+    backbone = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(10, 4), nn.ReLU()
+    )
     with pytest.raises(ValueError, match="backbone failed on input"):
-        build_module(backbone, resolve_backbone(backbone)[1],
-                     torch.zeros(2, 1, 8, 8).numpy(), 3)
+        build_module(
+            backbone, resolve_backbone(backbone)[1], torch.zeros(2, 1, 8, 8).numpy(), 3
+        )

@@ -19,8 +19,13 @@ from skfastretrain import FastRetrainClassifier
 
 
 def _cnn(**kwargs):
-    params = {"backbone": make_tiny_cnn, "max_epochs": 1, "random_state": 0,
-              "batch_size": 32, "lr": 0.05}
+    params = {
+        "backbone": make_tiny_cnn,
+        "max_epochs": 1,
+        "random_state": 0,
+        "batch_size": 32,
+        "lr": 0.05,
+    }
     return FastRetrainClassifier(**{**params, **kwargs})
 
 
@@ -52,8 +57,9 @@ def test_image_layouts_agree(small_images, layout):
 
 def test_string_labels_round_trip(small_images):
     X, y = small_images
-    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven",
-                      "eight", "nine"])
+    names = np.array(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    )
     clf = _cnn().fit(X, names[y])
     assert set(clf.predict(X)) <= set(names)
     assert clf.classes_.tolist() == sorted(names)
@@ -179,8 +185,14 @@ def test_persistence_round_trip_in_new_process(small_images, tmp_path, dump):
     """)
     # The backbone factory is pickled by reference to the tests' conftest.
     env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                         text=True, timeout=120, env=env, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 
@@ -201,10 +213,19 @@ def test_cuda_fitted_model_unpickles_on_cpu(small_images, tmp_path):
             np.load({str(tmp_path / "X.npy")!r})))
     """)
     np.save(tmp_path / "X.npy", X)
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "",
-           "PYTHONPATH": os.path.dirname(__file__)}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                         text=True, timeout=120, env=env, check=False)
+    env = {
+        **os.environ,
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONPATH": os.path.dirname(__file__),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     np.testing.assert_allclose(np.load(tmp_path / "got.npy"), expected, atol=1e-4)
 
@@ -217,7 +238,7 @@ def test_nan_or_inf_in_X(small_images, bad):
     X, y = small_images
     X = X.astype(np.float32)
     X[3, 2, 2] = bad
-    with pytest.raises(ValueError, match="NaN|infinity"):
+    with pytest.raises(ValueError, match=r"NaN|infinity"):
         _cnn().fit(X, y)
 
 
@@ -254,7 +275,7 @@ def test_predict_shape_mismatch_raises(small_images, X_predict, match):
 
 
 def test_unknown_backbone_name_lists_names(small_images):
-    with pytest.raises(ValueError, match="Valid names: .*resnet18"):
+    with pytest.raises(ValueError, match=r"Valid names: .*resnet18"):
         FastRetrainClassifier("not_a_net").fit(*small_images)
 
 
@@ -310,8 +331,9 @@ def test_head_rule_for_module_ending_in_linear(small_images):
     X, y = small_images
 
     def backbone():
-        return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(),
-                             nn.Linear(4 * 6 * 6, 1000))
+        return nn.Sequential(
+            nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 1000)
+        )
 
     clf = _cnn(backbone=backbone).fit(X, y)
     assert clf.module_.head.in_features == 4 * 6 * 6

@@ -149,7 +149,8 @@ def test_prefix_and_random_give_same_gradients_for_same_frozen_set(data):
         )
         loss.backward()
         grads[mode] = {
-            n: p.grad.clone() for n, p in net.module_.named_parameters()
+            n: p.grad.clone()
+            for n, p in net.module_.named_parameters()
             if p.grad is not None
         }
     assert {"5.weight", "7.weight", "10.weight"} <= set(grads["prefix"])

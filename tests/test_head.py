@@ -39,10 +39,12 @@ def test_solution_matches_sklearn_ridge_on_the_features(data):
     T = np.where(y[:, None] == np.arange(3), 1.0, -1.0)
     ref = Ridge(alpha=0.5).fit(H, T)
     head = net.module_[2]
-    np.testing.assert_allclose(head.weight.detach().double(), ref.coef_, rtol=1e-5,
-                               atol=1e-6)
-    np.testing.assert_allclose(head.bias.detach().double(), ref.intercept_, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        head.weight.detach().double(), ref.coef_, rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        head.bias.detach().double(), ref.intercept_, rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("blend", [0.25, 0.5, 1.0])
@@ -104,7 +106,7 @@ def test_batchnorm_recalibrated_to_population_statistics():
 
 def test_head_must_be_linear(data):
     module = nn.Sequential(nn.Linear(6, 3), nn.Softmax(dim=1))
-    with pytest.raises(ValueError, match="nn.Linear head"):
+    with pytest.raises(ValueError, match=r"nn\.Linear head"):
         _net(RidgeHeadSolver(), module=module).fit(*data)
 
 

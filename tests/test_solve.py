@@ -64,8 +64,13 @@ def _hard_case(name, rng):
 
 @pytest.mark.parametrize(
     "case",
-    ["duplicate_features", "constant_features", "d_greater_than_n", "huge_scale",
-     "tiny_scale"],
+    [
+        "duplicate_features",
+        "constant_features",
+        "d_greater_than_n",
+        "huge_scale",
+        "tiny_scale",
+    ],
 )
 @pytest.mark.parametrize("alpha", [1e-12, 1e-3, 1.0])
 def test_hard_cases_are_finite_and_match_lstsq(case, alpha):

@@ -231,7 +231,7 @@ def load_fashion_mnist(
 ):
     """Load the Fashion-MNIST images and labels (classification).
 
-    Fashion-MNIST holds 28x28 grayscale images of Zalando articles in 10
+    Fashion-MNIST [1]_ holds 28x28 grayscale images of Zalando articles in 10
     balanced classes: 60000 in the train split and 10000 in the test split.
 
     =================   ==============
@@ -261,13 +261,14 @@ def load_fashion_mnist(
     subset : int, default=None
         If an int, return a stratified random subset of that many images of
         the split, in their original order, so that every class keeps its
-        share. It must be at least the number of classes. ``None`` returns
-        the whole split.
+        share. It must leave at least one image per class on both sides: at
+        least the number of classes, and at most the split's size minus the
+        number of classes, unless it equals the split's size. ``None``
+        returns the whole split.
 
     random_state : int, RandomState instance or None, default=0
         Seeds the choice of the subset; ignored when ``subset`` is None.
         Pass an int for reproducible output across calls.
-        See :term:`Glossary <random_state>`.
 
     return_X_y : bool, default=False
         If True, return ``(data, target)`` instead of a Bunch object.

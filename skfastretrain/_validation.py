@@ -1,0 +1,140 @@
+"""Checks of FastRetrainClassifier's hyperparameters, run at fit."""
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.utils.validation import (
+    check_consistent_length,
+    column_or_1d,
+    validate_data,
+)
+
+from ._data import check_paths, dataset_labels, input_kind
+from ._sgd_epoch import resolve_device
+
+__all__ = ["check_array_input", "check_fit_input", "check_input_size", "check_params"]
+
+
+def _check_fraction(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float in [0, 1), got {value!r}.")
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
+
+
+def _check_number(name, value, *, integer=False, allow_zero=False):
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        what = "an int" if integer else "a number"
+        raise TypeError(f"{name} must be {what}, got {value!r}.")
+    if not (value >= 0 if allow_zero else value > 0) or not np.isfinite(value):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}.")
+
+
+def _check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+
+
+def _check_freeze_prob(freeze_prob, max_epochs):
+    if isinstance(freeze_prob, str) or np.ndim(freeze_prob) > 1:
+        raise TypeError(
+            f"freeze_prob must be a float or a sequence of floats, got {freeze_prob!r}."
+        )
+    if np.ndim(freeze_prob) == 0:
+        _check_fraction("freeze_prob", freeze_prob)
+        return
+    if len(freeze_prob) < max_epochs:
+        raise ValueError(
+            f"freeze_prob has {len(freeze_prob)} values but max_epochs="
+            f"{max_epochs}: give one value per epoch."
+        )
+    for value in freeze_prob:
+        _check_fraction("every value of freeze_prob", value)
+
+
+def check_input_size(input_size):
+    """None, or (height, width) from an int or a pair of positive ints."""
+    if input_size is None:
+        return None
+    size = np.atleast_1d(np.asarray(input_size, dtype=object))
+    if (
+        size.ndim != 1
+        or len(size) not in (1, 2)
+        or not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0
+            for s in size
+        )
+    ):
+        raise ValueError(
+            f"input_size must be a positive int or (height, width), got {input_size!r}."
+        )
+    return (int(size[0]), int(size[-1]))
+
+
+def check_params(est):
+    """Validate ``est``'s parameters; return the resolved torch device."""
+    _check_number("max_epochs", est.max_epochs, integer=True)
+    _check_freeze_prob(est.freeze_prob, est.max_epochs)
+    _check_choice("freeze_mode", est.freeze_mode, ("random", "prefix"))
+    if est.ridge_lambda is not None:
+        _check_number("ridge_lambda", est.ridge_lambda)
+    _check_number("head_blend", est.head_blend)
+    if est.head_blend > 1:
+        raise ValueError(f"head_blend must be in (0, 1], got {est.head_blend!r}.")
+    _check_choice("init_head", est.init_head, ("ridge", "random"))
+    _check_number("solve_every", est.solve_every, integer=True)
+    _check_number("lr", est.lr)
+    _check_number("momentum", est.momentum, allow_zero=True)
+    _check_number("weight_decay", est.weight_decay, allow_zero=True)
+    _check_number("batch_size", est.batch_size, integer=True)
+    if est.bn_momentum is not None:
+        _check_fraction("bn_momentum", est.bn_momentum)
+    check_input_size(est.input_size)
+    _check_number("num_workers", est.num_workers, integer=True, allow_zero=True)
+    if est.pin_memory != "auto" and not isinstance(est.pin_memory, bool):
+        raise ValueError(
+            f"pin_memory must be 'auto' or a bool, got {est.pin_memory!r}."
+        )
+    _check_number("verbose", est.verbose, integer=True, allow_zero=True)
+    if est.callbacks is not None and not isinstance(est.callbacks, (list, tuple)):
+        raise TypeError("callbacks must be a list of skorch callbacks or None.")
+    return resolve_device(est.device)
+
+
+def check_array_input(est, X, *, reset, y=None):
+    """validate_data for arrays of images or feature vectors.
+
+    Images are validated flattened, so ``n_features_in_`` counts the values
+    of one sample; sparse input goes straight to validate_data's error.
+    """
+    if not sp.issparse(X):
+        X = np.asarray(X)
+    shape = X.shape
+    flat = X if len(shape) <= 2 else X.reshape(shape[0], int(np.prod(shape[1:])))
+    dtypes = [np.float32, np.float64, np.uint8]
+    if reset:
+        flat, y = validate_data(est, flat, y, dtype=dtypes)
+    else:
+        flat = validate_data(est, flat, reset=False, dtype=dtypes)
+    return (flat if len(shape) <= 2 else flat.reshape(shape)), y
+
+
+def check_fit_input(est, X, y):
+    """Validate fit's X and y for arrays, image paths and datasets."""
+    kind = input_kind(X)
+    if kind == "array":
+        return check_array_input(est, X, reset=True, y=y)
+    if kind == "paths":
+        check_paths(X)
+    if y is None:
+        if kind != "dataset":
+            raise ValueError("y is required unless X is a torch Dataset.")
+        y = dataset_labels(X)
+    y = column_or_1d(y, warn=True)
+    check_consistent_length(X, y)
+    if len(y) == 0:
+        raise ValueError("Found array with 0 sample(s): X is empty.")
+    return X, y
