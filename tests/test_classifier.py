@@ -338,3 +338,77 @@ def test_head_rule_for_module_ending_in_linear(small_images):
     clf = _cnn(backbone=backbone).fit(X, y)
     assert clf.module_.head.in_features == 4 * 6 * 6
     assert clf.module_.head.out_features == 10
+
+
+# -- other input forms -----------------------------------------------------------
+
+
+@pytest.fixture
+def digit_files(tmp_path, digit_images):
+    from PIL import Image
+
+    X, y, _, _ = digit_images
+    paths = []
+    for i, image in enumerate(X[:120]):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(image).save(path)
+        paths.append(str(path))
+    return np.array(paths), y[:120]
+
+
+def test_fit_predict_on_file_paths_matches_arrays(digit_files, digit_images):
+    paths, y = digit_files
+    X = digit_images[0][:120]
+    from_files = _cnn().fit(paths, y)
+    from_arrays = _cnn().fit(X, y)
+    np.testing.assert_allclose(
+        from_files.predict_proba(paths), from_arrays.predict_proba(X), atol=1e-5
+    )
+    assert not hasattr(from_files, "n_features_in_")
+
+
+def test_fit_on_dataset_without_y(small_images):
+    X, y = small_images
+    dataset = torch.utils.data.TensorDataset(
+        torch.from_numpy(X[:, None]), torch.from_numpy(y)
+    )
+    clf = _cnn().fit(dataset)
+    assert clf.predict(dataset).shape == y.shape
+    assert set(clf.classes_) == set(y)
+
+
+def test_grid_search_on_slice_dataset(small_images):
+    from skorch.helper import SliceDataset
+
+    X, y = small_images
+    dataset = torch.utils.data.TensorDataset(
+        torch.from_numpy(X[:, None]), torch.from_numpy(y)
+    )
+    grid = GridSearchCV(_cnn(), {"freeze_prob": [0.0, 0.5]}, cv=2)
+    grid.fit(SliceDataset(dataset), y)
+    assert len(grid.cv_results_["mean_test_score"]) == 2
+
+
+def test_augment_touches_sgd_epochs_only(small_images):
+    X, y = small_images
+    calls = []
+
+    def spy(x):
+        calls.append(tuple(x.shape))
+        return x
+
+    clf = _cnn(augment=spy, max_epochs=2).fit(X, y)
+    assert len(calls) == 2 * len(X)  # two SGD epochs, never the feature passes
+    calls.clear()
+    clf.predict(X)
+    assert calls == []
+    # An identity augmentation changes nothing.
+    np.testing.assert_array_equal(
+        clf.predict_proba(X), _cnn(max_epochs=2).fit(X, y).predict_proba(X)
+    )
+
+
+def test_y_required_for_paths(digit_files):
+    paths, _ = digit_files
+    with pytest.raises(ValueError, match="y is required"):
+        _cnn().fit(paths)
