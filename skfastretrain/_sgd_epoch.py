@@ -2,6 +2,7 @@
 
 import torch
 from skorch import NeuralNetClassifier
+from skorch.callbacks import ProgressBar
 from torch import nn
 
 __all__ = ["make_net", "resolve_device", "set_bn_momentum"]
@@ -57,6 +58,10 @@ def make_net(
     train_loader = {**loader, "shuffle": True, "generator": generator}
     if train_collate is not None:
         train_loader["collate_fn"] = train_collate
+    if verbose:
+        # A tqdm bar over each epoch's batches; skorch's table prints the
+        # per-epoch records. verbose=0 prints nothing (quiet in searches).
+        callbacks = [*callbacks, ("progress_bar", ProgressBar())]
     return NeuralNetClassifier(
         module,
         criterion=nn.CrossEntropyLoss,

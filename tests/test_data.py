@@ -107,7 +107,7 @@ def test_image_dataset_from_pairs_and_missing_files(tmp_path):
     assert dataset[2][0].shape == (1, 5, 5) and dataset[2][1] == 2
     assert_labels = dataset_labels(pairs)
     np.testing.assert_array_equal(assert_labels, np.arange(4))
-    with pytest.raises(FileNotFoundError, match="nope.png"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.png"):
         check_paths([str(tmp_path / "nope.png")])
 
 
