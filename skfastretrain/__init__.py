@@ -15,12 +15,13 @@ from ._efficientnet_lite import efficientnet_lite
 from ._freezing import RandomFreezer
 from ._gram import GramAccumulator
 from ._head import RidgeHeadSolver
-from ._solve import ridge_solve
+from ._solve import LAMBDA_GRID, ridge_solve, select_lambda
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "FastRetrainClassifier",
+    "LAMBDA_GRID",
     "FastRetrainModule",
     "GramAccumulator",
     "RandomFreezer",
@@ -29,4 +30,5 @@ __all__ = [
     "datasets",
     "efficientnet_lite",
     "ridge_solve",
+    "select_lambda",
 ]

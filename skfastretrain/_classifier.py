@@ -22,7 +22,13 @@ from ._data import (
 )
 from ._freezing import RandomFreezer
 from ._head import RidgeHeadSolver
-from ._sgd_epoch import make_net, set_bn_momentum
+from ._sgd_epoch import (
+    batchnorm_layers,
+    has_trained_statistics,
+    hold_in_eval,
+    make_net,
+    set_bn_momentum,
+)
 from ._validation import (
     check_array_input,
     check_fit_input,
@@ -60,8 +66,11 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
     freeze_mode : {"random", "prefix"}, default="random"
         ``"random"`` draws the frozen layers uniformly; ``"prefix"`` freezes
         the first layers in forward order, which then need no backward pass.
-    ridge_lambda : float or None, default=1.0
-        Ridge strength of the head solve; None disables all head solves.
+    ridge_lambda : float, "auto" or None, default=1.0
+        Ridge strength of the head solve (in the units of
+        :class:`sklearn.linear_model.Ridge`'s ``alpha``). ``"auto"`` chooses
+        it at every solve by 5-fold cross-validation from Gram statistics,
+        at no extra pass over the data. None disables all head solves.
     head_blend : float, default=0.5
         Step ``eta`` in (0, 1] of ``W <- W + eta (W* - W)`` after each solve.
     init_head : {"ridge", "random"}, default="ridge"
@@ -79,9 +88,19 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         SGD weight decay.
     batch_size : int, default=32
         Mini-batch size of the SGD epochs and of the feature pass.
+    bn_mode : {"auto", "eval", "train"}, default="auto"
+        What the backbone's BatchNorm layers do during the SGD epochs.
+        ``"eval"`` normalizes with the running (pretrained) statistics and
+        leaves them fixed, so the features SGD sees are the features the head
+        is solved on and predict uses; the affine parameters still train.
+        ``"train"`` normalizes with batch statistics, updates the running ones
+        with ``bn_momentum``, and re-estimates them exactly in each head-solve
+        pass. ``"auto"`` is ``"eval"`` when the statistics are trained
+        (pretrained weights) and ``"train"`` when they are at their initial
+        values. See the user guide on BatchNorm.
     bn_momentum : float or None, default=0.1
-        Momentum of the BatchNorm running statistics during fine-tuning; None
-        keeps the backbone's own. See the user guide on BatchNorm.
+        Momentum of the BatchNorm running statistics in ``bn_mode="train"``;
+        None keeps the backbone's own.
     input_size : int, tuple of int or None, default=None
         Resize images to this size inside the model; None uses the named
         backbone's pretrained input size (none without weights).
@@ -155,6 +174,7 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         momentum=0.9,
         weight_decay=0.0,
         batch_size=32,
+        bn_mode="auto",
         bn_momentum=0.1,
         input_size=None,
         augment=None,
@@ -178,6 +198,7 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.batch_size = batch_size
+        self.bn_mode = bn_mode
         self.bn_momentum = bn_momentum
         self.input_size = input_size
         self.augment = augment
@@ -241,7 +262,10 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
             sample = torch.stack([data[i][0] for i in range(min(2, len(data)))])
             sample, targets = sample.numpy(), None
         module = build_module(backbone, spec, sample, n_classes, input_size=size)
-        if self.bn_momentum is not None:
+        bn_mode = self.bn_mode
+        if bn_mode == "auto":
+            bn_mode = "eval" if has_trained_statistics(module.backbone) else "train"
+        if bn_mode == "train" and self.bn_momentum is not None:
             set_bn_momentum(module.backbone, self.bn_momentum)
         augment = make_augment(self.augment, sample.shape[-2:])
         callbacks = [
@@ -262,6 +286,7 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
                 solve_every=self.solve_every,
                 init_solve=self.init_head == "ridge",
                 head="head",
+                recalibrate_bn=bn_mode == "train",
                 random_state=seed,
             )
             callbacks.append(("ridge_head", solver))
@@ -284,7 +309,14 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
             pin_memory=pin,
             train_collate=None if augment is None else AugmentCollate(augment),
         )
-        net.fit(data, targets)
+        held = []
+        if bn_mode == "eval":
+            held = hold_in_eval(batchnorm_layers(module.backbone))
+        try:
+            net.fit(data, targets)
+        finally:
+            for handle in held:
+                handle.remove()
         return net, tuple(sample.shape[1:])
 
     @property

@@ -7,17 +7,12 @@ from skorch.callbacks import Callback
 from torch import nn
 
 from ._backbone import find_head
+from ._sgd_epoch import hold_in_eval
 
 __all__ = ["RandomFreezer"]
 
 _CANDIDATE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
-
-
-def _hold_in_eval(module, args):
-    # skorch switches the whole module to train mode before every step, so a
-    # frozen BatchNorm is put back in eval mode right before it runs.
-    module.training = False
 
 
 def freeze_schedule_value(freeze_prob, epoch):
@@ -180,7 +175,7 @@ class RandomFreezer(Callback):
                         continue
                     self._freeze(m.parameters())
                     if isinstance(m, _BN_TYPES):
-                        self._hooks.append(m.register_forward_pre_hook(_hold_in_eval))
+                        self._hooks += hold_in_eval([m])
         net.history.record("frozen_fraction", n_freeze / n_cand if n_cand else 0.0)
 
     def on_train_end(self, net, **kwargs):

@@ -88,6 +88,27 @@ class GramAccumulator:
         self.target_sq_sum += (t * t).sum()
         self.n_samples += h.shape[0]
 
+    def _combine(self, other, sign):
+        if (self.n_features, self.n_targets) != (other.n_features, other.n_targets):
+            raise ValueError("Cannot combine accumulators of different shapes.")
+        out = GramAccumulator(
+            self.n_features, self.n_targets, dtype=self.dtype, device=self.device
+        )
+        for mine, theirs, new in zip(
+            self.tensors(), other.tensors(), out.tensors(), strict=True
+        ):
+            new.copy_(mine + sign * theirs.to(mine))
+        out.n_samples = self.n_samples + sign * other.n_samples
+        return out
+
+    def __add__(self, other):
+        """Statistics of the union of both sets of rows."""
+        return self._combine(other, 1)
+
+    def __sub__(self, other):
+        """Statistics of these rows without ``other``'s (a subset of them)."""
+        return self._combine(other, -1)
+
     def tensors(self):
         """The sums as a tuple, in a fixed order (for all-reduce or saving)."""
         return (

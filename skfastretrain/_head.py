@@ -12,7 +12,7 @@ from torch import nn
 
 from ._backbone import find_head
 from ._gram import GramAccumulator
-from ._solve import ridge_solve
+from ._solve import ridge_solve, select_lambda
 
 __all__ = ["RidgeHeadSolver"]
 
@@ -84,8 +84,11 @@ class RidgeHeadSolver(Callback):
 
     Parameters
     ----------
-    ridge_lambda : float, default=1.0
-        Ridge strength.
+    ridge_lambda : float or "auto", default=1.0
+        Ridge strength. ``"auto"`` picks it at every solve by ``n_folds``-fold
+        cross-validation computed from per-fold Gram statistics alone (see
+        :func:`select_lambda`; the grid is :data:`LAMBDA_GRID` times the mean
+        eigenvalue of the centered Gram matrix).
     blend : float, default=0.5
         Step ``eta`` in (0, 1] toward the solution.
     solve_every : int, default=1
@@ -105,6 +108,8 @@ class RidgeHeadSolver(Callback):
         Re-estimate BatchNorm running statistics during the feature pass.
     calibration_samples : int, default=2048
         Training rows kept (at most) for the temperature fit.
+    n_folds : int, default=5
+        Folds of ``ridge_lambda="auto"``; rows are assigned round-robin.
     random_state : int, RandomState instance or None, default=None
         Chooses the calibration rows.
 
@@ -114,6 +119,8 @@ class RidgeHeadSolver(Callback):
         Statistics of the last solve.
     scale_ : float
         Temperature of the last solve (1.0 without calibration).
+    ridge_lambda_ : float
+        Ridge strength of the last solve.
 
     Examples
     --------
@@ -145,6 +152,7 @@ class RidgeHeadSolver(Callback):
         gram_dtype=torch.float64,
         recalibrate_bn=True,
         calibration_samples=2048,
+        n_folds=5,
         random_state=None,
     ):
         self.ridge_lambda = ridge_lambda
@@ -157,11 +165,13 @@ class RidgeHeadSolver(Callback):
         self.gram_dtype = gram_dtype
         self.recalibrate_bn = recalibrate_bn
         self.calibration_samples = calibration_samples
+        self.n_folds = n_folds
         self.random_state = random_state
 
     def initialize(self):
         self.stats_ = None
         self.scale_ = 1.0
+        self.ridge_lambda_ = None
         self._rng = check_random_state(self.random_state)
         self._init_record = {}
         return self
@@ -189,7 +199,7 @@ class RidgeHeadSolver(Callback):
         for key, value in record.items():
             net.history.record(key, value)
 
-    def _feature_pass(self, net, dataset, head):
+    def _feature_pass(self, net, dataset, head, n_folds):
         n_classes = head.out_features
         captured = []
         hook = head.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
@@ -214,16 +224,25 @@ class RidgeHeadSolver(Callback):
                     h = captured[0]
                     y = torch.as_tensor(yi, device=h.device).long()
                     if stats is None:
-                        stats = GramAccumulator(
-                            h.shape[1],
-                            n_classes,
-                            dtype=self.gram_dtype,
-                            device=h.device,
-                        )
+                        stats = [
+                            GramAccumulator(
+                                h.shape[1],
+                                n_classes,
+                                dtype=self.gram_dtype,
+                                device=h.device,
+                            )
+                            for _ in range(n_folds)
+                        ]
                     # One-hot targets in {-1, +1}: 2 * onehot - 1.
                     t = torch.full((len(y), n_classes), -1.0, device=h.device)
                     t[torch.arange(len(y), device=h.device), y] = 1.0
-                    stats.update(h, t)
+                    if n_folds == 1:
+                        stats[0].update(h, t)
+                    else:
+                        # Rows go to folds round-robin by position in the pass.
+                        rows = torch.arange(pos, pos + len(y), device=h.device)
+                        for f, acc in enumerate(stats):
+                            acc.update(h[rows % n_folds == f], t[rows % n_folds == f])
                     correct += int((logits.argmax(1) == y).sum())
                     mask = torch.from_numpy(keep[pos : pos + len(y)]).to(h.device)
                     kept_h.append(h[mask].double().cpu())
@@ -246,16 +265,26 @@ class RidgeHeadSolver(Callback):
             ``solve_dur`` (seconds) and ``train_acc`` (accuracy of the model
             before this solve, in eval mode, on the whole training set).
         """
-        if not self.ridge_lambda > 0:
-            raise ValueError(f"ridge_lambda must be > 0, got {self.ridge_lambda!r}.")
+        auto = isinstance(self.ridge_lambda, str) and self.ridge_lambda == "auto"
+        if not auto and not (
+            isinstance(self.ridge_lambda, (int, float)) and self.ridge_lambda > 0
+        ):
+            raise ValueError(
+                f"ridge_lambda must be > 0 or 'auto', got {self.ridge_lambda!r}."
+            )
         if not 0 < blend <= 1:
             raise ValueError(f"blend must be in (0, 1], got {blend!r}.")
         start = time.perf_counter()
         head = self._head(net)
-        stats, kept_h, kept_y, train_acc = self._feature_pass(net, dataset, head)
-        coef, intercept = ridge_solve(
-            stats, self.ridge_lambda, fit_intercept=head.bias is not None
+        n_folds = self.n_folds if auto else 1
+        folds, kept_h, kept_y, train_acc = self._feature_pass(
+            net, dataset, head, n_folds
         )
+        stats = folds[0]
+        for fold in folds[1:]:
+            stats = stats + fold
+        alpha = select_lambda(folds)[0] if auto else self.ridge_lambda
+        coef, intercept = ridge_solve(stats, alpha, fit_intercept=head.bias is not None)
         scale = 1.0
         if self.calibrate and len(kept_y):
             logits = (kept_h.to(coef.device) @ coef + intercept).cpu().numpy()
@@ -266,5 +295,9 @@ class RidgeHeadSolver(Callback):
             if head.bias is not None:
                 b = (scale * intercept).to(head.bias)
                 head.bias.add_(blend * (b - head.bias))
-        self.stats_, self.scale_ = stats, scale
-        return {"solve_dur": time.perf_counter() - start, "train_acc": train_acc}
+        self.stats_, self.scale_, self.ridge_lambda_ = stats, scale, alpha
+        return {
+            "solve_dur": time.perf_counter() - start,
+            "train_acc": train_acc,
+            "ridge_lambda": alpha,
+        }

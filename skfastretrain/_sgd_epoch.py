@@ -5,7 +5,42 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import ProgressBar
 from torch import nn
 
-__all__ = ["make_net", "resolve_device", "set_bn_momentum"]
+__all__ = [
+    "batchnorm_layers",
+    "has_trained_statistics",
+    "hold_in_eval",
+    "make_net",
+    "resolve_device",
+    "set_bn_momentum",
+]
+
+
+def batchnorm_layers(module):
+    """All BatchNorm layers of ``module`` that track running statistics."""
+    return [
+        m
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+
+
+def has_trained_statistics(module):
+    """Whether any BatchNorm layer's running statistics moved from init."""
+    return any(
+        bool((m.running_mean != 0).any() or (m.running_var != 1).any())
+        for m in batchnorm_layers(module)
+    )
+
+
+def _eval_pre_hook(module, args):
+    # skorch switches the whole module to train mode before every step, so a
+    # held layer is put back in eval mode right before it runs.
+    module.training = False
+
+
+def hold_in_eval(modules):
+    """Keep ``modules`` in eval mode whatever train() says; returns handles."""
+    return [m.register_forward_pre_hook(_eval_pre_hook) for m in modules]
 
 
 def resolve_device(device):

@@ -79,7 +79,9 @@ def check_params(est):
     _check_number("max_epochs", est.max_epochs, integer=True)
     _check_freeze_prob(est.freeze_prob, est.max_epochs)
     _check_choice("freeze_mode", est.freeze_mode, ("random", "prefix"))
-    if est.ridge_lambda is not None:
+    if est.ridge_lambda is not None and not (
+        isinstance(est.ridge_lambda, str) and est.ridge_lambda == "auto"
+    ):
         _check_number("ridge_lambda", est.ridge_lambda)
     _check_number("head_blend", est.head_blend)
     if est.head_blend > 1:
@@ -90,6 +92,7 @@ def check_params(est):
     _check_number("momentum", est.momentum, allow_zero=True)
     _check_number("weight_decay", est.weight_decay, allow_zero=True)
     _check_number("batch_size", est.batch_size, integer=True)
+    _check_choice("bn_mode", est.bn_mode, ("auto", "eval", "train"))
     if est.bn_momentum is not None:
         _check_fraction("bn_momentum", est.bn_momentum)
     check_input_size(est.input_size)
