@@ -412,3 +412,35 @@ def test_y_required_for_paths(digit_files):
     paths, _ = digit_files
     with pytest.raises(ValueError, match="y is required"):
         _cnn().fit(paths)
+
+
+def _pretrained_like_cnn():
+    module = make_tiny_cnn()
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.fill_(0.3)
+            m.running_var.fill_(2.0)
+    return module
+
+
+@pytest.mark.parametrize("bn_mode", ["auto", "eval", "train"])
+@pytest.mark.parametrize("pretrained", [True, False])
+def test_bn_mode(small_images, bn_mode, pretrained):
+    X, y = small_images
+    module = _pretrained_like_cnn() if pretrained else make_tiny_cnn()
+    clf = _cnn(backbone=module, bn_mode=bn_mode, max_epochs=2).fit(X, y)
+    bn = clf.module_.backbone[1]
+    held = bn_mode == "eval" or (bn_mode == "auto" and pretrained)
+    stats = (bn.running_mean, bn.running_var)
+    original = (module[1].running_mean, module[1].running_var)
+    assert all(torch.equal(a, b) for a, b in zip(stats, original, strict=True)) == held
+    assert bn.momentum == (0.1 if not held else module[1].momentum)
+    # No hooks are left behind on the fitted module.
+    assert not any(m._forward_pre_hooks for m in clf.module_.modules())
+
+
+def test_ridge_lambda_auto_records_choice(small_images):
+    clf = _cnn(ridge_lambda="auto", max_epochs=2).fit(*small_images)
+    chosen = clf.history_[:, "ridge_lambda"]
+    assert len(chosen) == 2 and all(c > 0 for c in chosen)
+    assert clf.history_[0, "init_ridge_lambda"] > 0

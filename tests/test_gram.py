@@ -54,3 +54,17 @@ def test_update_rejects_bad_shapes(features, targets):
 def test_empty_accumulator_cannot_center():
     with pytest.raises(ValueError, match="empty"):
         GramAccumulator(3, 2).centered()
+
+
+def test_accumulators_add_and_subtract():
+    rng = np.random.default_rng(6)
+    H, T = rng.normal(size=(30, 4)), rng.normal(size=(30, 2))
+    a, b, full = GramAccumulator(4, 2), GramAccumulator(4, 2), GramAccumulator(4, 2)
+    a.update(torch.from_numpy(H[:10]), torch.from_numpy(T[:10]))
+    b.update(torch.from_numpy(H[10:]), torch.from_numpy(T[10:]))
+    full.update(torch.from_numpy(H), torch.from_numpy(T))
+    for got, want in zip((a + b).tensors(), full.tensors(), strict=True):
+        torch.testing.assert_close(got, want)
+    for got, want in zip((full - a).tensors(), b.tensors(), strict=True):
+        torch.testing.assert_close(got, want)
+    assert (full - a).n_samples == 20

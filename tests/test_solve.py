@@ -101,3 +101,34 @@ def test_negative_alpha_rejected():
     stats = _stats(rng.normal(size=(5, 2)), rng.normal(size=(5, 1)))
     with pytest.raises(ValueError, match="alpha"):
         ridge_solve(stats, -1.0)
+
+
+@pytest.mark.parametrize("n_folds", [3, 5])
+@pytest.mark.parametrize("noise", [0.1, 3.0])
+def test_select_lambda_matches_grid_search_on_the_same_folds(n_folds, noise):
+    from sklearn.model_selection import GridSearchCV, PredefinedSplit
+
+    from skfastretrain import LAMBDA_GRID, select_lambda
+
+    rng = np.random.default_rng(5)
+    H = rng.normal(2.0, 1.5, size=(240, 30))
+    T = H[:, :4] @ rng.normal(size=(4, 3)) + noise * rng.normal(size=(240, 3))
+    fold_of_row = np.arange(240) % n_folds
+    folds = [GramAccumulator(30, 3) for _ in range(n_folds)]
+    for f, acc in enumerate(folds):
+        acc.update(
+            torch.from_numpy(H[fold_of_row == f]), torch.from_numpy(T[fold_of_row == f])
+        )
+    alpha, errors = select_lambda(folds)
+    Hc = H - H.mean(0)
+    alphas = LAMBDA_GRID * np.trace(Hc.T @ Hc) / 30
+    search = GridSearchCV(
+        Ridge(),
+        {"alpha": alphas},
+        cv=PredefinedSplit(fold_of_row),
+        scoring="neg_mean_squared_error",
+    ).fit(H, T)
+    assert alpha == pytest.approx(search.best_params_["alpha"], rel=1e-12)
+    # Same ranking, and the same total errors (sklearn averages per fold).
+    sk_errors = -search.cv_results_["mean_test_score"] * 240 * 3
+    np.testing.assert_allclose(errors, sk_errors, rtol=1e-6)
