@@ -14,26 +14,17 @@ from sklearn.utils.validation import check_is_fitted
 from ._backbone import build_module, first_conv, resolve_backbone
 from ._data import (
     AugmentCollate,
-    ImageDataset,
-    check_paths,
-    input_kind,
     make_augment,
-    to_model_layout,
+    model_data,
 )
 from ._freezing import RandomFreezer
 from ._head import RidgeHeadSolver
-from ._sgd_epoch import (
-    batchnorm_layers,
-    has_trained_statistics,
-    hold_in_eval,
-    make_net,
-    set_bn_momentum,
-)
+from ._sgd_epoch import batchnorm_layers, hold_in_eval, make_net, setup_batchnorm
 from ._validation import (
-    check_array_input,
     check_fit_input,
     check_input_size,
     check_params,
+    check_predict_input,
 )
 
 __all__ = ["FastRetrainClassifier"]
@@ -78,6 +69,12 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         epoch (ignored when ``ridge_lambda=None``).
     solve_every : int, default=1
         Solve the head after every ``solve_every``-th epoch.
+    reuse_features : bool, default=False
+        Gather the head's Gram statistics from the SGD epoch's own forward
+        passes instead of a separate eval-mode pass: the solve then costs
+        almost nothing, at the price of features taken in train mode while
+        the backbone moves (see :class:`RidgeHeadSolver`'s
+        ``feature_source``).
     max_epochs : int, default=10
         Number of epochs.
     lr : float, default=0.01
@@ -169,6 +166,7 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         head_blend=0.5,
         init_head="ridge",
         solve_every=1,
+        reuse_features=False,
         max_epochs=10,
         lr=0.01,
         momentum=0.9,
@@ -193,6 +191,7 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         self.head_blend = head_blend
         self.init_head = init_head
         self.solve_every = solve_every
+        self.reuse_features = reuse_features
         self.max_epochs = max_epochs
         self.lr = lr
         self.momentum = momentum
@@ -253,20 +252,9 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         backbone, spec = resolve_backbone(self.backbone, self.weights)
         conv = first_conv(backbone)
         size = check_input_size(self.input_size) or spec.input_size
-        if input_kind(X) == "array":
-            data = to_model_layout(X, expects_images=conv is not None)
-            sample, targets = data[:2], y
-        else:
-            channels = None if conv is None else conv.in_channels
-            data = ImageDataset(X, y, size=size, channels=channels)
-            sample = torch.stack([data[i][0] for i in range(min(2, len(data)))])
-            sample, targets = sample.numpy(), None
+        data, targets, sample = model_data(X, y, conv=conv, size=size)
         module = build_module(backbone, spec, sample, n_classes, input_size=size)
-        bn_mode = self.bn_mode
-        if bn_mode == "auto":
-            bn_mode = "eval" if has_trained_statistics(module.backbone) else "train"
-        if bn_mode == "train" and self.bn_momentum is not None:
-            set_bn_momentum(module.backbone, self.bn_momentum)
+        bn_mode = setup_batchnorm(module.backbone, self.bn_mode, self.bn_momentum)
         augment = make_augment(self.augment, sample.shape[-2:])
         callbacks = [
             (
@@ -287,6 +275,7 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
                 init_solve=self.init_head == "ridge",
                 head="head",
                 recalibrate_bn=bn_mode == "train",
+                feature_source="sgd" if self.reuse_features else "pass",
                 random_state=seed,
             )
             callbacks.append(("ridge_head", solver))
@@ -331,28 +320,9 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return self.net_.history
 
-    def _model_input(self, X):
-        check_is_fitted(self)
-        if input_kind(X) != "array":
-            if input_kind(X) == "paths":
-                check_paths(X)
-            return ImageDataset(
-                X,
-                size=self.input_shape_[-2:],
-                channels=self.net_.module_.preprocess.channels,
-            )
-        X, _ = check_array_input(self, X, reset=False)
-        X = to_model_layout(X, expects_images=len(self.input_shape_) > 1)
-        if X.shape[1:] != self.input_shape_:
-            raise ValueError(
-                f"X has samples of shape {X.shape[1:]} (model layout) but the "
-                f"estimator was fitted on {self.input_shape_}. Resize or convert "
-                "the images as at fit."
-            )
-        return X
-
     def _logits(self, X):
-        data = self._model_input(X)
+        check_is_fitted(self)
+        data = check_predict_input(self, X)
         return self.net_.forward(data, training=False).double().numpy()
 
     def decision_function(self, X):

@@ -20,6 +20,7 @@ __all__ = [
     "dataset_labels",
     "input_kind",
     "make_augment",
+    "model_data",
     "to_model_layout",
 ]
 
@@ -242,3 +243,19 @@ class AugmentCollate:
         xs, ys = zip(*batch, strict=True)
         xs = [self.transform(torch.as_tensor(x)) for x in xs]
         return torch.stack(xs), torch.as_tensor(np.asarray(ys))
+
+
+def model_data(X, y, *, conv, size):
+    """What skorch trains on: ``(data, targets, sample)``.
+
+    Arrays become one array in model layout; paths and datasets become an
+    :class:`ImageDataset` carrying its labels (so ``targets`` is None).
+    ``sample`` holds two inputs for the dry forward pass.
+    """
+    if input_kind(X) == "array":
+        data = to_model_layout(X, expects_images=conv is not None)
+        return data, y, data[:2]
+    channels = None if conv is None else conv.in_channels
+    data = ImageDataset(X, y, size=size, channels=channels)
+    sample = torch.stack([data[i][0] for i in range(min(2, len(data)))])
+    return data, None, sample.numpy()

@@ -2,7 +2,7 @@
 
 import torch
 
-__all__ = ["GramAccumulator"]
+__all__ = ["GramAccumulator", "HeadStatistics"]
 
 
 class GramAccumulator:
@@ -137,3 +137,80 @@ class GramAccumulator:
         gram_c = self.gram - n * torch.outer(mu_h, mu_h)
         cross_c = self.cross - n * torch.outer(mu_h, mu_t)
         return gram_c, cross_c, mu_h, mu_t
+
+
+class HeadStatistics:
+    """What a head solve gathers batch by batch from features and labels.
+
+    Per-fold :class:`GramAccumulator` s (rows assigned round-robin by their
+    position, for ``ridge_lambda="auto"``), a sample of rows for the
+    temperature fit, and the accuracy of the current head's logits.
+
+    Parameters
+    ----------
+    n_classes : int
+    n_folds : int, default=1
+    keep : ndarray of bool or None, default=None
+        Positions (in arrival order) of the rows kept as a sample.
+    dtype : torch.dtype, default=torch.float64
+        Accumulation dtype.
+    """
+
+    def __init__(self, n_classes, *, n_folds=1, keep=None, dtype=torch.float64):
+        self.n_classes = n_classes
+        self.n_folds = n_folds
+        self.keep = keep
+        self.dtype = dtype
+        self.folds = None
+        self.kept_h, self.kept_y = [], []
+        self.correct = 0
+        self.n_seen = 0
+
+    def add(self, features, labels, logits=None):
+        """Add a batch of features (b, d), integer labels (b,) and logits."""
+        h = features.detach()
+        y = torch.as_tensor(labels, device=h.device).long()
+        if self.folds is None:
+            self.folds = [
+                GramAccumulator(
+                    h.shape[1], self.n_classes, dtype=self.dtype, device=h.device
+                )
+                for _ in range(self.n_folds)
+            ]
+        # One-hot targets in {-1, +1}: 2 * onehot - 1.
+        t = torch.full((len(y), self.n_classes), -1.0, device=h.device)
+        t[torch.arange(len(y), device=h.device), y] = 1.0
+        if self.n_folds == 1:
+            self.folds[0].update(h, t)
+        else:
+            fold = torch.arange(self.n_seen, self.n_seen + len(y), device=h.device)
+            fold = fold % self.n_folds
+            for f, acc in enumerate(self.folds):
+                acc.update(h[fold == f], t[fold == f])
+        if logits is not None:
+            self.correct += int((logits.detach().argmax(1) == y).sum())
+        if self.keep is not None:
+            mask = self.keep[self.n_seen : self.n_seen + len(y)]
+            mask = torch.from_numpy(mask).to(h.device)
+            self.kept_h.append(h[mask].double().cpu())
+            self.kept_y.append(y[mask].cpu())
+        self.n_seen += len(y)
+
+    def total(self):
+        """The statistics of all rows."""
+        if self.folds is None:
+            raise ValueError("No batch was added.")
+        total = self.folds[0]
+        for fold in self.folds[1:]:
+            total = total + fold
+        return total
+
+    def sample(self):
+        """The kept rows as (features float64, labels) on the CPU."""
+        if not self.kept_y:
+            return None, None
+        return torch.cat(self.kept_h), torch.cat(self.kept_y)
+
+    @property
+    def accuracy(self):
+        return self.correct / max(self.n_seen, 1)

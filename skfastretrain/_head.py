@@ -11,7 +11,7 @@ from skorch.callbacks import Callback
 from torch import nn
 
 from ._backbone import find_head
-from ._gram import GramAccumulator
+from ._gram import HeadStatistics
 from ._solve import ridge_solve, select_lambda
 
 __all__ = ["RidgeHeadSolver"]
@@ -110,6 +110,12 @@ class RidgeHeadSolver(Callback):
         Training rows kept (at most) for the temperature fit.
     n_folds : int, default=5
         Folds of ``ridge_lambda="auto"``; rows are assigned round-robin.
+    feature_source : {"pass", "sgd"}, default="pass"
+        ``"pass"`` runs the separate eval-mode feature pass described above.
+        ``"sgd"`` gathers the statistics from the SGD epoch's own forward
+        passes instead (train mode, with dropout, while the backbone moves),
+        which removes the pass's cost; the solve before the first epoch
+        still uses a pass.
     random_state : int, RandomState instance or None, default=None
         Chooses the calibration rows.
 
@@ -153,6 +159,7 @@ class RidgeHeadSolver(Callback):
         recalibrate_bn=True,
         calibration_samples=2048,
         n_folds=5,
+        feature_source="pass",
         random_state=None,
     ):
         self.ridge_lambda = ridge_lambda
@@ -166,6 +173,7 @@ class RidgeHeadSolver(Callback):
         self.recalibrate_bn = recalibrate_bn
         self.calibration_samples = calibration_samples
         self.n_folds = n_folds
+        self.feature_source = feature_source
         self.random_state = random_state
 
     def initialize(self):
@@ -174,6 +182,7 @@ class RidgeHeadSolver(Callback):
         self.ridge_lambda_ = None
         self._rng = check_random_state(self.random_state)
         self._init_record = {}
+        self._collecting = None
         return self
 
     def _head(self, net):
@@ -186,29 +195,83 @@ class RidgeHeadSolver(Callback):
         return head
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self._check_lambda()
+        if self.feature_source not in ("pass", "sgd"):
+            raise ValueError(
+                f"feature_source must be 'pass' or 'sgd', got {self.feature_source!r}."
+            )
+        self._collecting = None
         if self.init_solve:
             self._init_record = self.solve(net, net.get_dataset(X, y), blend=1.0)
+
+    def _check_lambda(self):
+        auto = isinstance(self.ridge_lambda, str) and self.ridge_lambda == "auto"
+        if not auto and not (
+            isinstance(self.ridge_lambda, (int, float)) and self.ridge_lambda > 0
+        ):
+            raise ValueError(
+                f"ridge_lambda must be > 0 or 'auto', got {self.ridge_lambda!r}."
+            )
+        return auto
+
+    def _new_statistics(self, head, n_rows):
+        keep = None
+        if self.calibrate:
+            keep = np.zeros(n_rows, dtype=bool)
+            m = min(n_rows, self.calibration_samples)
+            keep[self._rng.choice(n_rows, size=m, replace=False)] = True
+        return HeadStatistics(
+            head.out_features,
+            n_folds=self.n_folds if self._check_lambda() else 1,
+            keep=keep,
+            dtype=self.gram_dtype,
+        )
+
+    def on_epoch_begin(self, net, dataset_train=None, **kwargs):
+        epoch = len(net.history)
+        if self.feature_source != "sgd" or epoch % self.solve_every:
+            return
+        # Gather the statistics from the SGD epoch's own forward passes: the
+        # backbone moves while they are collected, but no extra pass is run.
+        head = self._head(net)
+        stats = self._new_statistics(head, len(dataset_train))
+        captured = []
+
+        def hook(module, args):
+            if module.training:
+                captured.append(args[0])
+
+        self._collecting = (stats, captured, head.register_forward_pre_hook(hook))
+
+    def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
+        if not training or not self._collecting:
+            return
+        stats, captured, _ = self._collecting
+        if captured:
+            stats.add(captured[-1], batch[1], y_pred)
+            captured.clear()
 
     def on_epoch_end(self, net, dataset_train=None, **kwargs):
         epoch = len(net.history)
         record = {}
         if epoch == 1:
             record.update({f"init_{k}": v for k, v in self._init_record.items()})
-        if epoch % self.solve_every == 0:
+        if self._collecting:
+            stats, _, handle = self._collecting
+            handle.remove()
+            self._collecting = None
+            start = time.perf_counter()
+            record.update(self._apply(net, stats, self.blend))
+            record["solve_dur"] = time.perf_counter() - start
+        elif epoch % self.solve_every == 0:
             record.update(self.solve(net, dataset_train, blend=self.blend))
         for key, value in record.items():
             net.history.record(key, value)
 
-    def _feature_pass(self, net, dataset, head, n_folds):
-        n_classes = head.out_features
+    def _feature_pass(self, net, dataset, head):
         captured = []
         hook = head.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
-        n = len(dataset)
-        keep = np.zeros(n, dtype=bool)
-        if self.calibrate:
-            m = min(n, self.calibration_samples)
-            keep[self._rng.choice(n, size=m, replace=False)] = True
-        stats, kept_h, kept_y, correct, pos = None, [], [], 0, 0
+        stats = self._new_statistics(head, len(dataset))
         was_training = net.module_.training
         net.module_.eval()
         bns = _recalibrated_bns(net.module_) if self.recalibrate_bn else []
@@ -221,40 +284,14 @@ class RidgeHeadSolver(Callback):
                     for m in bns:
                         m.train(len(yi) > 1)
                     logits = net.infer(Xi)
-                    h = captured[0]
-                    y = torch.as_tensor(yi, device=h.device).long()
-                    if stats is None:
-                        stats = [
-                            GramAccumulator(
-                                h.shape[1],
-                                n_classes,
-                                dtype=self.gram_dtype,
-                                device=h.device,
-                            )
-                            for _ in range(n_folds)
-                        ]
-                    # One-hot targets in {-1, +1}: 2 * onehot - 1.
-                    t = torch.full((len(y), n_classes), -1.0, device=h.device)
-                    t[torch.arange(len(y), device=h.device), y] = 1.0
-                    if n_folds == 1:
-                        stats[0].update(h, t)
-                    else:
-                        # Rows go to folds round-robin by position in the pass.
-                        rows = torch.arange(pos, pos + len(y), device=h.device)
-                        for f, acc in enumerate(stats):
-                            acc.update(h[rows % n_folds == f], t[rows % n_folds == f])
-                    correct += int((logits.argmax(1) == y).sum())
-                    mask = torch.from_numpy(keep[pos : pos + len(y)]).to(h.device)
-                    kept_h.append(h[mask].double().cpu())
-                    kept_y.append(y[mask].cpu())
-                    pos += len(y)
+                    stats.add(captured[0], yi, logits)
         finally:
             hook.remove()
             for m in bns:
                 m.momentum = m._skfr_momentum
                 del m._skfr_momentum
             net.module_.train(was_training)
-        return stats, torch.cat(kept_h), torch.cat(kept_y), correct / max(pos, 1)
+        return stats
 
     def solve(self, net, dataset, *, blend):
         """Run the feature pass and the solve, and move the head toward it.
@@ -262,31 +299,27 @@ class RidgeHeadSolver(Callback):
         Returns
         -------
         record : dict
-            ``solve_dur`` (seconds) and ``train_acc`` (accuracy of the model
-            before this solve, in eval mode, on the whole training set).
+            ``solve_dur`` (seconds), ``train_acc`` (accuracy of the model
+            before this solve, in eval mode, on the whole training set) and
+            ``ridge_lambda`` (the strength used).
         """
-        auto = isinstance(self.ridge_lambda, str) and self.ridge_lambda == "auto"
-        if not auto and not (
-            isinstance(self.ridge_lambda, (int, float)) and self.ridge_lambda > 0
-        ):
-            raise ValueError(
-                f"ridge_lambda must be > 0 or 'auto', got {self.ridge_lambda!r}."
-            )
         if not 0 < blend <= 1:
             raise ValueError(f"blend must be in (0, 1], got {blend!r}.")
         start = time.perf_counter()
+        stats = self._feature_pass(net, dataset, self._head(net))
+        record = self._apply(net, stats, blend)
+        return {"solve_dur": time.perf_counter() - start, **record}
+
+    def _apply(self, net, stats, blend):
         head = self._head(net)
-        n_folds = self.n_folds if auto else 1
-        folds, kept_h, kept_y, train_acc = self._feature_pass(
-            net, dataset, head, n_folds
+        total = stats.total()
+        alpha = (
+            select_lambda(stats.folds)[0] if stats.n_folds > 1 else self.ridge_lambda
         )
-        stats = folds[0]
-        for fold in folds[1:]:
-            stats = stats + fold
-        alpha = select_lambda(folds)[0] if auto else self.ridge_lambda
-        coef, intercept = ridge_solve(stats, alpha, fit_intercept=head.bias is not None)
+        coef, intercept = ridge_solve(total, alpha, fit_intercept=head.bias is not None)
         scale = 1.0
-        if self.calibrate and len(kept_y):
+        kept_h, kept_y = stats.sample()
+        if kept_y is not None and len(kept_y):
             logits = (kept_h.to(coef.device) @ coef + intercept).cpu().numpy()
             scale = _calibrated_scale(logits, kept_y.numpy(), self.max_scale)
         with torch.no_grad():
@@ -295,9 +328,5 @@ class RidgeHeadSolver(Callback):
             if head.bias is not None:
                 b = (scale * intercept).to(head.bias)
                 head.bias.add_(blend * (b - head.bias))
-        self.stats_, self.scale_, self.ridge_lambda_ = stats, scale, alpha
-        return {
-            "solve_dur": time.perf_counter() - start,
-            "train_acc": train_acc,
-            "ridge_lambda": alpha,
-        }
+        self.stats_, self.scale_, self.ridge_lambda_ = total, scale, alpha
+        return {"train_acc": stats.accuracy, "ridge_lambda": alpha}

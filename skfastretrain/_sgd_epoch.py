@@ -12,6 +12,7 @@ __all__ = [
     "make_net",
     "resolve_device",
     "set_bn_momentum",
+    "setup_batchnorm",
 ]
 
 
@@ -54,6 +55,20 @@ def resolve_device(device):
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available.")
     return str(resolved)
+
+
+def setup_batchnorm(backbone, mode, momentum):
+    """Resolve ``bn_mode="auto"`` and apply the momentum of the train mode.
+
+    Returns ``"eval"`` or ``"train"``: eval when the running statistics are
+    trained (pretrained weights), so SGD, the head solve and predict all see
+    the same features; train when they are still at their initial values.
+    """
+    if mode == "auto":
+        mode = "eval" if has_trained_statistics(backbone) else "train"
+    if mode == "train" and momentum is not None:
+        set_bn_momentum(backbone, momentum)
+    return mode
 
 
 def set_bn_momentum(module, momentum):

@@ -10,10 +10,22 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._data import check_paths, dataset_labels, input_kind
+from ._data import (
+    ImageDataset,
+    check_paths,
+    dataset_labels,
+    input_kind,
+    to_model_layout,
+)
 from ._sgd_epoch import resolve_device
 
-__all__ = ["check_array_input", "check_fit_input", "check_input_size", "check_params"]
+__all__ = [
+    "check_array_input",
+    "check_fit_input",
+    "check_input_size",
+    "check_params",
+    "check_predict_input",
+]
 
 
 def _check_fraction(name, value):
@@ -88,6 +100,8 @@ def check_params(est):
         raise ValueError(f"head_blend must be in (0, 1], got {est.head_blend!r}.")
     _check_choice("init_head", est.init_head, ("ridge", "random"))
     _check_number("solve_every", est.solve_every, integer=True)
+    if not isinstance(est.reuse_features, bool):
+        raise TypeError(f"reuse_features must be a bool, got {est.reuse_features!r}.")
     _check_number("lr", est.lr)
     _check_number("momentum", est.momentum, allow_zero=True)
     _check_number("weight_decay", est.weight_decay, allow_zero=True)
@@ -141,3 +155,26 @@ def check_fit_input(est, X, y):
     if len(y) == 0:
         raise ValueError("Found array with 0 sample(s): X is empty.")
     return X, y
+
+
+def check_predict_input(est, X):
+    """Predict's input in model layout, shaped as at fit, or a dataset.
+
+    Images of another channel count or size than at fit raise rather than
+    being resized silently: the features would not be the ones trained on.
+    """
+    if input_kind(X) != "array":
+        if input_kind(X) == "paths":
+            check_paths(X)
+        # Files and datasets are resized to the fitted size, as at fit.
+        channels = est.net_.module_.preprocess.channels
+        return ImageDataset(X, size=est.input_shape_[-2:], channels=channels)
+    X, _ = check_array_input(est, X, reset=False)
+    X = to_model_layout(X, expects_images=len(est.input_shape_) > 1)
+    if X.shape[1:] != est.input_shape_:
+        raise ValueError(
+            f"X has samples of shape {X.shape[1:]} (model layout) but the "
+            f"estimator was fitted on {est.input_shape_}. Resize or convert "
+            "the images as at fit."
+        )
+    return X
