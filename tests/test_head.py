@@ -3,6 +3,7 @@ import pytest
 import torch
 from sklearn.linear_model import Ridge
 from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback
 from torch import nn
 
 from skfastretrain import RidgeHeadSolver
@@ -114,3 +115,53 @@ def test_head_must_be_linear(data):
 def test_bad_lambda(data, kwargs):
     with pytest.raises(ValueError, match="ridge_lambda"):
         _net(RidgeHeadSolver(**kwargs)).fit(*data)
+
+
+def test_sgd_feature_source_needs_no_extra_pass(data):
+    X, y = data
+    solver = RidgeHeadSolver(1.0, feature_source="sgd", init_solve=False)
+    net = _net(solver, max_epochs=2)
+    modes = []
+    net.initialize()
+    net.module_[0].register_forward_pre_hook(lambda m, a: modes.append(m.training))
+    net.partial_fit(X, y)
+    # Only SGD (train-mode) forwards ran: 90 rows in batches of 16, 2 epochs.
+    assert modes == [True] * 12
+    assert solver.stats_.n_samples == len(X)
+    assert len(net.history[:, "solve_dur"]) == 2
+
+
+def test_sgd_feature_source_matches_ridge_on_the_epoch_features(data):
+    X, y = data
+    solver = RidgeHeadSolver(
+        0.5, feature_source="sgd", init_solve=False, calibrate=False, blend=1.0
+    )
+    net = _net(solver)
+    net.initialize()
+    seen = []
+    net.module_[2].register_forward_pre_hook(
+        lambda m, a: seen.append(a[0].detach().clone()) if m.training else None
+    )
+    labels = []
+    net.callbacks_.append(("spy", _LabelSpy(labels)))
+    net.partial_fit(X, y)
+    H = torch.cat(seen).double().numpy()
+    T = np.where(np.concatenate(labels)[:, None] == np.arange(3), 1.0, -1.0)
+    ref = Ridge(alpha=0.5).fit(H, T)
+    np.testing.assert_allclose(
+        net.module_[2].weight.detach().double(), ref.coef_, rtol=1e-4, atol=1e-5
+    )
+
+
+class _LabelSpy(Callback):
+    def __init__(self, labels):
+        self.labels = labels
+
+    def on_batch_end(self, net, batch=None, training=False, **kwargs):
+        if training:
+            self.labels.append(np.asarray(batch[1]))
+
+
+def test_bad_feature_source(data):
+    with pytest.raises(ValueError, match="feature_source"):
+        _net(RidgeHeadSolver(feature_source="cache")).fit(*data)
