@@ -89,7 +89,38 @@ def _torchvision_model(name, weights):
     return model, BackboneSpec(tuple(preset.mean), tuple(preset.std), size)
 
 
+def _timm_model(name, weights):
+    try:
+        import timm
+    except ImportError as exc:
+        raise ImportError(
+            f"Backbone 'timm:{name}' needs timm: pip install timm."
+        ) from exc
+    if name not in timm.list_models():
+        raise ValueError(f"Unknown timm model {name!r}; see timm.list_models().")
+    pretrained = weights is not None and not _is_weights_path(weights)
+    if pretrained and weights != "DEFAULT":
+        raise ValueError(
+            f"For timm backbones weights must be None, 'DEFAULT' or a path; "
+            f"got {weights!r}."
+        )
+    try:
+        model = timm.create_model(name, pretrained=pretrained)
+    except OSError as exc:  # no network and nothing in the Hugging Face cache
+        raise OSError(
+            f"Could not load pretrained timm weights for {name!r}: {exc}. Put them "
+            "in the Hugging Face cache (HF_HOME) or pass weights=<state_dict path>."
+        ) from exc
+    if weights is not None and not pretrained:
+        load_state_dict_file(model, weights)
+    config = timm.data.resolve_data_config({}, model=model)
+    size = tuple(config["input_size"][1:]) if weights is not None else None
+    return model, BackboneSpec(tuple(config["mean"]), tuple(config["std"]), size)
+
+
 def _named_backbone(name, weights):
+    if name.startswith("timm:"):
+        return _timm_model(name.removeprefix("timm:"), weights)
     if name.startswith("efficientnet_lite"):
         from ._efficientnet_lite import (
             LITE_MEAN,
@@ -106,7 +137,10 @@ def _named_backbone(name, weights):
     from ._efficientnet_lite import LITE_SPECS
 
     valid = sorted([*LITE_SPECS, *torchvision.models.list_models()])
-    raise ValueError(f"Unknown backbone {name!r}. Valid names: {', '.join(valid)}.")
+    raise ValueError(
+        f"Unknown backbone {name!r}. Valid names: {', '.join(valid)}, and "
+        "'timm:<name>' for timm models."
+    )
 
 
 def resolve_backbone(backbone, weights=None):

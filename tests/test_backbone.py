@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 import torchvision
@@ -99,3 +101,23 @@ def test_backbone_failure_is_a_value_error():
         build_module(
             backbone, resolve_backbone(backbone)[1], torch.zeros(2, 1, 8, 8).numpy(), 3
         )
+
+
+def test_timm_backbone(tmp_path):
+    timm = pytest.importorskip("timm")
+    model, spec = resolve_backbone("timm:resnet18")
+    assert isinstance(model, nn.Module) and spec.input_size is None
+    path = tmp_path / "timm_resnet18.pth"
+    reference = timm.create_model("resnet18")
+    torch.save(reference.state_dict(), path)
+    model, spec = resolve_backbone("timm:resnet18", weights=path)
+    torch.testing.assert_close(model.conv1.weight, reference.conv1.weight)
+    assert spec.input_size == (224, 224)
+    with pytest.raises(ValueError, match="Unknown timm model"):
+        resolve_backbone("timm:not_a_model")
+
+
+def test_timm_missing_is_a_clear_import_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)
+    with pytest.raises(ImportError, match="pip install timm"):
+        resolve_backbone("timm:resnet18")
