@@ -12,9 +12,9 @@ sklearn's digits instead.
 """
 
 import numpy as np
-from skorch.callbacks import Callback
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
+from skorch.callbacks import Callback
 
 from skfastretrain import FastRetrainClassifier
 from skfastretrain.datasets import load_fashion_mnist
