@@ -1,6 +1,9 @@
 """FastRetrainClassifier: the scikit-learn estimator over the whole path."""
 
 import copy
+import os
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -10,6 +13,8 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
+from torch import nn
+from tqdm.auto import tqdm
 
 from ._backbone import build_module, first_conv, resolve_backbone
 from ._data import (
@@ -157,31 +162,31 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        backbone="resnet18",
+        backbone: str | nn.Module | Callable[[], nn.Module] = "resnet18",
         *,
-        weights=None,
-        freeze_prob=0.5,
-        freeze_mode="random",
-        ridge_lambda=1.0,
-        head_blend=0.5,
-        init_head="ridge",
-        solve_every=1,
-        reuse_features=False,
-        max_epochs=10,
-        lr=0.01,
-        momentum=0.9,
-        weight_decay=0.0,
-        batch_size=32,
-        bn_mode="auto",
-        bn_momentum=0.1,
-        input_size=None,
-        augment=None,
-        num_workers=0,
-        pin_memory="auto",
-        device="auto",
-        random_state=None,
-        verbose=0,
-        callbacks=None,
+        weights: str | os.PathLike | None = None,
+        freeze_prob: float | Sequence[float] = 0.5,
+        freeze_mode: Literal["random", "prefix"] = "random",
+        ridge_lambda: float | Literal["auto"] | None = 1.0,
+        head_blend: float = 0.5,
+        init_head: Literal["ridge", "random"] = "ridge",
+        solve_every: int = 1,
+        reuse_features: bool = False,
+        max_epochs: int = 10,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        batch_size: int = 32,
+        bn_mode: Literal["auto", "eval", "train"] = "auto",
+        bn_momentum: float | None = 0.1,
+        input_size: int | tuple[int, int] | None = None,
+        augment: Literal["light"] | Callable | None = None,
+        num_workers: int = 0,
+        pin_memory: bool | Literal["auto"] = "auto",
+        device: str = "auto",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+        callbacks: list | None = None,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -208,7 +213,7 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.callbacks = callbacks
 
-    def fit(self, X, y=None):
+    def fit(self, X, y=None) -> "FastRetrainClassifier":
         """Fine-tune the backbone and its head.
 
         Parameters
@@ -323,9 +328,13 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
     def _logits(self, X):
         check_is_fitted(self)
         data = check_predict_input(self, X)
-        return self.net_.forward(data, training=False).double().numpy()
+        batches = self.net_.forward_iter(data, training=False)
+        if self.verbose:
+            total = -(-len(data) // self.net_.batch_size)
+            batches = tqdm(batches, total=total, desc="predict", leave=False)
+        return torch.cat([b.cpu() for b in batches]).double().numpy()
 
-    def decision_function(self, X):
+    def decision_function(self, X) -> np.ndarray:
         """Logits of the head.
 
         Parameters
@@ -344,7 +353,7 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
             return logits[:, 1] - logits[:, 0]
         return logits
 
-    def predict_proba(self, X):
+    def predict_proba(self, X) -> np.ndarray:
         """Softmax of the logits.
 
         Parameters
@@ -358,7 +367,7 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         """
         return softmax(self._logits(X), axis=1)
 
-    def predict(self, X):
+    def predict(self, X) -> np.ndarray:
         """Predicted class labels.
 
         Parameters

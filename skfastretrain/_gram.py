@@ -48,7 +48,14 @@ class GramAccumulator:
     (4, 4.0)
     """
 
-    def __init__(self, n_features, n_targets, *, dtype=torch.float64, device="cpu"):
+    def __init__(
+        self,
+        n_features: int,
+        n_targets: int,
+        *,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
+    ):
         self.n_features = n_features
         self.n_targets = n_targets
         self.dtype = dtype
@@ -61,7 +68,7 @@ class GramAccumulator:
         self.target_sq_sum = torch.zeros((), **kw)
         self.n_samples = 0
 
-    def update(self, features, targets):
+    def update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
         """Add one batch.
 
         Parameters

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from scipy.linalg import LinAlgWarning
 
+from ._gram import GramAccumulator
+
 __all__ = ["LAMBDA_GRID", "ridge_solve", "select_lambda"]
 
 #: Candidate ridge strengths of ``ridge_lambda="auto"``, relative to the mean
@@ -28,7 +30,9 @@ def _eigh_solve(gram_c, cross_c, alpha):
     return evecs @ (inv[:, None] * (evecs.T @ cross_c))
 
 
-def ridge_solve(stats, alpha, *, fit_intercept=True):
+def ridge_solve(
+    stats: GramAccumulator, alpha: float, *, fit_intercept: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Solve ``(G + alpha I) W = B`` from accumulated statistics.
 
     With ``fit_intercept=True`` the features and targets are centered with
@@ -114,7 +118,9 @@ def _validation_error(stats, coef, intercept):
     return fit - 2 * (coef * cross).sum() - 2 * intercept @ t_sum + t_sq
 
 
-def select_lambda(folds, grid=LAMBDA_GRID):
+def select_lambda(
+    folds: list[GramAccumulator], grid=LAMBDA_GRID
+) -> tuple[float, np.ndarray]:
     """Choose the ridge strength by k-fold cross-validation on statistics.
 
     Each fold's model is solved from the total statistics minus the fold's;

@@ -444,3 +444,16 @@ def test_ridge_lambda_auto_records_choice(small_images):
     chosen = clf.history_[:, "ridge_lambda"]
     assert len(chosen) == 2 and all(c > 0 for c in chosen)
     assert clf.history_[0, "init_ridge_lambda"] > 0
+
+
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_verbose_output(small_images, capsys, verbose):
+    X, y = small_images
+    clf = _cnn(verbose=verbose).fit(X, y)
+    clf.predict(X)
+    captured = capsys.readouterr()
+    if verbose:
+        assert "train_loss" in captured.out  # skorch's epoch table
+        assert "predict" in captured.err  # the tqdm bar of predict
+    else:
+        assert captured.out == "" and captured.err == ""
