@@ -204,7 +204,18 @@ class FastRetrainModule(nn.Module):
         return self.head(self.features(x))
 
 
-def build_module(backbone, spec, X, n_classes, *, input_size=None):
+def make_head(width, n_classes, hidden=()):
+    """A linear head, or an MLP head with ReLU between its dense layers."""
+    if not hidden:
+        return nn.Linear(width, n_classes)
+    layers, inputs = [], width
+    for units in hidden:
+        layers += [nn.Linear(inputs, units), nn.ReLU()]
+        inputs = units
+    return nn.Sequential(*layers, nn.Linear(inputs, n_classes))
+
+
+def build_module(backbone, spec, X, n_classes, *, input_size=None, hidden=()):
     """Strip the backbone's classifier and attach a fresh ``n_classes`` head.
 
     ``X`` (a few samples in model layout) drives one dry forward pass that
@@ -240,5 +251,5 @@ def build_module(backbone, spec, X, n_classes, *, input_size=None):
             f"(after preprocessing): {exc}"
         ) from exc
     model.train(was_training)
-    model.head = nn.Linear(width, n_classes)
+    model.head = make_head(width, n_classes, hidden)
     return model

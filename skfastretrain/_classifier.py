@@ -9,9 +9,7 @@ import numpy as np
 import torch
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
@@ -30,6 +28,7 @@ from ._validation import (
     check_input_size,
     check_params,
     check_predict_input,
+    encode_labels,
 )
 
 __all__ = ["FastRetrainClassifier"]
@@ -80,6 +79,15 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         almost nothing, at the price of features taken in train mode while
         the backbone moves (see :class:`RidgeHeadSolver`'s
         ``feature_source``).
+    head_update : {"blend", "residual"}, default="blend"
+        ``"blend"``: the top layer moves toward its ridge solution.
+        ``"residual"``: the recomputation of dense layers; every dense layer
+        of the head is corrected from the softmax residual ``Y - Y_hat`` by a
+        ridge solve, pulled back through the layers above, with a random
+        keep-mask (90% kept) and rate ``head_blend``.
+    head_hidden : sequence of int or None, default=None
+        Hidden widths of a new MLP head (ReLU between dense layers) instead
+        of a single linear layer.
     max_epochs : int, default=10
         Number of epochs.
     lr : float, default=0.01
@@ -172,6 +180,8 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         init_head: Literal["ridge", "random"] = "ridge",
         solve_every: int = 1,
         reuse_features: bool = False,
+        head_update: Literal["blend", "residual"] = "blend",
+        head_hidden: Sequence[int] | None = None,
         max_epochs: int = 10,
         lr: float = 0.01,
         momentum: float = 0.9,
@@ -197,6 +207,8 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         self.init_head = init_head
         self.solve_every = solve_every
         self.reuse_features = reuse_features
+        self.head_update = head_update
+        self.head_hidden = head_hidden
         self.max_epochs = max_epochs
         self.lr = lr
         self.momentum = momentum
@@ -233,21 +245,12 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         """
         device = check_params(self)
         X, y = check_fit_input(self, X, y)
-        check_classification_targets(y)
-        encoder = LabelEncoder().fit(y)
-        if len(encoder.classes_) < 2:
-            raise ValueError(
-                f"y has 1 class ({encoder.classes_[0]!r}); a classifier needs "
-                "at least two classes."
-            )
-        y_enc = encoder.transform(y).astype(np.int64)
+        classes, y_enc = encode_labels(y)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            net, input_shape = self._fit_net(
-                X, y_enc, len(encoder.classes_), int(seed), device
-            )
-        self.classes_ = encoder.classes_
+            net, input_shape = self._fit_net(X, y_enc, len(classes), int(seed), device)
+        self.classes_ = classes
         self.input_shape_ = input_shape
         self.net_ = net
         self.n_iter_ = len(net.history)
@@ -258,7 +261,14 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         conv = first_conv(backbone)
         size = check_input_size(self.input_size) or spec.input_size
         data, targets, sample = model_data(X, y, conv=conv, size=size)
-        module = build_module(backbone, spec, sample, n_classes, input_size=size)
+        module = build_module(
+            backbone,
+            spec,
+            sample,
+            n_classes,
+            input_size=size,
+            hidden=tuple(self.head_hidden or ()),
+        )
         bn_mode = setup_batchnorm(module.backbone, self.bn_mode, self.bn_momentum)
         augment = make_augment(self.augment, sample.shape[-2:])
         callbacks = [
@@ -281,6 +291,7 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
                 head="head",
                 recalibrate_bn=bn_mode == "train",
                 feature_source="sgd" if self.reuse_features else "pass",
+                update=self.head_update,
                 random_state=seed,
             )
             callbacks.append(("ridge_head", solver))

@@ -1,8 +1,9 @@
 """Batch-by-batch accumulation of the Gram statistics of the head solve."""
 
 import torch
+from torch import nn
 
-__all__ = ["GramAccumulator", "HeadStatistics"]
+__all__ = ["GramAccumulator", "HeadStatistics", "feature_pass"]
 
 
 class GramAccumulator:
@@ -221,3 +222,49 @@ class HeadStatistics:
     @property
     def accuracy(self):
         return self.correct / max(self.n_seen, 1)
+
+
+def _start_recalibration(module):
+    # Trainable BatchNorm layers only: a frozen one (the held prefix of
+    # RandomFreezer) is a fixed function and keeps its statistics.
+    bns = [
+        m
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and m.track_running_stats
+        and all(p.requires_grad for p in m.parameters())
+    ]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        # momentum=None makes the running statistics an exact average over
+        # the pass instead of an exponential one.
+        m.momentum = None
+        m.reset_running_stats()
+    return bns, saved
+
+
+def feature_pass(net, dataset, *, recalibrate_bn=False):
+    """Yield ``(logits, y)`` per batch of a skorch net's eval-mode pass.
+
+    The pass runs under :func:`torch.inference_mode`, without augmentation
+    (skorch's validation iterator). Callers capture the activations they need
+    with forward hooks. With ``recalibrate_bn`` the trainable BatchNorm layers
+    run on batch statistics while their running statistics are reset and
+    re-estimated exactly over the pass. The module's mode and the layers'
+    momenta are restored afterwards.
+    """
+    was_training = net.module_.training
+    net.module_.eval()
+    bns, saved = _start_recalibration(net.module_) if recalibrate_bn else ([], [])
+    try:
+        with torch.inference_mode():
+            for Xi, yi in net.get_iterator(dataset, training=False):
+                # A batch of one has no batch statistics: it is normalized
+                # with the statistics gathered so far.
+                for m in bns:
+                    m.train(len(yi) > 1)
+                yield net.infer(Xi), yi
+    finally:
+        for m, momentum in zip(bns, saved, strict=True):
+            m.momentum = momentum
+        net.module_.train(was_training)

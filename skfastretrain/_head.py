@@ -8,10 +8,10 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn.utils import check_random_state
 from skorch.callbacks import Callback
-from torch import nn
 
 from ._backbone import find_head
-from ._gram import HeadStatistics
+from ._gram import HeadStatistics, feature_pass
+from ._recompute import dense_layers, recompute_dense
 from ._solve import ridge_solve, select_lambda
 
 __all__ = ["RidgeHeadSolver"]
@@ -33,25 +33,6 @@ def _calibrated_scale(logits, y, max_scale):
         loss, bounds=(np.log(1e-2), np.log(max_scale)), method="bounded"
     )
     return float(np.exp(res.x))
-
-
-def _recalibrated_bns(module):
-    # Trainable BatchNorm layers only: a frozen one (the held prefix of
-    # RandomFreezer) is a fixed function and keeps its statistics.
-    bns = [
-        m
-        for m in module.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-        and m.track_running_stats
-        and all(p.requires_grad for p in m.parameters())
-    ]
-    for m in bns:
-        m._skfr_momentum = m.momentum
-        # momentum=None makes the running statistics an exact average over
-        # the pass instead of an exponential one.
-        m.momentum = None
-        m.reset_running_stats()
-    return bns
 
 
 class RidgeHeadSolver(Callback):
@@ -116,8 +97,17 @@ class RidgeHeadSolver(Callback):
         passes instead (train mode, with dropout, while the backbone moves),
         which removes the pass's cost; the solve before the first epoch
         still uses a pass.
+    update : {"blend", "residual"}, default="blend"
+        ``"blend"`` moves the top layer toward its ridge solution as above.
+        ``"residual"`` is the recomputation of dense layers: every
+        ``nn.Linear`` of the head is corrected by a ridge solve on the
+        softmax residual, pulled back through the layers above, with a random
+        keep-mask (:func:`~skfastretrain._recompute.recompute_dense`); ``blend``
+        is then the rate of the correction.
+    keep_prob : float, default=0.9
+        Fraction of weights updated by a ``"residual"`` correction.
     random_state : int, RandomState instance or None, default=None
-        Chooses the calibration rows.
+        Chooses the calibration rows and the keep-masks.
 
     Attributes
     ----------
@@ -160,6 +150,8 @@ class RidgeHeadSolver(Callback):
         calibration_samples=2048,
         n_folds=5,
         feature_source="pass",
+        update="blend",
+        keep_prob=0.9,
         random_state=None,
     ):
         self.ridge_lambda = ridge_lambda
@@ -174,6 +166,8 @@ class RidgeHeadSolver(Callback):
         self.calibration_samples = calibration_samples
         self.n_folds = n_folds
         self.feature_source = feature_source
+        self.update = update
+        self.keep_prob = keep_prob
         self.random_state = random_state
 
     def initialize(self):
@@ -181,28 +175,44 @@ class RidgeHeadSolver(Callback):
         self.scale_ = 1.0
         self.ridge_lambda_ = None
         self._rng = check_random_state(self.random_state)
+        self._generator = torch.Generator().manual_seed(
+            int(self._rng.randint(np.iinfo(np.int32).max))
+        )
         self._init_record = {}
         self._collecting = None
         return self
 
-    def _head(self, net):
+    def _layers(self, net):
         head = find_head(net.module_, self.head)
-        if not isinstance(head, nn.Linear):
+        layers = [] if head is None else dense_layers(head)
+        if not layers:
             raise ValueError(
                 "RidgeHeadSolver needs an nn.Linear head: the module's last leaf "
                 "is not one, so name it with head=<submodule name>."
             )
-        return head
+        return layers
+
+    def _head(self, net):
+        # The solved layer: the head itself, or the last Linear of a deeper head.
+        return self._layers(net)[-1]
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         self._check_lambda()
+        if self.update not in ("blend", "residual"):
+            raise ValueError(
+                f"update must be 'blend' or 'residual', got {self.update!r}."
+            )
         if self.feature_source not in ("pass", "sgd"):
             raise ValueError(
                 f"feature_source must be 'pass' or 'sgd', got {self.feature_source!r}."
             )
         self._collecting = None
         if self.init_solve:
-            self._init_record = self.solve(net, net.get_dataset(X, y), blend=1.0)
+            # The first solve fits the top layer outright, whatever the update
+            # rule: there is no trained head yet to correct.
+            self._init_record = self.solve(
+                net, net.get_dataset(X, y), blend=1.0, residual=False
+            )
 
     def _check_lambda(self):
         auto = isinstance(self.ridge_lambda, str) and self.ridge_lambda == "auto"
@@ -229,7 +239,11 @@ class RidgeHeadSolver(Callback):
 
     def on_epoch_begin(self, net, dataset_train=None, **kwargs):
         epoch = len(net.history)
-        if self.feature_source != "sgd" or epoch % self.solve_every:
+        if (
+            self.feature_source != "sgd"
+            or self.update == "residual"
+            or epoch % self.solve_every
+        ):
             return
         # Gather the statistics from the SGD epoch's own forward passes: the
         # backbone moves while they are collected, but no extra pass is run.
@@ -272,28 +286,16 @@ class RidgeHeadSolver(Callback):
         captured = []
         hook = head.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
         stats = self._new_statistics(head, len(dataset))
-        was_training = net.module_.training
-        net.module_.eval()
-        bns = _recalibrated_bns(net.module_) if self.recalibrate_bn else []
         try:
-            with torch.inference_mode():
-                for Xi, yi in net.get_iterator(dataset, training=False):
-                    captured.clear()
-                    # A batch of one has no batch statistics: it is normalized
-                    # with the statistics gathered so far.
-                    for m in bns:
-                        m.train(len(yi) > 1)
-                    logits = net.infer(Xi)
-                    stats.add(captured[0], yi, logits)
+            for logits, yi in feature_pass(
+                net, dataset, recalibrate_bn=self.recalibrate_bn
+            ):
+                stats.add(captured.pop(), yi, logits)
         finally:
             hook.remove()
-            for m in bns:
-                m.momentum = m._skfr_momentum
-                del m._skfr_momentum
-            net.module_.train(was_training)
         return stats
 
-    def solve(self, net, dataset, *, blend):
+    def solve(self, net, dataset, *, blend, residual=True):
         """Run the feature pass and the solve, and move the head toward it.
 
         Returns
@@ -306,6 +308,21 @@ class RidgeHeadSolver(Callback):
         if not 0 < blend <= 1:
             raise ValueError(f"blend must be in (0, 1], got {blend!r}.")
         start = time.perf_counter()
+        if self.update == "residual" and residual:
+            alpha = self.ridge_lambda
+            if isinstance(alpha, str):
+                alpha = self.ridge_lambda_ or 1.0
+            acc = recompute_dense(
+                net,
+                dataset,
+                self._layers(net),
+                alpha=alpha,
+                rate=blend,
+                keep_prob=self.keep_prob,
+                generator=self._generator,
+                recalibrate_bn=self.recalibrate_bn,
+            )
+            return {"solve_dur": time.perf_counter() - start, "train_acc": acc}
         stats = self._feature_pass(net, dataset, self._head(net))
         record = self._apply(net, stats, blend)
         return {"solve_dur": time.perf_counter() - start, **record}

@@ -4,6 +4,8 @@ import numbers
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
     check_consistent_length,
     column_or_1d,
@@ -25,6 +27,7 @@ __all__ = [
     "check_input_size",
     "check_params",
     "check_predict_input",
+    "encode_labels",
 ]
 
 
@@ -100,6 +103,14 @@ def check_params(est):
         raise ValueError(f"head_blend must be in (0, 1], got {est.head_blend!r}.")
     _check_choice("init_head", est.init_head, ("ridge", "random"))
     _check_number("solve_every", est.solve_every, integer=True)
+    _check_choice("head_update", est.head_update, ("blend", "residual"))
+    if est.head_hidden is not None:
+        if isinstance(est.head_hidden, (str, bytes)) or np.ndim(est.head_hidden) != 1:
+            raise TypeError(
+                f"head_hidden must be a sequence of ints, got {est.head_hidden!r}."
+            )
+        for units in est.head_hidden:
+            _check_number("every value of head_hidden", units, integer=True)
     if not isinstance(est.reuse_features, bool):
         raise TypeError(f"reuse_features must be a bool, got {est.reuse_features!r}.")
     _check_number("lr", est.lr)
@@ -178,3 +189,15 @@ def check_predict_input(est, X):
             "the images as at fit."
         )
     return X
+
+
+def encode_labels(y):
+    """Classes and labels encoded as ``0 .. k-1`` (int64); needs 2 classes."""
+    check_classification_targets(y)
+    encoder = LabelEncoder().fit(y)
+    if len(encoder.classes_) < 2:
+        raise ValueError(
+            f"y has 1 class ({encoder.classes_[0]!r}); a classifier needs at "
+            "least two classes."
+        )
+    return encoder.classes_, encoder.transform(y).astype(np.int64)
