@@ -106,9 +106,8 @@ def test_estimator_head_hidden_and_residual(circles, hidden):
         head_hidden=hidden,
         head_update="residual",
         head_blend=1.0,
-        max_epochs=3,
+        max_epochs=4,
         random_state=0,
-        lr=0.05,
     ).fit(X, y)
     linears = [m for m in clf.module_.head.modules() if isinstance(m, nn.Linear)]
     assert [m.out_features for m in linears] == [*hidden, 2]
