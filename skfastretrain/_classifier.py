@@ -7,12 +7,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from tqdm.auto import tqdm
 
 from ._backbone import build_module, first_conv, resolve_backbone
 from ._data import (
@@ -22,19 +20,20 @@ from ._data import (
 )
 from ._freezing import RandomFreezer
 from ._head import RidgeHeadSolver
+from ._predict import PredictMixin
+from ._regularizers import regularizer_components
 from ._sgd_epoch import batchnorm_layers, hold_in_eval, make_net, setup_batchnorm
 from ._validation import (
     check_fit_input,
     check_input_size,
     check_params,
-    check_predict_input,
     encode_labels,
 )
 
 __all__ = ["FastRetrainClassifier"]
 
 
-class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
+class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
     """Fine-tune a torch backbone with random layer freezing and ridge heads.
 
     Each epoch is an SGD-with-momentum epoch in which a random fraction of the
@@ -88,6 +87,21 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
     head_hidden : sequence of int or None, default=None
         Hidden widths of a new MLP head (ReLU between dense layers) instead
         of a single linear layer.
+    regularizer : {"l2sp", "delta", "feature_map"} or None, default=None
+        Transfer regularizer added to the SGD loss. ``"l2sp"`` pulls the
+        backbone toward its starting (pretrained) weights,
+        ``reg_alpha/2 ||w - w0||^2``, and the head toward 0,
+        ``reg_beta/2 ||W||^2``. ``"delta"`` keeps the feature maps at the end
+        of each stage close to those of the frozen starting network, each
+        channel weighted by how much the loss rises when it is zeroed
+        (``attention_``); ``"feature_map"`` weights all channels equally.
+    reg_alpha : float, default=0.01
+        Strength of the backbone term of the regularizer.
+    reg_beta : float, default=0.01
+        Strength of the head term of the regularizer.
+    reg_layers : sequence of str or None, default=None
+        Layers (names inside the backbone) whose feature maps DELTA compares;
+        None finds the stage ends of torchvision ResNets and EfficientNet-Lite.
     max_epochs : int, default=10
         Number of epochs.
     lr : float, default=0.01
@@ -147,6 +161,9 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         The fitted skorch net.
     module_ : FastRetrainModule
         The trained torch model, head included.
+    attention_ : dict of str to ndarray or None
+        Channel weights of ``regularizer="delta"`` (or the equal weights of
+        ``"feature_map"``) per compared layer; None otherwise.
     history_ : skorch.History
         Per-epoch records: ``train_loss``, ``dur`` (SGD epoch seconds),
         ``frozen_fraction``, ``solve_dur`` and ``train_acc`` (where solved).
@@ -182,6 +199,10 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         reuse_features: bool = False,
         head_update: Literal["blend", "residual"] = "blend",
         head_hidden: Sequence[int] | None = None,
+        regularizer: Literal["l2sp", "delta", "feature_map"] | None = None,
+        reg_alpha: float = 0.01,
+        reg_beta: float = 0.01,
+        reg_layers: Sequence[str] | None = None,
         max_epochs: int = 10,
         lr: float = 0.01,
         momentum: float = 0.9,
@@ -209,6 +230,10 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         self.reuse_features = reuse_features
         self.head_update = head_update
         self.head_hidden = head_hidden
+        self.regularizer = regularizer
+        self.reg_alpha = reg_alpha
+        self.reg_beta = reg_beta
+        self.reg_layers = reg_layers
         self.max_epochs = max_epochs
         self.lr = lr
         self.momentum = momentum
@@ -254,6 +279,8 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         self.input_shape_ = input_shape
         self.net_ = net
         self.n_iter_ = len(net.history)
+        regularizer = dict(net.callbacks_).get("regularizer")
+        self.attention_ = getattr(regularizer, "attention_", None)
         return self
 
     def _fit_net(self, X, y, n_classes, seed, device):
@@ -295,6 +322,17 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
                 random_state=seed,
             )
             callbacks.append(("ridge_head", solver))
+        layers = self.reg_layers
+        if layers is not None:
+            layers = [f"backbone.{name}" for name in layers]
+        reg_callbacks, criterion = regularizer_components(
+            self.regularizer,
+            alpha=self.reg_alpha,
+            beta=self.reg_beta,
+            layers=layers,
+            head="head",
+        )
+        callbacks += reg_callbacks
         callbacks += copy.deepcopy(list(self.callbacks or []))
         pin = (
             device.startswith("cuda") if self.pin_memory == "auto" else self.pin_memory
@@ -302,6 +340,7 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         net = make_net(
             module,
             callbacks=callbacks,
+            criterion=criterion,
             lr=self.lr,
             momentum=self.momentum,
             weight_decay=self.weight_decay,
@@ -335,63 +374,6 @@ class FastRetrainClassifier(ClassifierMixin, BaseEstimator):
         """The skorch History of the fit: one record per epoch."""
         check_is_fitted(self)
         return self.net_.history
-
-    def _logits(self, X):
-        check_is_fitted(self)
-        data = check_predict_input(self, X)
-        batches = self.net_.forward_iter(data, training=False)
-        if self.verbose:
-            total = -(-len(data) // self.net_.batch_size)
-            batches = tqdm(batches, total=total, desc="predict", leave=False)
-        return torch.cat([b.cpu() for b in batches]).double().numpy()
-
-    def decision_function(self, X) -> np.ndarray:
-        """Logits of the head.
-
-        Parameters
-        ----------
-        X : array-like
-            As in :meth:`fit`.
-
-        Returns
-        -------
-        scores : ndarray of shape (n,) or (n, n_classes)
-            For two classes, the logit difference of the second class over
-            the first, as scikit-learn expects.
-        """
-        logits = self._logits(X)
-        if len(self.classes_) == 2:
-            return logits[:, 1] - logits[:, 0]
-        return logits
-
-    def predict_proba(self, X) -> np.ndarray:
-        """Softmax of the logits.
-
-        Parameters
-        ----------
-        X : array-like
-            As in :meth:`fit`.
-
-        Returns
-        -------
-        proba : ndarray of shape (n, n_classes)
-        """
-        return softmax(self._logits(X), axis=1)
-
-    def predict(self, X) -> np.ndarray:
-        """Predicted class labels.
-
-        Parameters
-        ----------
-        X : array-like
-            As in :meth:`fit`.
-
-        Returns
-        -------
-        y : ndarray of shape (n,)
-        """
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

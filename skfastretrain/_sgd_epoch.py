@@ -98,6 +98,7 @@ def make_net(
     num_workers=0,
     pin_memory=False,
     train_collate=None,
+    criterion=nn.CrossEntropyLoss,
 ):
     """A skorch classifier over ``module`` trained by SGD with momentum.
 
@@ -114,7 +115,7 @@ def make_net(
         callbacks = [*callbacks, ("progress_bar", ProgressBar())]
     return NeuralNetClassifier(
         module,
-        criterion=nn.CrossEntropyLoss,
+        criterion=criterion,
         optimizer=torch.optim.SGD,
         lr=lr,
         optimizer__momentum=momentum,

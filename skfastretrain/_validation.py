@@ -113,6 +113,17 @@ def check_params(est):
             _check_number("every value of head_hidden", units, integer=True)
     if not isinstance(est.reuse_features, bool):
         raise TypeError(f"reuse_features must be a bool, got {est.reuse_features!r}.")
+    if est.regularizer is not None:
+        _check_choice("regularizer", est.regularizer, ("l2sp", "delta", "feature_map"))
+    _check_number("reg_alpha", est.reg_alpha, allow_zero=True)
+    _check_number("reg_beta", est.reg_beta, allow_zero=True)
+    if est.reg_layers is not None and (
+        isinstance(est.reg_layers, str)
+        or not all(isinstance(name, str) for name in est.reg_layers)
+    ):
+        raise TypeError(
+            f"reg_layers must be a sequence of layer names, got {est.reg_layers!r}."
+        )
     _check_number("lr", est.lr)
     _check_number("momentum", est.momentum, allow_zero=True)
     _check_number("weight_decay", est.weight_decay, allow_zero=True)
