@@ -15,6 +15,7 @@ from ._efficientnet_lite import efficientnet_lite
 from ._freezing import RandomFreezer
 from ._gram import GramAccumulator
 from ._head import RidgeHeadSolver
+from ._plotting import plot_history
 from ._solve import LAMBDA_GRID, ridge_solve, select_lambda
 
 __version__ = "0.1.0.dev0"
@@ -29,6 +30,7 @@ __all__ = [
     "__version__",
     "datasets",
     "efficientnet_lite",
+    "plot_history",
     "ridge_solve",
     "select_lambda",
 ]
