@@ -16,15 +16,19 @@ from ._freezing import RandomFreezer
 from ._gram import GramAccumulator
 from ._head import RidgeHeadSolver
 from ._plotting import plot_history
+from ._regularizers import L2SP, DeltaLoss, DeltaRegularizer
 from ._solve import LAMBDA_GRID, ridge_solve, select_lambda
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "DeltaLoss",
+    "DeltaRegularizer",
     "FastRetrainClassifier",
     "LAMBDA_GRID",
     "FastRetrainModule",
     "GramAccumulator",
+    "L2SP",
     "RandomFreezer",
     "RidgeHeadSolver",
     "__version__",
