@@ -22,13 +22,13 @@ from ._solve import LAMBDA_GRID, ridge_solve, select_lambda
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "L2SP",
+    "LAMBDA_GRID",
     "DeltaLoss",
     "DeltaRegularizer",
     "FastRetrainClassifier",
-    "LAMBDA_GRID",
     "FastRetrainModule",
     "GramAccumulator",
-    "L2SP",
     "RandomFreezer",
     "RidgeHeadSolver",
     "__version__",

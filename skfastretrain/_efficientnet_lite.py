@@ -33,10 +33,10 @@ from torchvision.ops import stochastic_depth
 from ._backbone import load_state_dict_file
 
 __all__ = [
-    "LITE_MEAN",
-    "LITE_STD",
-    "LITE_SPECS",
     "LITE_INPUT_SIZES",
+    "LITE_MEAN",
+    "LITE_SPECS",
+    "LITE_STD",
     "EfficientNetLite",
     "LiteSpec",
     "efficientnet_lite",
