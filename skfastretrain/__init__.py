@@ -12,10 +12,12 @@ from . import datasets
 from ._backbone import FastRetrainModule
 from ._classifier import FastRetrainClassifier
 from ._efficientnet_lite import efficientnet_lite
+from ._flops import count_flops, count_params
 from ._freezing import RandomFreezer
 from ._gram import GramAccumulator
 from ._head import RidgeHeadSolver
 from ._plotting import plot_history
+from ._pruning import PruningReport, prune_filters
 from ._regularizers import L2SP, DeltaLoss, DeltaRegularizer
 from ._solve import LAMBDA_GRID, ridge_solve, select_lambda
 
@@ -29,12 +31,16 @@ __all__ = [
     "FastRetrainClassifier",
     "FastRetrainModule",
     "GramAccumulator",
+    "PruningReport",
     "RandomFreezer",
     "RidgeHeadSolver",
     "__version__",
+    "count_flops",
+    "count_params",
     "datasets",
     "efficientnet_lite",
     "plot_history",
+    "prune_filters",
     "ridge_solve",
     "select_lambda",
 ]

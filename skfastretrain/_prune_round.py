@@ -1,0 +1,91 @@
+"""One round of :func:`prune_filters`: record, pull, remove, fine-tune.
+
+:func:`_prune_round` runs the steps of a TASCNet round on a copy of the
+estimator through its own skorch net (:func:`_train`), in the BatchNorm mode
+it was fitted with (:func:`_bn_mode`).
+"""
+
+import numpy as np
+from torch import nn
+
+from ._head import RidgeHeadSolver
+from ._sgd_epoch import batchnorm_layers, has_trained_statistics, hold_in_eval
+from ._similarity import (
+    _FilterHistory,
+    _history_similarity,
+    _pair_cosines,
+    _PairPull,
+    _select_pairs,
+)
+from ._surgery import remove_filters
+
+__all__ = []
+
+
+def _bn_mode(est):
+    """The BatchNorm mode the estimator was fitted with (see bn_mode)."""
+    if est.bn_mode != "auto":
+        return est.bn_mode
+    for _, cb in est.net_.callbacks_:
+        if isinstance(cb, RidgeHeadSolver):
+            return "train" if cb.recalibrate_bn else "eval"
+    if isinstance(est.backbone, nn.Module):
+        return "eval" if has_trained_statistics(est.backbone) else "train"
+    return "train" if est.weights is None else "eval"
+
+
+def _train(est, X, y, epochs, bn_mode, callback=None):
+    """Continue training ``est.net_`` for ``epochs`` with its own callbacks."""
+    if epochs == 0:
+        if callback is not None:  # a history of the current weights only
+            callback.initialize().on_train_begin(est.net_)
+        return
+    net = est.net_
+    entry = None
+    if callback is not None:
+        entry = ("prune_filters", callback.initialize())
+        net.callbacks_.append(entry)
+    held = []
+    if bn_mode == "eval":
+        held = hold_in_eval(batchnorm_layers(net.module_.backbone))
+    try:
+        net.partial_fit(X, y, epochs=epochs)
+    finally:
+        for h in held:
+            h.remove()
+        if entry is not None:
+            net.callbacks_.remove(entry)
+
+
+def _prune_round(est, plans, X, y, bn_mode, params):
+    """One round on ``est`` (changed in place); returns its record."""
+    history = _FilterHistory([p.conv for p in plans])
+    _train(est, X, y, params["history_epochs"], bn_mode, history)
+    module = est.module_
+    pairs, similarity = {}, {}
+    for plan in plans:
+        n = module.get_submodule(plan.conv).out_channels
+        k = min(max(1, round(params["pair_fraction"] * n)), n - params["min_filters"])
+        sim = _history_similarity(history.snapshots_[plan.conv])
+        a, b = _select_pairs(sim, k)
+        pairs[plan.conv] = (a, b)
+        similarity[plan.conv] = float(sim[a, b].mean())
+    per_pair = params["pull_terms"] == "pair"
+    pull = _PairPull(pairs, params["pull_strength"], per_pair)
+    _train(est, X, y, params["pull_epochs"], bn_mode, pull)
+    module = est.module_
+    removed, cosines = {}, {}
+    for plan in plans:
+        a, b = pairs[plan.conv]
+        weight = module.get_submodule(plan.conv).weight.detach()
+        cosines[plan.conv] = float(_pair_cosines(weight, a, b).mean())
+        l1 = weight.flatten(1).abs().sum(1).cpu().numpy()
+        drop_a = l1[a] < l1[b]
+        remove, partner = np.where(drop_a, a, b), np.where(drop_a, b, a)
+        remove_filters(
+            module, plan, remove, merge_into=partner if params["merge"] else None
+        )
+        removed[plan.conv] = len(remove)
+    est.net_.initialize_optimizer()
+    _train(est, X, y, params["finetune_epochs"], bn_mode)
+    return {"removed": removed, "pair_similarity": similarity, "pull_cosine": cosines}
