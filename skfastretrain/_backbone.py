@@ -215,7 +215,30 @@ def make_head(width, n_classes, hidden=()):
     return nn.Sequential(*layers, nn.Linear(inputs, n_classes))
 
 
-def build_module(backbone, spec, X, n_classes, *, input_size=None, hidden=()):
+def reinit_last_layers(backbone, n_layers):
+    """Re-initialize the last ``n_layers`` conv and linear layers in place.
+
+    TASCNet's first stage replaces the deepest layers, the most task-specific
+    ones, with freshly trained ones; BatchNorm layers keep their statistics.
+    """
+    if not n_layers:
+        return backbone
+    layers = [
+        m for _, m in _leaves(backbone) if isinstance(m, (*_CONV_TYPES, nn.Linear))
+    ]
+    if n_layers > len(layers):
+        raise ValueError(
+            f"reinit_layers={n_layers} but the backbone has only {len(layers)} "
+            "conv and linear layers."
+        )
+    for layer in layers[-n_layers:]:
+        layer.reset_parameters()
+    return backbone
+
+
+def build_module(
+    backbone, spec, X, n_classes, *, input_size=None, hidden=(), reinit_layers=0
+):
     """Strip the backbone's classifier and attach a fresh ``n_classes`` head.
 
     ``X`` (a few samples in model layout) drives one dry forward pass that
@@ -226,6 +249,7 @@ def build_module(backbone, spec, X, n_classes, *, input_size=None, hidden=()):
         path = next(n for n, m in backbone.named_modules() if m is head)
         parent, _, child = path.rpartition(".")
         setattr(backbone.get_submodule(parent), child, nn.Identity())
+    reinit_last_layers(backbone, reinit_layers)
     conv = first_conv(backbone)
     size = input_size if input_size is not None else spec.input_size
     preprocess = Preprocess(

@@ -87,6 +87,10 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
     head_hidden : sequence of int or None, default=None
         Hidden widths of a new MLP head (ReLU between dense layers) instead
         of a single linear layer.
+    reinit_layers : int, default=0
+        Re-initialize the backbone's last ``reinit_layers`` conv and linear
+        layers (after removing its classifier) before training: with
+        ``head_hidden``, the search space of TASCNet's first stage.
     regularizer : {"l2sp", "delta", "feature_map"} or None, default=None
         Transfer regularizer added to the SGD loss. ``"l2sp"`` pulls the
         backbone toward its starting (pretrained) weights,
@@ -199,6 +203,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         reuse_features: bool = False,
         head_update: Literal["blend", "residual"] = "blend",
         head_hidden: Sequence[int] | None = None,
+        reinit_layers: int = 0,
         regularizer: Literal["l2sp", "delta", "feature_map"] | None = None,
         reg_alpha: float = 0.01,
         reg_beta: float = 0.01,
@@ -230,6 +235,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         self.reuse_features = reuse_features
         self.head_update = head_update
         self.head_hidden = head_hidden
+        self.reinit_layers = reinit_layers
         self.regularizer = regularizer
         self.reg_alpha = reg_alpha
         self.reg_beta = reg_beta
@@ -295,6 +301,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
             n_classes,
             input_size=size,
             hidden=tuple(self.head_hidden or ()),
+            reinit_layers=self.reinit_layers,
         )
         bn_mode = setup_batchnorm(module.backbone, self.bn_mode, self.bn_momentum)
         augment = make_augment(self.augment, sample.shape[-2:])

@@ -104,6 +104,7 @@ def check_params(est):
     _check_choice("init_head", est.init_head, ("ridge", "random"))
     _check_number("solve_every", est.solve_every, integer=True)
     _check_choice("head_update", est.head_update, ("blend", "residual"))
+    _check_number("reinit_layers", est.reinit_layers, integer=True, allow_zero=True)
     if est.head_hidden is not None:
         if isinstance(est.head_hidden, (str, bytes)) or np.ndim(est.head_hidden) != 1:
             raise TypeError(

@@ -121,3 +121,20 @@ def test_timm_missing_is_a_clear_import_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)
     with pytest.raises(ImportError, match="pip install timm"):
         resolve_backbone("timm:resnet18")
+
+
+@pytest.mark.parametrize("n_layers", [0, 1, 2])
+def test_reinit_last_layers(n_layers):
+    from skfastretrain._backbone import reinit_last_layers
+
+    torch.manual_seed(0)
+    module = make_tiny_cnn()
+    before = [module[0].weight.clone(), module[3].weight.clone()]
+    reinit_last_layers(module, n_layers)
+    changed = [
+        not torch.equal(b, m.weight)
+        for b, m in zip(before, [module[0], module[3]], strict=True)
+    ]
+    assert changed == [n_layers >= 2, n_layers >= 1]
+    with pytest.raises(ValueError, match="only 2"):
+        reinit_last_layers(module, 3)
