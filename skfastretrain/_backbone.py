@@ -219,7 +219,8 @@ def reinit_last_layers(backbone, n_layers):
     """Re-initialize the last ``n_layers`` conv and linear layers in place.
 
     TASCNet's first stage replaces the deepest layers, the most task-specific
-    ones, with freshly trained ones; BatchNorm layers keep their statistics.
+    ones, with freshly trained ones. Every parametrized layer from the first
+    re-initialized one on restarts, BatchNorm statistics included.
     """
     if not n_layers:
         return backbone
@@ -231,8 +232,14 @@ def reinit_last_layers(backbone, n_layers):
             f"reinit_layers={n_layers} but the backbone has only {len(layers)} "
             "conv and linear layers."
         )
-    for layer in layers[-n_layers:]:
-        layer.reset_parameters()
+    first = layers[-n_layers]
+    reset = False
+    for _, m in _leaves(backbone):
+        reset = reset or m is first
+        # BatchNorm after the first re-initialized layer restarts too: its
+        # pretrained statistics describe activations that no longer exist.
+        if reset and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
     return backbone
 
 

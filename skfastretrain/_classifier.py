@@ -125,7 +125,8 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         with ``bn_momentum``, and re-estimates them exactly in each head-solve
         pass. ``"auto"`` is ``"eval"`` when the statistics are trained
         (pretrained weights) and ``"train"`` when they are at their initial
-        values. See the user guide on BatchNorm.
+        values, layer by layer (re-initialized layers train). See the user
+        guide on BatchNorm.
     bn_momentum : float or None, default=0.1
         Momentum of the BatchNorm running statistics in ``bn_mode="train"``;
         None keeps the backbone's own.
@@ -161,6 +162,8 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         Shape of one sample at fit, in model layout.
     n_iter_ : int
         Epochs run.
+    held_batchnorm_ : list of str
+        BatchNorm layers (names in ``module_``) held in eval mode during SGD.
     net_ : skorch.NeuralNetClassifier
         The fitted skorch net.
     module_ : FastRetrainModule
@@ -280,9 +283,12 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            net, input_shape = self._fit_net(X, y_enc, len(classes), int(seed), device)
+            net, input_shape, held = self._fit_net(
+                X, y_enc, len(classes), int(seed), device
+            )
         self.classes_ = classes
         self.input_shape_ = input_shape
+        self.held_batchnorm_ = held
         self.net_ = net
         self.n_iter_ = len(net.history)
         regularizer = dict(net.callbacks_).get("regularizer")
@@ -303,7 +309,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
             hidden=tuple(self.head_hidden or ()),
             reinit_layers=self.reinit_layers,
         )
-        bn_mode = setup_batchnorm(module.backbone, self.bn_mode, self.bn_momentum)
+        held_bns = setup_batchnorm(module.backbone, self.bn_mode, self.bn_momentum)
         augment = make_augment(self.augment, sample.shape[-2:])
         callbacks = [
             (
@@ -323,7 +329,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
                 solve_every=self.solve_every,
                 init_solve=self.init_head == "ridge",
                 head="head",
-                recalibrate_bn=bn_mode == "train",
+                recalibrate_bn=len(held_bns) < len(batchnorm_layers(module)),
                 feature_source="sgd" if self.reuse_features else "pass",
                 update=self.head_update,
                 random_state=seed,
@@ -360,15 +366,14 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
             pin_memory=pin,
             train_collate=None if augment is None else AugmentCollate(augment),
         )
-        held = []
-        if bn_mode == "eval":
-            held = hold_in_eval(batchnorm_layers(module.backbone))
+        held = hold_in_eval(held_bns)
         try:
             net.fit(data, targets)
         finally:
             for handle in held:
                 handle.remove()
-        return net, tuple(sample.shape[1:])
+        names = [n for n, m in module.named_modules() if any(m is h for h in held_bns)]
+        return net, tuple(sample.shape[1:]), names
 
     @property
     def module_(self):

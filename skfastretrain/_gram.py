@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from ._sgd_epoch import is_held_in_eval
+
 __all__ = ["GramAccumulator", "HeadStatistics", "feature_pass"]
 
 
@@ -225,14 +227,16 @@ class HeadStatistics:
 
 
 def _start_recalibration(module):
-    # Trainable BatchNorm layers only: a frozen one (the held prefix of
-    # RandomFreezer) is a fixed function and keeps its statistics.
+    # Trainable BatchNorm layers that run on batch statistics only: a held
+    # one (pretrained statistics, or the frozen prefix of RandomFreezer) is
+    # a fixed function and keeps its statistics.
     bns = [
         m
         for m in module.modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm)
         and m.track_running_stats
         and all(p.requires_grad for p in m.parameters())
+        and not is_held_in_eval(m)
     ]
     saved = [m.momentum for m in bns]
     for m in bns:

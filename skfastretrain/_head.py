@@ -330,6 +330,12 @@ class RidgeHeadSolver(Callback):
     def _apply(self, net, stats, blend):
         head = self._head(net)
         total = stats.total()
+        if not all(torch.isfinite(t).all() for t in total.tensors()):
+            raise ValueError(
+                f"Training diverged: the head's input features hold NaN or inf "
+                f"after epoch {len(net.history)} (lr={net.lr}). Lower the "
+                "learning rate; with pretrained weights, 0.001 to 0.003 suits SGD."
+            )
         alpha = (
             select_lambda(stats.folds)[0] if stats.n_folds > 1 else self.ridge_lambda
         )

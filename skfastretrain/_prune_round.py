@@ -6,10 +6,8 @@ it was fitted with (:func:`_bn_mode`).
 """
 
 import numpy as np
-from torch import nn
 
-from ._head import RidgeHeadSolver
-from ._sgd_epoch import batchnorm_layers, has_trained_statistics, hold_in_eval
+from ._sgd_epoch import hold_in_eval
 from ._similarity import (
     _FilterHistory,
     _history_similarity,
@@ -23,15 +21,8 @@ __all__ = []
 
 
 def _bn_mode(est):
-    """The BatchNorm mode the estimator was fitted with (see bn_mode)."""
-    if est.bn_mode != "auto":
-        return est.bn_mode
-    for _, cb in est.net_.callbacks_:
-        if isinstance(cb, RidgeHeadSolver):
-            return "train" if cb.recalibrate_bn else "eval"
-    if isinstance(est.backbone, nn.Module):
-        return "eval" if has_trained_statistics(est.backbone) else "train"
-    return "train" if est.weights is None else "eval"
+    """Names of the BatchNorm layers the estimator held in eval mode."""
+    return list(est.held_batchnorm_)
 
 
 def _train(est, X, y, epochs, bn_mode, callback=None):
@@ -45,9 +36,7 @@ def _train(est, X, y, epochs, bn_mode, callback=None):
     if callback is not None:
         entry = ("prune_filters", callback.initialize())
         net.callbacks_.append(entry)
-    held = []
-    if bn_mode == "eval":
-        held = hold_in_eval(batchnorm_layers(net.module_.backbone))
+    held = hold_in_eval([net.module_.get_submodule(name) for name in bn_mode])
     try:
         net.partial_fit(X, y, epochs=epochs)
     finally:

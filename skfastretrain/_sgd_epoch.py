@@ -2,13 +2,14 @@
 
 import torch
 from skorch import NeuralNetClassifier
-from skorch.callbacks import ProgressBar
+from skorch.callbacks import Callback, ProgressBar
 from torch import nn
 
 __all__ = [
+    "DivergenceGuard",
     "batchnorm_layers",
-    "has_trained_statistics",
     "hold_in_eval",
+    "is_held_in_eval",
     "make_net",
     "resolve_device",
     "set_bn_momentum",
@@ -23,14 +24,6 @@ def batchnorm_layers(module):
         for m in module.modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
     ]
-
-
-def has_trained_statistics(module):
-    """Whether any BatchNorm layer's running statistics moved from init."""
-    return any(
-        bool((m.running_mean != 0).any() or (m.running_var != 1).any())
-        for m in batchnorm_layers(module)
-    )
 
 
 def _eval_pre_hook(module, args):
@@ -57,18 +50,35 @@ def resolve_device(device):
     return str(resolved)
 
 
-def setup_batchnorm(backbone, mode, momentum):
-    """Resolve ``bn_mode="auto"`` and apply the momentum of the train mode.
+def _trained(bn):
+    return bool((bn.running_mean != 0).any() or (bn.running_var != 1).any())
 
-    Returns ``"eval"`` or ``"train"``: eval when the running statistics are
-    trained (pretrained weights), so SGD, the head solve and predict all see
-    the same features; train when they are still at their initial values.
+
+def setup_batchnorm(backbone, mode, momentum):
+    """Choose which BatchNorm layers SGD runs in eval mode.
+
+    Returns the layers to hold in eval mode: all of them for ``"eval"``, none
+    for ``"train"``, and for ``"auto"`` those whose running statistics are
+    trained (pretrained), so that SGD, the head solve and predict see the same
+    features there, while layers at their initial statistics (a backbone
+    without weights, or re-initialized layers) train on batch statistics.
+    The others get ``momentum``.
     """
+    layers = batchnorm_layers(backbone)
     if mode == "auto":
-        mode = "eval" if has_trained_statistics(backbone) else "train"
-    if mode == "train" and momentum is not None:
-        set_bn_momentum(backbone, momentum)
-    return mode
+        held = [m for m in layers if _trained(m)]
+    else:
+        held = layers if mode == "eval" else []
+    if momentum is not None:
+        for m in layers:
+            if not any(m is h for h in held):
+                m.momentum = momentum
+    return held
+
+
+def is_held_in_eval(module):
+    """Whether :func:`hold_in_eval` keeps ``module`` in eval mode."""
+    return _eval_pre_hook in module._forward_pre_hooks.values()
 
 
 def set_bn_momentum(module, momentum):
@@ -81,6 +91,18 @@ def set_bn_momentum(module, momentum):
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = momentum
+
+
+class DivergenceGuard(Callback):
+    """Stop with a clear error as soon as the training loss is NaN or inf."""
+
+    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
+        if training and loss is not None and not torch.isfinite(loss):
+            raise ValueError(
+                f"Training diverged: the loss became {loss.item()} in epoch "
+                f"{len(net.history)} (lr={net.lr}). Lower the learning rate; "
+                "with pretrained weights, 0.001 to 0.003 suits SGD."
+            )
 
 
 def make_net(
@@ -109,6 +131,7 @@ def make_net(
     train_loader = {**loader, "shuffle": True, "generator": generator}
     if train_collate is not None:
         train_loader["collate_fn"] = train_collate
+    callbacks = [("divergence_guard", DivergenceGuard()), *callbacks]
     if verbose:
         # A tqdm bar over each epoch's batches; skorch's table prints the
         # per-epoch records. verbose=0 prints nothing (quiet in searches).

@@ -3,6 +3,7 @@
 import warnings
 
 import numpy as np
+import scipy.linalg
 import torch
 from scipy.linalg import LinAlgWarning
 
@@ -22,7 +23,7 @@ def _eigh_solve(gram_c, cross_c, alpha):
     # Pseudo-inverse of the regularized Gram through its spectrum: stable when
     # the Gram is singular and alpha is near zero (duplicate or constant
     # features, d > n), where Cholesky breaks down.
-    evals, evecs = torch.linalg.eigh(gram_c)
+    evals, evecs = _eigh(gram_c)
     shifted = evals.clamp_min(0) + alpha
     eps = torch.finfo(gram_c.dtype).eps
     cutoff = shifted.max() * gram_c.shape[0] * eps
@@ -109,6 +110,20 @@ def ridge_solve(
     return coef, intercept
 
 
+def _eigh(matrix):
+    # LAPACK's divide-and-conquer (torch's driver) can fail to converge on
+    # badly scaled matrices; the relatively robust representation driver of
+    # scipy is slower but does not.
+    try:
+        return torch.linalg.eigh(matrix)
+    except torch.linalg.LinAlgError:
+        evals, evecs = scipy.linalg.eigh(matrix.cpu().numpy(), driver="evr")
+        return (
+            torch.from_numpy(evals).to(matrix),
+            torch.from_numpy(evecs).to(matrix),
+        )
+
+
 def _validation_error(stats, coef, intercept):
     # Squared error sum ||H W + 1 b^T - T||^2 of rows summarized by ``stats``,
     # expanded so that only their Gram statistics are needed.
@@ -170,7 +185,7 @@ def select_lambda(
     for fold in folds:
         train = total - fold
         g, c, mu_h, mu_t = (t.to(torch.float64) for t in train.centered())
-        evals, evecs = torch.linalg.eigh(g)
+        evals, evecs = _eigh(g)
         proj = evecs.T @ c
         for i, alpha in enumerate(alphas):
             coef = evecs @ (proj / (evals.clamp_min(0) + alpha)[:, None])

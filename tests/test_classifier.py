@@ -457,3 +457,18 @@ def test_verbose_output(small_images, capsys, verbose):
         assert "predict" in captured.err  # the tqdm bar of predict
     else:
         assert captured.out == "" and captured.err == ""
+
+
+def test_divergence_is_a_clear_error(small_images):
+    with pytest.raises(ValueError, match=r"diverged.*in epoch \d+ \(lr=1000\.0\)"):
+        _cnn(lr=1e3, max_epochs=3).fit(*small_images)
+
+
+def test_reinitialized_layers_train_their_batchnorm(small_images):
+    X, y = small_images
+    module = _pretrained_like_cnn()
+    clf = _cnn(backbone=module, reinit_layers=1).fit(X, y)
+    # The second conv was re-initialized, so the BatchNorm after it restarted
+    # and trains; the first keeps its pretrained statistics, held in eval.
+    assert clf.held_batchnorm_ == ["backbone.1"]
+    assert not torch.equal(clf.module_.backbone[4].running_mean, module[4].running_mean)

@@ -132,3 +132,22 @@ def test_select_lambda_matches_grid_search_on_the_same_folds(n_folds, noise):
     # Same ranking, and the same total errors (sklearn averages per fold).
     sk_errors = -search.cv_results_["mean_test_score"] * 240 * 3
     np.testing.assert_allclose(errors, sk_errors, rtol=1e-6)
+
+
+def test_select_lambda_survives_eigh_failure(monkeypatch):
+    from skfastretrain import select_lambda
+
+    rng = np.random.default_rng(7)
+    H, T = rng.normal(size=(60, 5)), rng.normal(size=(60, 2))
+    folds = [GramAccumulator(5, 2) for _ in range(3)]
+    for f, acc in enumerate(folds):
+        acc.update(torch.from_numpy(H[f::3]), torch.from_numpy(T[f::3]))
+    expected = select_lambda(folds)
+
+    def failing(matrix):
+        raise torch.linalg.LinAlgError("did not converge")
+
+    monkeypatch.setattr(torch.linalg, "eigh", failing)
+    got = select_lambda(folds)
+    assert got[0] == pytest.approx(expected[0])
+    np.testing.assert_allclose(got[1], expected[1], rtol=1e-8)
