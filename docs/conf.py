@@ -5,6 +5,7 @@ Needs the ``docs`` extra: ``pip install -e ".[docs]"``.
 """
 
 import os
+import re
 import sys
 from datetime import date
 from importlib.util import find_spec
@@ -86,6 +87,94 @@ sphinx_gallery_conf = {
     "download_all_examples": False,
     "within_subsection_order": "FileNameSortKey",
 }
+
+# -- Benchmark results -------------------------------------------------------
+# benchmarks.rst includes generated/benchmark_results.inc, written here from
+# the result files of benchmarks/transfer.py that exist at build time, so
+# that a missing run leaves a note instead of a broken image (an error with
+# -W).
+
+BENCHMARK_RESULTS = HERE.parent / "benchmarks" / "results"
+BENCHMARK_RUNS = {
+    "quick": ("Quick run", "1,500 training and 500 test images, 2 epochs"),
+    "full": ("Full run", "10,000 training and 2,000 test images, 4 epochs"),
+}
+
+
+def _benchmark_results_rst():
+    lines = []
+    for name, (title, setting) in BENCHMARK_RUNS.items():
+        lines += [title, "-" * len(title), ""]
+        png = BENCHMARK_RESULTS / f"{name}.png"
+        md = BENCHMARK_RESULTS / f"{name}.md"
+        if not png.is_file() and not md.is_file():
+            lines += [
+                f"No saved results: run ``python benchmarks/transfer.py --{name}``",
+                f"({setting}).",
+                "",
+            ]
+            continue
+        lines += [f"{setting}. Files ``benchmarks/results/{name}.*``.", ""]
+        if png.is_file():
+            # Image paths are relative to benchmarks.rst, the including file.
+            lines += [
+                f".. figure:: ../benchmarks/results/{name}.png",
+                f"   :alt: Test accuracy against fit time, {name} run",
+                "   :width: 100%",
+                "",
+                "   Test accuracy against fit wall time.",
+                "",
+            ]
+        if md.is_file():
+            lines += _markdown_tables_rst(md.read_text())
+    return "\n".join(lines)
+
+
+def _rst_cell(text):
+    # Backslash-escape what reStructuredText would read as markup: inline
+    # markup characters anywhere, list and comment markers at the start.
+    text = re.sub(r"([\\*`_|])", r"\\\1", text.strip())
+    if text[:1] in ("-", "+", "#", ".", ":"):
+        text = "\\" + text
+    return text
+
+
+def _markdown_tables_rst(markdown):
+    """The pipe tables of a markdown file as list-tables, other text as is."""
+    lines = []
+    for block in re.split(r"\n\s*\n", markdown.strip()):
+        rows = [row.strip() for row in block.splitlines() if row.strip()]
+        is_table = (
+            len(rows) >= 2
+            and all(row.startswith("|") and row.endswith("|") for row in rows)
+            and set(rows[1]) <= set("|-: ")
+        )
+        if not is_table:
+            lines += [".. code-block:: text", ""]
+            lines += ["   " + row for row in block.splitlines()] + [""]
+            continue
+        cells = [
+            [_rst_cell(cell) for cell in row[1:-1].split("|")]
+            for i, row in enumerate(rows)
+            if i != 1
+        ]
+        lines += [".. list-table::", "   :header-rows: 1", ""]
+        for row in cells:
+            lines.append(f"   * - {row[0]}".rstrip())
+            lines += [f"     - {cell}".rstrip() for cell in row[1:]]
+        lines.append("")
+    return lines
+
+
+def _write_if_changed(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+
+
+_write_if_changed(
+    HERE / "generated" / "benchmark_results.inc", _benchmark_results_rst()
+)
 
 # -- HTML output -------------------------------------------------------------
 

@@ -1,0 +1,200 @@
+"""One method of the benchmark, run in its own process (``--worker``)."""
+
+import math
+import os
+import time
+
+import numpy as np
+import torch
+from _bench_utils import (
+    BATCH_SIZE,
+    IMAGE_SIZE,
+    SEED,
+    LitePreprocess,
+    TestAccuracy,
+    current_rss_mb,
+    load_data,
+    machine_info,
+    rss_mb,
+)
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from skorch import NeuralNetClassifier
+from skorch.callbacks import LRScheduler
+from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR
+
+from skfastretrain import FastRetrainClassifier, efficientnet_lite
+
+
+def _hold_bn_in_eval(module):
+    # skorch calls module.train() before each step; this puts the BatchNorm
+    # layers back in eval mode (pretrained running statistics) as they run.
+    def hook(m, args):
+        m.training = False
+
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.register_forward_pre_hook(hook)
+
+
+def _pretrained_lite0(n_classes=None):
+    model = efficientnet_lite("efficientnet_lite0", weights="DEFAULT")
+    model._fc = nn.Identity() if n_classes is None else nn.Linear(1280, n_classes)
+    return model
+
+
+def run_sgdm(params, data, epochs):
+    """Plain skorch fine-tuning of the whole network, cosine learning rate."""
+    X_tr, y_tr, X_te, y_te = data
+    steps = epochs * math.ceil(len(y_tr) / BATCH_SIZE)
+    acc_cb = TestAccuracy(X_te, y_te)
+    acc_cb.t0 = time.perf_counter()
+    torch.manual_seed(SEED)
+    backbone = _pretrained_lite0(n_classes=10)
+    if params["bn"] == "eval":
+        _hold_bn_in_eval(backbone)
+    else:
+        for m in backbone.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = params["bn_momentum"]
+    net = NeuralNetClassifier(
+        nn.Sequential(LitePreprocess(IMAGE_SIZE), backbone),
+        criterion=nn.CrossEntropyLoss,
+        optimizer=torch.optim.SGD,
+        optimizer__momentum=0.9,
+        lr=params["lr"],
+        batch_size=BATCH_SIZE,
+        max_epochs=epochs,
+        train_split=None,
+        iterator_train__shuffle=True,
+        iterator_train__generator=torch.Generator().manual_seed(SEED),
+        callbacks=[
+            (
+                "lr_schedule",
+                LRScheduler(CosineAnnealingLR, T_max=steps, step_every="batch"),
+            ),
+            ("test_acc", acc_cb),
+        ],
+        device="cpu",
+        verbose=0,
+    )
+    net.fit(X_tr[:, None], y_tr)
+    cb = dict(net.callbacks_)["test_acc"]
+    fit_wall = time.perf_counter() - acc_cb.t0 - cb.eval_time_
+    history = [{"dur": row["dur"]} for row in net.history]
+    return cb.points_, history, fit_wall, cb.eval_time_, cb.last_pred_
+
+
+def _features(backbone, X):
+    prep = LitePreprocess(IMAGE_SIZE)
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(X), BATCH_SIZE):
+            batch = torch.from_numpy(X[i : i + BATCH_SIZE, None])
+            out.append(backbone(prep(batch)))
+    return torch.cat(out).numpy()
+
+
+def run_linear_probe(params, data, epochs):
+    """Frozen pretrained features, standardized, and a LogisticRegression."""
+    X_tr, y_tr, X_te, y_te = data
+    t0 = time.perf_counter()
+    backbone = _pretrained_lite0().eval()
+    H = _features(backbone, X_tr)
+    t_feat = time.perf_counter() - t0
+    clf = make_pipeline(
+        StandardScaler(),
+        LogisticRegression(C=params["C"], max_iter=params["max_iter"]),
+    ).fit(H, y_tr)
+    fit_wall = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    pred = clf.predict(_features(backbone, X_te))
+    acc = float(np.mean(pred == y_te))
+    eval_time = time.perf_counter() - t1
+    loss = float(log_loss(y_tr, clf.predict_proba(H)))
+    n_iter = int(clf[-1].n_iter_.max())
+    point = {"epoch": 1, "time": fit_wall, "test_acc": acc, "train_loss": loss}
+    history = [{"feature_dur": t_feat, "lr_dur": fit_wall - t_feat, "n_iter": n_iter}]
+    return [point], history, fit_wall, eval_time, pred.tolist()
+
+
+_ESTIMATOR_KEYS = (
+    "freeze_prob",
+    "freeze_mode",
+    "ridge_lambda",
+    "init_head",
+    "lr",
+    "head_blend",
+    "bn_mode",
+)
+_HISTORY_KEYS = (
+    "dur",
+    "solve_dur",
+    "init_solve_dur",
+    "train_acc",
+    "init_train_acc",
+    "ridge_lambda",
+    "init_ridge_lambda",
+    "frozen_fraction",
+)
+
+
+def run_estimator(params, data, epochs):
+    """FastRetrainClassifier with one of the ablation's settings."""
+    X_tr, y_tr, X_te, y_te = data
+    acc_cb = TestAccuracy(X_te, y_te)
+    kwargs = {k: params[k] for k in _ESTIMATOR_KEYS if k in params}
+    clf = FastRetrainClassifier(
+        "efficientnet_lite0",
+        weights="DEFAULT",
+        input_size=IMAGE_SIZE,
+        max_epochs=epochs,
+        batch_size=BATCH_SIZE,
+        random_state=SEED,
+        callbacks=[("test_acc", acc_cb)],
+        **kwargs,
+    )
+    acc_cb.t0 = time.perf_counter()
+    clf.fit(X_tr, y_tr)
+    cb = dict(clf.net_.callbacks_)["test_acc"]
+    fit_wall = time.perf_counter() - acc_cb.t0 - cb.eval_time_
+    history = [{k: row[k] for k in _HISTORY_KEYS if k in row} for row in clf.history_]
+    return cb.points_, history, fit_wall, cb.eval_time_, cb.last_pred_
+
+
+RUNNERS = {
+    "sgdm": run_sgdm,
+    "linear_probe": run_linear_probe,
+    "estimator": run_estimator,
+}
+
+
+def run_worker(method, params, setting, *, holdout=False):
+    """Run one method; return its record (peak memory of this process)."""
+    info_start = machine_info()
+    data = load_data(setting, holdout=holdout)
+    rss_before = current_rss_mb()
+    peak_before = rss_mb()
+    points, history, fit_wall, eval_time, pred = RUNNERS[params["kind"]](
+        params, data, setting["epochs"]
+    )
+    peak = rss_mb()
+    return {
+        "method": method,
+        "params": params,
+        "points": points,
+        "history": history,
+        "fit_wall": fit_wall,
+        "eval_time": eval_time,
+        "final_pred": pred,
+        "y_test": data[3].tolist(),
+        "peak_rss_mb": peak,
+        "rss_before_fit_mb": rss_before,
+        "peak_rss_before_fit_mb": peak_before,
+        "fit_rss_increase_mb": peak - rss_before,
+        "machine_start": info_start,
+        "loadavg_end": list(os.getloadavg()),
+    }

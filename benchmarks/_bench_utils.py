@@ -1,0 +1,176 @@
+"""Shared pieces of the transfer benchmark: settings, data, timing, memory."""
+
+import os
+import resource
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skorch.callbacks import Callback
+from torch import nn
+
+from skfastretrain.datasets import load_fashion_mnist
+
+SEED = 0
+BATCH_SIZE = 32
+IMAGE_SIZE = 64
+
+#: The two settings. Every method of one run uses the same one.
+SETTINGS = {
+    "quick": {"n_train": 1500, "n_test": 500, "epochs": 2},
+    "full": {"n_train": 10000, "n_test": 2000, "epochs": 4},
+    "smoke": {"n_train": 100, "n_test": 50, "epochs": 1},  # checks the script
+}
+
+#: Hyperparameters of each method. pilot.py chose sgdm's lr and BatchNorm
+#: mode (results/pilot.md) and confirmed lr 0.001 for the estimator.
+METHODS = {
+    "sgdm": {"kind": "sgdm", "lr": 0.003, "bn": "eval", "bn_momentum": 0.1},
+    "linear_probe": {"kind": "linear_probe", "C": 1.0, "max_iter": 5000},
+    "sgdm_freeze": {
+        "kind": "estimator",
+        "freeze_prob": 0.5,
+        "freeze_mode": "prefix",
+        "ridge_lambda": None,
+        "init_head": "random",
+        "lr": 0.001,
+    },
+    "sgdm_ridge": {
+        "kind": "estimator",
+        "freeze_prob": 0.0,
+        "ridge_lambda": "auto",
+        "lr": 0.001,
+    },
+    "ours": {
+        "kind": "estimator",
+        "freeze_prob": 0.5,
+        "freeze_mode": "prefix",
+        "ridge_lambda": "auto",
+        "lr": 0.001,
+    },
+    "ours_random": {
+        "kind": "estimator",
+        "freeze_prob": 0.5,
+        "freeze_mode": "random",
+        "ridge_lambda": "auto",
+        "lr": 0.001,
+    },
+}
+
+
+def load_data(setting, *, holdout=False):
+    """Train and test images (uint8, (n, 28, 28)) and labels.
+
+    With ``holdout=True`` (the pilot) the evaluation rows come from the train
+    split too, drawn with another seed, so choosing hyperparameters never
+    looks at the test split.
+    """
+    n_train, n_test = setting["n_train"], setting["n_test"]
+    if holdout:
+        from sklearn.model_selection import train_test_split
+
+        X, y = load_fashion_mnist(
+            split="train", subset=n_train + n_test, random_state=1, return_X_y=True
+        )
+        X_tr, X_te, y_tr, y_te = train_test_split(
+            X, y, test_size=n_test, stratify=y, random_state=SEED
+        )
+        return X_tr, y_tr, X_te, y_te
+    X_tr, y_tr = load_fashion_mnist(
+        split="train", subset=n_train, random_state=SEED, return_X_y=True
+    )
+    X_te, y_te = load_fashion_mnist(
+        split="test", subset=n_test, random_state=SEED, return_X_y=True
+    )
+    return X_tr, y_tr, X_te, y_te
+
+
+class LitePreprocess(nn.Module):
+    """What the estimator does to the images, written out for the baselines.
+
+    uint8 / 255, one channel repeated to three, bilinear antialiased resize,
+    then EfficientNet-Lite's normalization ``(x - 127/255) / (128/255)``.
+    """
+
+    def __init__(self, size=IMAGE_SIZE):
+        super().__init__()
+        self.size = (size, size)
+
+    def forward(self, x):
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        x = x.expand(-1, 3, -1, -1)
+        x = F.interpolate(
+            x, size=self.size, mode="bilinear", align_corners=False, antialias=True
+        )
+        return (x - 127 / 255) / (128 / 255)
+
+
+def rss_mb():
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb():
+    """Resident memory of this process now, in MiB."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class TestAccuracy(Callback):
+    """Record test accuracy at the start of training and after every epoch.
+
+    The time spent predicting is measured and excluded from the reported fit
+    time: ``time`` is seconds since ``t0`` (set right before ``fit``) minus
+    all evaluation so far. Runs after the estimator's own callbacks, so the
+    first point follows the initial ridge solve and every later one follows
+    that epoch's head solve.
+    """
+
+    def __init__(self, X_test, y_test, t0=None):
+        self.X_test = X_test
+        self.y_test = y_test
+        self.t0 = t0
+
+    def initialize(self):
+        self.points_ = []
+        self.eval_time_ = 0.0
+        return self
+
+    def _measure(self, net, epoch, train_loss=None):
+        now = time.perf_counter()
+        fit_time = now - self.t0 - self.eval_time_
+        with torch.random.fork_rng(devices=[]):
+            pred = net.predict(self.X_test[:, None])
+        acc = float(np.mean(pred == self.y_test))
+        self.last_pred_ = pred.tolist()
+        self.eval_time_ += time.perf_counter() - now
+        self.points_.append(
+            {
+                "epoch": epoch,
+                "time": fit_time,
+                "test_acc": acc,
+                "train_loss": train_loss,
+            }
+        )
+        return fit_time, acc
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self._measure(net, 0)
+
+    def on_epoch_end(self, net, **kwargs):
+        epoch = len(net.history)
+        fit_time, acc = self._measure(net, epoch, net.history[-1, "train_loss"])
+        net.history.record("fit_time", fit_time)
+        net.history.record("test_acc", acc)
+
+
+def machine_info():
+    """What the timings depend on: threads, cores and the load on them."""
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "loadavg": list(os.getloadavg()),
+    }

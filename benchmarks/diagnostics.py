@@ -1,0 +1,180 @@
+"""Two side measurements behind the benchmark's findings.
+
+1. Thread contention: the median Lite0 SGD step (batch 32, 64 px) and one
+   float64 ``torch.linalg.eigh`` at d=1280 (what ``select_lambda`` runs five
+   times per head solve), alone and next to a competing 2-thread GEMM loop,
+   with libgomp's default busy-waiting and with ``OMP_WAIT_POLICY=PASSIVE``.
+2. Memory of the head solve: the peak RSS added by the five fold
+   accumulators of ``ridge_lambda="auto"``, by ``select_lambda`` and by the
+   final ``ridge_solve``, at d=1280 and n=1,500 and 10,000.
+
+Each measurement runs in a fresh process. Usage::
+
+    python benchmarks/diagnostics.py     # writes results/diagnostics.json and .md
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+CONTENTION_CODE = """
+import json, sys, time, torch
+sys.path.insert(0, {here!r})
+from torch import nn
+from _bench_methods import _pretrained_lite0
+from _bench_utils import LitePreprocess
+g = torch.randn(1280, 1280, dtype=torch.float64)
+g = g @ g.T
+eigh = []
+for _ in range(3):
+    t = time.perf_counter(); torch.linalg.eigh(g); eigh.append(time.perf_counter() - t)
+torch.manual_seed(0)
+m = nn.Sequential(LitePreprocess(), _pretrained_lite0(10))
+opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
+x = torch.randint(0, 255, (32, 1, 28, 28), dtype=torch.uint8)
+y = torch.randint(0, 10, (32,))
+steps = []
+for _ in range(12):
+    t = time.perf_counter()
+    opt.zero_grad(); nn.functional.cross_entropy(m(x), y).backward(); opt.step()
+    steps.append(time.perf_counter() - t)
+steps = sorted(steps[2:])
+print(json.dumps({{"eigh_s": sorted(eigh)[1], "step_s": steps[len(steps) // 2]}}))
+"""
+
+COMPETITOR_CODE = """
+import torch
+a = torch.randn(1024, 1024)
+while True:
+    a = torch.mm(a, a).div_(a.norm())
+"""
+
+MEMORY_CODE = """
+import json, resource, sys, torch
+sys.path.insert(0, {here!r})
+from _bench_gemm import _accumulate, _synthetic
+from skfastretrain import ridge_solve, select_lambda
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+H, T = _synthetic(1280, n={n})
+base = peak()
+folds = _accumulate(H, T, 32, n_folds=5)
+after_folds = peak()
+alpha, _ = select_lambda(folds)
+after_select = peak()
+stats = folds[0]
+for f in folds[1:]:
+    stats = stats + f
+ridge_solve(stats, alpha)
+after_solve = peak()
+print(json.dumps({{"folds_mb": after_folds - base,
+                  "select_lambda_mb": after_select - after_folds,
+                  "ridge_solve_mb": after_solve - after_select}}))
+"""
+
+
+def _run(code, env_extra=None):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env.update(env_extra or {})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def contention():
+    rows = []
+    code = CONTENTION_CODE.format(here=str(HERE))
+    for competitor in (False, True):
+        for policy in ("default", "PASSIVE"):
+            extra = {} if policy == "default" else {"OMP_WAIT_POLICY": "PASSIVE"}
+            other = None
+            if competitor:
+                other = subprocess.Popen([sys.executable, "-c", COMPETITOR_CODE])
+                time.sleep(2)
+            try:
+                rec = _run(code, extra)
+            finally:
+                if other is not None:
+                    other.terminate()
+                    other.wait()
+            rows.append({"competitor": competitor, "omp_wait_policy": policy, **rec})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def memory():
+    rows = []
+    for n in (1500, 10_000):
+        rec = _run(
+            MEMORY_CODE.format(here=str(HERE), n=n), {"OMP_WAIT_POLICY": "PASSIVE"}
+        )
+        rows.append({"d": 1280, "n": n, **rec})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def render(result):
+    from _bench_report import markdown_table
+
+    a = markdown_table(
+        ["competing 2-thread GEMM", "OMP_WAIT_POLICY", "eigh d=1280 s", "SGD step s"],
+        [
+            [
+                "yes" if r["competitor"] else "no",
+                r["omp_wait_policy"],
+                f"{r['eigh_s']:.2f}",
+                f"{r['step_s']:.2f}",
+            ]
+            for r in result["contention"]
+        ],
+    )
+    b = markdown_table(
+        [
+            "d",
+            "n",
+            "5 fold accumulators +MiB",
+            "select_lambda +MiB",
+            "ridge_solve +MiB",
+        ],
+        [
+            [
+                str(r["d"]),
+                str(r["n"]),
+                f"{r['folds_mb']:.0f}",
+                f"{r['select_lambda_mb']:.0f}",
+                f"{r['ridge_solve_mb']:.0f}",
+            ]
+            for r in result["memory"]
+        ],
+    )
+    return a + "\n\n" + b
+
+
+def main():
+    sys.path.insert(0, str(HERE))
+    from _bench_report import update_readme
+    from _bench_utils import machine_info
+
+    result = {"machine": machine_info(), "contention": contention(), "memory": memory()}
+    result["machine"]["loadavg_end"] = list(os.getloadavg())
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "diagnostics.json").write_text(json.dumps(result, indent=1))
+    text = render(result)
+    (RESULTS / "diagnostics.md").write_text(text + "\n")
+    update_readme(HERE / "README.md", "diagnostics", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Transfer benchmark: ImageNet EfficientNet-Lite0 -> Fashion-MNIST at 64 px.
+
+Compares plain SGD with momentum (skorch), a linear probe and the four-way
+ablation of FastRetrainClassifier (random freezing and ridge head solves),
+each method in a fresh process so its peak resident memory is its own.
+
+Usage::
+
+    python benchmarks/transfer.py --quick            # a few minutes on 2 cores
+    python benchmarks/transfer.py --full             # 10,000 / 2,000 images
+    python benchmarks/transfer.py --quick --methods sgdm,ours --out try
+    python benchmarks/transfer.py --report quick     # re-print a saved run
+
+Writes ``benchmarks/results/<name>.json``, ``<name>.png`` (test accuracy
+against fit wall time) and ``<name>.md`` (the tables, in markdown).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+
+from _bench_report import (  # noqa: E402
+    TARGETS,
+    compute_targets,
+    markdown_table,
+    plot,
+    render,
+    update_readme,
+)
+from _bench_utils import (  # noqa: E402
+    BATCH_SIZE,
+    IMAGE_SIZE,
+    METHODS,
+    SEED,
+    SETTINGS,
+    machine_info,
+)
+
+
+def spawn_worker(method, params, setting, *, holdout=False, tag="run"):
+    """Run one method (or "gemm") in a fresh interpreter; return its record."""
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{tag}_{method}_{os.getpid()}.tmp"
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        method,
+        "--params",
+        json.dumps(params),
+        "--setting",
+        json.dumps(setting),
+        "--result",
+        str(out),
+    ]
+    if holdout:
+        cmd.append("--holdout")
+    # libgomp's default busy-waiting makes MKL and oneDNN crawl (up to 50x for
+    # eigh) when another process shares the cores; passive waiting does not.
+    env = {**os.environ}
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env)
+    record = json.loads(out.read_text())
+    out.unlink()
+    record["process_wall"] = time.perf_counter() - start
+    record["omp_wait_policy"] = env["OMP_WAIT_POLICY"]
+    return record
+
+
+def worker_main(args):
+
+    if args.worker == "gemm":
+        from _bench_gemm import run_gemm
+
+        record = run_gemm()
+    else:
+        from _bench_methods import run_worker
+
+        record = run_worker(
+            args.worker,
+            json.loads(args.params),
+            json.loads(args.setting),
+            holdout=args.holdout,
+        )
+    Path(args.result).write_text(json.dumps(record))
+
+
+def summarize(result):
+    """Print the tables and write the JSON, the plot and the markdown."""
+    name = result["name"]
+    result["targets"] = compute_targets(result["methods"], result.get("gemm"))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
+    plot(result, RESULTS / f"{name}.png")
+    tables = render(result, markdown_table)
+    (RESULTS / f"{name}.md").write_text(tables + "\n")
+    print(render(result))
+    print(f"\nwrote {RESULTS / name}.json, .png and .md")
+    if update_readme(HERE / "README.md", name, tables):
+        print(f"updated the {name!r} tables of {HERE / 'README.md'}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small setting (default)")
+    mode.add_argument("--full", action="store_true", help="10,000 / 2,000 images")
+    mode.add_argument("--smoke", action="store_true", help="tiny, checks the code")
+    mode.add_argument("--report", metavar="NAME", help="re-print a saved run")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated subset of {','.join(METHODS)}",
+    )
+    parser.add_argument("--out", help="result name (default: quick or full)")
+    parser.add_argument("--no-gemm", action="store_true", help="skip P4")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--params", help=argparse.SUPPRESS)
+    parser.add_argument("--setting", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--holdout", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        return worker_main(args)
+    if args.report:
+        result = json.loads((RESULTS / f"{args.report}.json").read_text())
+        return summarize(result)
+
+    setting_name = "full" if args.full else "smoke" if args.smoke else "quick"
+    setting = SETTINGS[setting_name]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    result = {
+        "name": args.out or setting_name,
+        "setting": {
+            **setting,
+            "name": setting_name,
+            "batch_size": BATCH_SIZE,
+            "image_size": IMAGE_SIZE,
+            "seed": SEED,
+        },
+        "machine": machine_info(),
+        "targets_defined": {k: list(v) for k, v in TARGETS.items()},
+        "methods": {},
+    }
+    for method in methods:
+        print(f"[{time.strftime('%H:%M:%S')}] {method} ...", flush=True)
+        record = spawn_worker(method, METHODS[method], setting)
+        result["methods"][method] = record
+        last = record["points"][-1]
+        print(
+            f"    acc {last['test_acc']:.3f}, fit {record['fit_wall']:.1f} s, "
+            f"peak RSS {record['peak_rss_mb']:.0f} MiB",
+            flush=True,
+        )
+    if not args.no_gemm:
+        print(f"[{time.strftime('%H:%M:%S')}] gemm (P4) ...", flush=True)
+        result["gemm"] = spawn_worker("gemm", {}, setting)
+    result["machine"]["loadavg_end"] = list(os.getloadavg())
+    summarize(result)
+
+
+if __name__ == "__main__":
+    main()
