@@ -147,6 +147,11 @@ def run_estimator(params, data, epochs):
     X_tr, y_tr, X_te, y_te = data
     acc_cb = TestAccuracy(X_te, y_te)
     kwargs = {k: params[k] for k in _ESTIMATOR_KEYS if k in params}
+    callbacks = []
+    if params.get("lr_schedule") == "cosine":
+        steps = epochs * math.ceil(len(y_tr) / BATCH_SIZE)
+        schedule = LRScheduler(CosineAnnealingLR, T_max=steps, step_every="batch")
+        callbacks.append(("lr_schedule", schedule))
     clf = FastRetrainClassifier(
         "efficientnet_lite0",
         weights="DEFAULT",
@@ -154,7 +159,7 @@ def run_estimator(params, data, epochs):
         max_epochs=epochs,
         batch_size=BATCH_SIZE,
         random_state=SEED,
-        callbacks=[("test_acc", acc_cb)],
+        callbacks=[*callbacks, ("test_acc", acc_cb)],
         **kwargs,
     )
     acc_cb.t0 = time.perf_counter()

@@ -257,7 +257,19 @@ def markdown_table(header, rows):
 def render(result, table=text_table):
     """All tables of a run, as plain text or (``table=markdown_table``) markdown."""
     methods = result["methods"]
+    s, m = result["setting"], result["machine"]
+    omp = {r.get("omp_wait_policy") for r in methods.values()}
+    header = (
+        f"Setting {s['name']}: {s['n_train']} train / {s['n_test']} test images, "
+        f"{s['epochs']} epochs, batch {s['batch_size']}, {s['image_size']} px, "
+        f"seed {s['seed']}. torch {m['torch']}, {m['threads']} threads on "
+        f"{m['cpu_count']} cores, OMP_WAIT_POLICY={'/'.join(sorted(map(str, omp)))}; "
+        f"1-min load average {m['loadavg'][0]:.1f} at the start, "
+        f"{m.get('loadavg_end', [float('nan')])[0]:.1f} at the end (other jobs "
+        "shared the cores: timings are noisy)."
+    )
     parts = [
+        header,
         table(METHOD_HEADER, method_rows(methods)),
         table(CURVE_HEADER, curve_rows(methods)),
     ]

@@ -59,6 +59,14 @@ METHODS = {
 }
 
 
+#: Extra variants, run only when named in ``--methods``.
+EXTRA_METHODS = {
+    # ours with sgdm's optimizer settings: lr 0.003 and the same cosine
+    # schedule, so freezing and head solves are the only differences.
+    "ours_cosine": {**METHODS["ours"], "lr": 0.003, "lr_schedule": "cosine"},
+}
+
+
 def load_data(setting, *, holdout=False):
     """Train and test images (uint8, (n, 28, 28)) and labels.
 

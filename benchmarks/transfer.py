@@ -37,6 +37,7 @@ from _bench_report import (  # noqa: E402
 )
 from _bench_utils import (  # noqa: E402
     BATCH_SIZE,
+    EXTRA_METHODS,
     IMAGE_SIZE,
     METHODS,
     SEED,
@@ -119,7 +120,8 @@ def main(argv=None):
     parser.add_argument(
         "--methods",
         default=",".join(METHODS),
-        help=f"comma-separated subset of {','.join(METHODS)}",
+        help=f"comma-separated subset of {','.join(METHODS)} (default: all), "
+        f"or extras: {','.join(EXTRA_METHODS)}",
     )
     parser.add_argument("--out", help="result name (default: quick or full)")
     parser.add_argument("--no-gemm", action="store_true", help="skip P4")
@@ -139,9 +141,10 @@ def main(argv=None):
     setting_name = "full" if args.full else "smoke" if args.smoke else "quick"
     setting = SETTINGS[setting_name]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(set(methods) - set(METHODS))
+    known = {**METHODS, **EXTRA_METHODS}
+    unknown = sorted(set(methods) - set(known))
     if unknown:
-        parser.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
+        parser.error(f"unknown methods {unknown}; choose from {list(known)}")
     result = {
         "name": args.out or setting_name,
         "setting": {
@@ -157,7 +160,7 @@ def main(argv=None):
     }
     for method in methods:
         print(f"[{time.strftime('%H:%M:%S')}] {method} ...", flush=True)
-        record = spawn_worker(method, METHODS[method], setting)
+        record = spawn_worker(method, known[method], setting)
         result["methods"][method] = record
         last = record["points"][-1]
         print(
