@@ -64,6 +64,13 @@ EXTRA_METHODS = {
     # ours with sgdm's optimizer settings: lr 0.003 and the same cosine
     # schedule, so freezing and head solves are the only differences.
     "ours_cosine": {**METHODS["ours"], "lr": 0.003, "lr_schedule": "cosine"},
+    # and the frozen prefix shrinking to nothing over the epochs
+    "ours_cosine_unfreeze": {
+        **METHODS["ours"],
+        "lr": 0.003,
+        "lr_schedule": "cosine",
+        "freeze_prob": [0.5, 0.5, 0.25, 0.0],
+    },
 }
 
 
