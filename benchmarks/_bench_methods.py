@@ -54,6 +54,9 @@ def run_sgdm(params, data, epochs):
     acc_cb.t0 = time.perf_counter()
     torch.manual_seed(SEED)
     backbone = _pretrained_lite0(n_classes=10)
+    if not params.get("stochastic_depth", True):
+        for block in backbone._blocks:
+            block.drop_connect = 0.0
     if params["bn"] == "eval":
         _hold_bn_in_eval(backbone)
     else:
@@ -129,6 +132,7 @@ _ESTIMATOR_KEYS = (
     "lr",
     "head_blend",
     "bn_mode",
+    "reuse_features",
 )
 _HISTORY_KEYS = (
     "dur",
@@ -179,7 +183,10 @@ RUNNERS = {
 
 def run_worker(method, params, setting, *, holdout=False):
     """Run one method; return its record (peak memory of this process)."""
+    import skfastretrain
+
     info_start = machine_info()
+    info_start["package_file"] = skfastretrain.__file__
     data = load_data(setting, holdout=holdout)
     rss_before = current_rss_mb()
     peak_before = rss_mb()

@@ -44,6 +44,15 @@ def _p3(rec):
     return None if solve is None else solve / dur
 
 
+def paired_vs_sgdm(methods, sgdm):
+    """McNemar test of each method's final predictions against sgdm's."""
+    if sgdm is None:
+        return {}
+    return {
+        name: _paired(rec, sgdm) for name, rec in methods.items() if rec is not sgdm
+    }
+
+
 def compute_targets(methods, gemm):
     """The targets that the records allow, each with its value and verdict."""
     out = {}
@@ -109,8 +118,9 @@ def _fmt(value, spec=".3f"):
     return format(value, spec)
 
 
-def method_rows(methods):
+def method_rows(methods, paired=None):
     """One summary row per method, in the usual order."""
+    paired = paired or {}
     rows = []
     for name in [m for m in ORDER if m in methods] + [
         m for m in methods if m not in ORDER
@@ -131,6 +141,7 @@ def method_rows(methods):
                 _fmt(init_solve, ".1f"),
                 _fmt(rec["peak_rss_mb"], ".0f"),
                 _fmt(rec["fit_rss_increase_mb"], ".0f"),
+                _fmt(paired[name]["p"], ".2g") if name in paired else "-",
             ]
         )
     return rows
@@ -147,6 +158,7 @@ METHOD_HEADER = [
     "init solve s",
     "peak RSS MiB",
     "fit RSS +MiB",
+    "McNemar p vs sgdm",
 ]
 CURVE_HEADER = ["method", "epoch", "fit time s", "test acc", "train loss"]
 
@@ -268,9 +280,16 @@ def render(result, table=text_table):
         f"{m.get('loadavg_end', [float('nan')])[0]:.1f} at the end (other jobs "
         "shared the cores: timings are noisy)."
     )
+    pkg = result.get("package")
+    if pkg:
+        state = "with local edits" if pkg["package_dirty"] else "clean"
+        header += (
+            f" skfastretrain at {pkg['git_head']} ({state}, sources "
+            f"{pkg['package_sha1']}), one snapshot for all methods."
+        )
     parts = [
         header,
-        table(METHOD_HEADER, method_rows(methods)),
+        table(METHOD_HEADER, method_rows(methods, result.get("paired_vs_sgdm"))),
         table(CURVE_HEADER, curve_rows(methods)),
     ]
     if result.get("gemm"):

@@ -71,6 +71,8 @@ EXTRA_METHODS = {
         "lr_schedule": "cosine",
         "freeze_prob": [0.5, 0.5, 0.25, 0.0],
     },
+    # ours with the Gram statistics gathered in the SGD epoch's forward pass
+    "ours_reuse": {**METHODS["ours"], "reuse_features": True},
 }
 
 

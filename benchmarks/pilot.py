@@ -21,19 +21,25 @@ import time
 
 from _bench_report import markdown_table, text_table, update_readme
 from _bench_utils import METHODS, SETTINGS
-from transfer import HERE, RESULTS, spawn_worker
+from transfer import HERE, RESULTS, package_snapshot, spawn_worker
 
 #: BatchNorm mode -> learning rates tried. lr 0.03 only with batch statistics:
 #: in eval mode 0.01 already wrecks the pretrained features.
 SGDM_GRID = {"train": (0.03, 0.01, 0.003, 0.001), "eval": (0.01, 0.003, 0.001)}
+#: The best settings again without stochastic depth (the estimator turns it
+#: off for named Lite backbones).
+SGDM_NO_SD = (("train", 0.01), ("eval", 0.003), ("eval", 0.001))
 OURS_LRS = (0.001, 0.003)
 
 
 def candidates():
     for bn, lrs in SGDM_GRID.items():
         for lr in lrs:
-            params = {**METHODS["sgdm"], "lr": lr, "bn": bn}
+            params = {**METHODS["sgdm"], "lr": lr, "bn": bn, "stochastic_depth": True}
             yield f"sgdm lr={lr} bn={bn}", "sgdm", params
+    for bn, lr in SGDM_NO_SD:
+        params = {**METHODS["sgdm"], "lr": lr, "bn": bn, "stochastic_depth": False}
+        yield f"sgdm lr={lr} bn={bn} no-sd", "sgdm", params
     for lr in OURS_LRS:
         yield f"ours lr={lr}", "ours", {**METHODS["ours"], "lr": lr}
 
@@ -90,14 +96,19 @@ def main():
         result = json.loads(saved.read_text())
         if result["setting"] != {**setting, "holdout": True}:
             parser.error("pilot.json has another setting: rerun with --fresh")
-    for label, method, params in candidates():
-        if label in result["runs"]:
-            continue
-        print(f"[{time.strftime('%H:%M:%S')}] {label} ...", flush=True)
-        rec = spawn_worker(method, params, setting, holdout=True, tag="pilot")
-        result["runs"][label] = rec
-        accs = [round(p["test_acc"], 3) for p in rec["points"]]
-        print(f"    holdout acc {accs}, fit {rec['fit_wall']:.1f} s", flush=True)
+    with package_snapshot() as (package, info):
+        result.setdefault("package", []).append(info)
+        for label, method, params in candidates():
+            if label in result["runs"]:
+                continue
+            print(f"[{time.strftime('%H:%M:%S')}] {label} ...", flush=True)
+            rec = spawn_worker(
+                method, params, setting, holdout=True, tag="pilot", package=package
+            )
+            rec["package"] = info
+            result["runs"][label] = rec
+            accs = [round(p["test_acc"], 3) for p in rec["points"]]
+            print(f"    holdout acc {accs}, fit {rec['fit_wall']:.1f} s", flush=True)
     report(result)
 
 

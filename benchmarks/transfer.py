@@ -16,11 +16,15 @@ against fit wall time) and ``<name>.md`` (the tables, in markdown).
 """
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -31,6 +35,7 @@ from _bench_report import (  # noqa: E402
     TARGETS,
     compute_targets,
     markdown_table,
+    paired_vs_sgdm,
     plot,
     render,
     update_readme,
@@ -46,8 +51,46 @@ from _bench_utils import (  # noqa: E402
 )
 
 
-def spawn_worker(method, params, setting, *, holdout=False, tag="run"):
-    """Run one method (or "gemm") in a fresh interpreter; return its record."""
+@contextmanager
+def package_snapshot():
+    """Copy skfastretrain once, so every worker of a run imports the same code.
+
+    Yields the folder to put first on the workers' PYTHONPATH and a record of
+    what was copied (git HEAD, whether the package had local edits, and a
+    hash of its sources).
+    """
+    source = HERE.parent / "skfastretrain"
+    root = Path(tempfile.mkdtemp(prefix="skfr_bench_pkg_"))
+    try:
+        shutil.copytree(
+            source, root / "skfastretrain", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        digest = hashlib.sha1()
+        for f in sorted((root / "skfastretrain").rglob("*")):
+            if f.is_file():
+                digest.update(str(f.relative_to(root)).encode() + f.read_bytes())
+
+        def git(*args):
+            out = subprocess.run(
+                ["git", "-C", str(HERE.parent), *args], capture_output=True, text=True
+            )
+            return out.stdout.strip()
+
+        info = {
+            "git_head": git("rev-parse", "--short", "HEAD"),
+            "package_dirty": bool(git("status", "--porcelain", "--", "skfastretrain")),
+            "package_sha1": digest.hexdigest()[:12],
+        }
+        yield root, info
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def spawn_worker(method, params, setting, *, holdout=False, tag="run", package=None):
+    """Run one method (or "gemm") in a fresh interpreter; return its record.
+
+    ``package`` is a folder from :func:`package_snapshot` to import from.
+    """
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{tag}_{method}_{os.getpid()}.tmp"
     cmd = [
@@ -68,6 +111,10 @@ def spawn_worker(method, params, setting, *, holdout=False, tag="run"):
     # eigh) when another process shares the cores; passive waiting does not.
     env = {**os.environ}
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if package is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(package), env.get("PYTHONPATH")) if p
+        )
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env)
     record = json.loads(out.read_text())
@@ -95,10 +142,19 @@ def worker_main(args):
     Path(args.result).write_text(json.dumps(record))
 
 
-def summarize(result):
-    """Print the tables and write the JSON, the plot and the markdown."""
+def summarize(result, sgdm_from=None):
+    """Print the tables and write the JSON, the plot and the markdown.
+
+    ``sgdm_from`` names a saved run whose sgdm record is the reference of the
+    McNemar column when this run has none (extra variants run on their own).
+    """
     name = result["name"]
     result["targets"] = compute_targets(result["methods"], result.get("gemm"))
+    sgdm = result["methods"].get("sgdm")
+    if sgdm is None and sgdm_from:
+        other = json.loads((RESULTS / f"{sgdm_from}.json").read_text())
+        sgdm, result["sgdm_from"] = other["methods"]["sgdm"], sgdm_from
+    result["paired_vs_sgdm"] = paired_vs_sgdm(result["methods"], sgdm)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
     plot(result, RESULTS / f"{name}.png")
@@ -125,6 +181,11 @@ def main(argv=None):
     )
     parser.add_argument("--out", help="result name (default: quick or full)")
     parser.add_argument("--no-gemm", action="store_true", help="skip P4")
+    parser.add_argument(
+        "--sgdm-from",
+        metavar="NAME",
+        help="saved run whose sgdm is the McNemar reference when this run has none",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)
     parser.add_argument("--setting", help=argparse.SUPPRESS)
@@ -136,7 +197,7 @@ def main(argv=None):
         return worker_main(args)
     if args.report:
         result = json.loads((RESULTS / f"{args.report}.json").read_text())
-        return summarize(result)
+        return summarize(result, args.sgdm_from or result.get("sgdm_from"))
 
     setting_name = "full" if args.full else "smoke" if args.smoke else "quick"
     setting = SETTINGS[setting_name]
@@ -158,21 +219,23 @@ def main(argv=None):
         "targets_defined": {k: list(v) for k, v in TARGETS.items()},
         "methods": {},
     }
-    for method in methods:
-        print(f"[{time.strftime('%H:%M:%S')}] {method} ...", flush=True)
-        record = spawn_worker(method, known[method], setting)
-        result["methods"][method] = record
-        last = record["points"][-1]
-        print(
-            f"    acc {last['test_acc']:.3f}, fit {record['fit_wall']:.1f} s, "
-            f"peak RSS {record['peak_rss_mb']:.0f} MiB",
-            flush=True,
-        )
-    if not args.no_gemm:
-        print(f"[{time.strftime('%H:%M:%S')}] gemm (P4) ...", flush=True)
-        result["gemm"] = spawn_worker("gemm", {}, setting)
+    with package_snapshot() as (package, info):
+        result["package"] = info
+        for method in methods:
+            print(f"[{time.strftime('%H:%M:%S')}] {method} ...", flush=True)
+            record = spawn_worker(method, known[method], setting, package=package)
+            result["methods"][method] = record
+            last = record["points"][-1]
+            print(
+                f"    acc {last['test_acc']:.3f}, fit {record['fit_wall']:.1f} s, "
+                f"peak RSS {record['peak_rss_mb']:.0f} MiB",
+                flush=True,
+            )
+        if not args.no_gemm:
+            print(f"[{time.strftime('%H:%M:%S')}] gemm (P4) ...", flush=True)
+            result["gemm"] = spawn_worker("gemm", {}, setting, package=package)
     result["machine"]["loadavg_end"] = list(os.getloadavg())
-    summarize(result)
+    summarize(result, args.sgdm_from)
 
 
 if __name__ == "__main__":
