@@ -1,6 +1,5 @@
 """FastRetrainClassifier: the scikit-learn estimator over the whole path."""
 
-import copy
 import os
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -12,23 +11,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._backbone import build_module, first_conv, resolve_backbone
-from ._data import (
-    AugmentCollate,
-    make_augment,
-    model_data,
-)
-from ._freezing import RandomFreezer
-from ._head import RidgeHeadSolver
 from ._predict import PredictMixin
-from ._regularizers import regularizer_components
-from ._sgd_epoch import batchnorm_layers, hold_in_eval, make_net, setup_batchnorm
-from ._validation import (
-    check_fit_input,
-    check_input_size,
-    check_params,
-    encode_labels,
-)
+from ._training import train_net
+from ._validation import check_fit_input, check_params, encode_labels
 
 __all__ = ["FastRetrainClassifier"]
 
@@ -283,8 +268,8 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            net, input_shape, held = self._fit_net(
-                X, y_enc, len(classes), int(seed), device
+            net, input_shape, held = train_net(
+                self, X, y_enc, n_classes=len(classes), seed=int(seed), device=device
             )
         self.classes_ = classes
         self.input_shape_ = input_shape
@@ -294,86 +279,6 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         regularizer = dict(net.callbacks_).get("regularizer")
         self.attention_ = getattr(regularizer, "attention_", None)
         return self
-
-    def _fit_net(self, X, y, n_classes, seed, device):
-        backbone, spec = resolve_backbone(self.backbone, self.weights)
-        conv = first_conv(backbone)
-        size = check_input_size(self.input_size) or spec.input_size
-        data, targets, sample = model_data(X, y, conv=conv, size=size)
-        module = build_module(
-            backbone,
-            spec,
-            sample,
-            n_classes,
-            input_size=size,
-            hidden=tuple(self.head_hidden or ()),
-            reinit_layers=self.reinit_layers,
-        )
-        held_bns = setup_batchnorm(module.backbone, self.bn_mode, self.bn_momentum)
-        augment = make_augment(self.augment, sample.shape[-2:])
-        callbacks = [
-            (
-                "freezer",
-                RandomFreezer(
-                    self.freeze_prob,
-                    mode=self.freeze_mode,
-                    head="head",
-                    random_state=seed,
-                ),
-            )
-        ]
-        if self.ridge_lambda is not None:
-            solver = RidgeHeadSolver(
-                self.ridge_lambda,
-                blend=self.head_blend,
-                solve_every=self.solve_every,
-                init_solve=self.init_head == "ridge",
-                head="head",
-                recalibrate_bn=len(held_bns) < len(batchnorm_layers(module)),
-                feature_source="sgd" if self.reuse_features else "pass",
-                update=self.head_update,
-                random_state=seed,
-            )
-            callbacks.append(("ridge_head", solver))
-        layers = self.reg_layers
-        if layers is not None:
-            layers = [f"backbone.{name}" for name in layers]
-        reg_callbacks, criterion = regularizer_components(
-            self.regularizer,
-            alpha=self.reg_alpha,
-            beta=self.reg_beta,
-            layers=layers,
-            head="head",
-        )
-        callbacks += reg_callbacks
-        callbacks += copy.deepcopy(list(self.callbacks or []))
-        pin = (
-            device.startswith("cuda") if self.pin_memory == "auto" else self.pin_memory
-        )
-        net = make_net(
-            module,
-            callbacks=callbacks,
-            criterion=criterion,
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            batch_size=self.batch_size,
-            max_epochs=self.max_epochs,
-            device=device,
-            generator=torch.Generator().manual_seed(seed),
-            verbose=self.verbose,
-            num_workers=self.num_workers,
-            pin_memory=pin,
-            train_collate=None if augment is None else AugmentCollate(augment),
-        )
-        held = hold_in_eval(held_bns)
-        try:
-            net.fit(data, targets)
-        finally:
-            for handle in held:
-                handle.remove()
-        names = [n for n, m in module.named_modules() if any(m is h for h in held_bns)]
-        return net, tuple(sample.shape[1:]), names
 
     @property
     def module_(self):
