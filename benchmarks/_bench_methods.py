@@ -26,7 +26,7 @@ from skorch.callbacks import LRScheduler
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from skfastretrain import FastRetrainClassifier, efficientnet_lite
+from skfastretrain import FastRetrainClassifier, efficientnet_lite, prune_filters
 
 
 def _hold_bn_in_eval(module):
@@ -88,7 +88,7 @@ def run_sgdm(params, data, epochs):
     cb = dict(net.callbacks_)["test_acc"]
     fit_wall = time.perf_counter() - acc_cb.t0 - cb.eval_time_
     history = [{"dur": row["dur"]} for row in net.history]
-    return cb.points_, history, fit_wall, cb.eval_time_, cb.last_pred_
+    return cb.points_, history, fit_wall, cb.eval_time_, cb.last_pred_, None
 
 
 def _features(backbone, X):
@@ -121,7 +121,7 @@ def run_linear_probe(params, data, epochs):
     n_iter = int(clf[-1].n_iter_.max())
     point = {"epoch": 1, "time": fit_wall, "test_acc": acc, "train_loss": loss}
     history = [{"feature_dur": t_feat, "lr_dur": fit_wall - t_feat, "n_iter": n_iter}]
-    return [point], history, fit_wall, eval_time, pred.tolist()
+    return [point], history, fit_wall, eval_time, pred.tolist(), None
 
 
 _ESTIMATOR_KEYS = (
@@ -133,6 +133,9 @@ _ESTIMATOR_KEYS = (
     "head_blend",
     "bn_mode",
     "reuse_features",
+    "lr_schedule",
+    "regularizer",
+    "head_update",
 )
 _HISTORY_KEYS = (
     "dur",
@@ -151,11 +154,6 @@ def run_estimator(params, data, epochs):
     X_tr, y_tr, X_te, y_te = data
     acc_cb = TestAccuracy(X_te, y_te)
     kwargs = {k: params[k] for k in _ESTIMATOR_KEYS if k in params}
-    callbacks = []
-    if params.get("lr_schedule") == "cosine":
-        steps = epochs * math.ceil(len(y_tr) / BATCH_SIZE)
-        schedule = LRScheduler(CosineAnnealingLR, T_max=steps, step_every="batch")
-        callbacks.append(("lr_schedule", schedule))
     clf = FastRetrainClassifier(
         "efficientnet_lite0",
         weights="DEFAULT",
@@ -163,7 +161,7 @@ def run_estimator(params, data, epochs):
         max_epochs=epochs,
         batch_size=BATCH_SIZE,
         random_state=SEED,
-        callbacks=[*callbacks, ("test_acc", acc_cb)],
+        callbacks=[("test_acc", acc_cb)],
         **kwargs,
     )
     acc_cb.t0 = time.perf_counter()
@@ -171,13 +169,50 @@ def run_estimator(params, data, epochs):
     cb = dict(clf.net_.callbacks_)["test_acc"]
     fit_wall = time.perf_counter() - acc_cb.t0 - cb.eval_time_
     history = [{k: row[k] for k in _HISTORY_KEYS if k in row} for row in clf.history_]
-    return cb.points_, history, fit_wall, cb.eval_time_, cb.last_pred_
+    return cb.points_, history, fit_wall, cb.eval_time_, cb.last_pred_, clf
+
+
+def run_pruned(params, data, epochs):
+    """ours, then ``prune_filters``; the last point adds the pruning time.
+
+    The pruning's validation split comes from the training rows (the test
+    rows stay unseen); its accuracy bound is therefore optimistic.
+    """
+    X_tr, y_tr, X_te, y_te = data
+    points, history, fit_wall, eval_time, _, clf = run_estimator(params, data, epochs)
+    start = time.perf_counter()
+    pruned = prune_filters(clf, X_tr, y_tr, random_state=SEED, **params["prune"])
+    prune_wall = time.perf_counter() - start
+    start = time.perf_counter()
+    pred = pruned.predict(X_te)
+    eval_time += time.perf_counter() - start
+    report = pruned.pruning_report_
+    points.append(
+        {
+            "epoch": len(pruned.history_),
+            "time": fit_wall + prune_wall,
+            "test_acc": float(np.mean(pred == y_te)),
+            "train_loss": pruned.history_[-1, "train_loss"],
+        }
+    )
+    history.append(
+        {
+            "prune_dur": prune_wall,
+            "params_before": report.params_before,
+            "params_after": report.params_after,
+            "flops_before": report.flops_before,
+            "flops_after": report.flops_after,
+            "stop_reason": report.stop_reason,
+        }
+    )
+    return points, history, fit_wall + prune_wall, eval_time, pred.tolist(), pruned
 
 
 RUNNERS = {
     "sgdm": run_sgdm,
     "linear_probe": run_linear_probe,
     "estimator": run_estimator,
+    "pruned": run_pruned,
 }
 
 
@@ -190,7 +225,7 @@ def run_worker(method, params, setting, *, holdout=False):
     data = load_data(setting, holdout=holdout)
     rss_before = current_rss_mb()
     peak_before = rss_mb()
-    points, history, fit_wall, eval_time, pred = RUNNERS[params["kind"]](
+    points, history, fit_wall, eval_time, pred, _ = RUNNERS[params["kind"]](
         params, data, setting["epochs"]
     )
     peak = rss_mb()

@@ -5,7 +5,18 @@ import math
 import numpy as np
 from scipy.stats import binomtest
 
-ORDER = ("sgdm", "linear_probe", "sgdm_freeze", "sgdm_ridge", "ours", "ours_random")
+ORDER = (
+    "sgdm",
+    "linear_probe",
+    "sgdm_freeze",
+    "sgdm_ridge",
+    "ours",
+    "ours_random",
+    "l2sp",
+    "delta",
+    "residual",
+    "pruned",
+)
 
 TARGETS = {
     "P1": ("time(ours reaches sgdm best) / time(sgdm reaches it)", "<=", 0.4),

@@ -23,6 +23,18 @@ SETTINGS = {
     "smoke": {"n_train": 100, "n_test": 50, "epochs": 1},  # checks the script
 }
 
+#: FastRetrainClassifier as plain fine-tuning with sgdm's settings: a new
+#: random head, no freezing or head solves, lr 0.003 with the cosine schedule
+#: and the pretrained BatchNorm held in eval mode.
+_FINE_TUNE = {
+    "kind": "estimator",
+    "freeze_prob": 0.0,
+    "ridge_lambda": None,
+    "init_head": "random",
+    "lr": 0.003,
+    "lr_schedule": "cosine",
+}
+
 #: Hyperparameters of each method. pilot.py chose sgdm's lr, BatchNorm mode
 #: and stochastic depth (results/pilot.md) and kept lr 0.001 for the
 #: estimator.
@@ -62,6 +74,34 @@ METHODS = {
         "freeze_mode": "random",
         "ridge_lambda": "auto",
         "lr": 0.001,
+    },
+    # The other methods of the research. L2-SP and DELTA regularize plain
+    # fine-tuning in their papers, so the regularizer is their only
+    # difference from sgdm.
+    "l2sp": {**_FINE_TUNE, "regularizer": "l2sp"},
+    "delta": {**_FINE_TUNE, "regularizer": "delta"},
+    # Dense recomputation of the head from the softmax residual, in ours.
+    "residual": {
+        "kind": "estimator",
+        "freeze_prob": 0.5,
+        "freeze_mode": "prefix",
+        "ridge_lambda": "auto",
+        "head_update": "residual",
+        "lr": 0.001,
+    },
+    # ours, then one round of TASCNet filter pruning (its time is added).
+    "pruned": {
+        "kind": "pruned",
+        "freeze_prob": 0.5,
+        "freeze_mode": "prefix",
+        "ridge_lambda": "auto",
+        "lr": 0.001,
+        "prune": {
+            "max_rounds": 1,
+            "history_epochs": 1,
+            "pull_epochs": 1,
+            "finetune_epochs": 1,
+        },
     },
 }
 

@@ -95,6 +95,10 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         Number of epochs.
     lr : float, default=0.01
         SGD learning rate.
+    lr_schedule : {"constant", "cosine"}, default="constant"
+        ``"cosine"`` anneals the learning rate from ``lr`` to 0 batch by batch
+        over the ``max_epochs`` SGD epochs (skorch's ``LRScheduler`` with
+        torch's ``CosineAnnealingLR``); it suits short runs of a few epochs.
     momentum : float, default=0.9
         SGD momentum.
     weight_decay : float, default=0.0
@@ -198,6 +202,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         reg_layers: Sequence[str] | None = None,
         max_epochs: int = 10,
         lr: float = 0.01,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         batch_size: int = 32,
@@ -230,6 +235,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         self.reg_layers = reg_layers
         self.max_epochs = max_epochs
         self.lr = lr
+        self.lr_schedule = lr_schedule
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.batch_size = batch_size

@@ -5,7 +5,7 @@ from torch import nn
 
 from ._sgd_epoch import is_held_in_eval
 
-__all__ = ["GramAccumulator", "HeadStatistics", "feature_pass"]
+__all__ = ["GramAccumulator", "HeadStatistics", "feature_pass", "update_folds"]
 
 
 class GramAccumulator:
@@ -149,6 +149,21 @@ class GramAccumulator:
         return gram_c, cross_c, mu_h, mu_t
 
 
+def update_folds(folds, start, features, targets):
+    """Add rows to per-fold statistics, assigned round-robin by position.
+
+    Row ``i`` of the batch is row ``start + i`` of the pass and goes to fold
+    ``(start + i) % len(folds)``, so the folds do not depend on batch size.
+    """
+    if len(folds) == 1:
+        folds[0].update(features, targets)
+        return
+    fold = torch.arange(start, start + len(features), device=features.device)
+    fold = fold % len(folds)
+    for f, acc in enumerate(folds):
+        acc.update(features[fold == f], targets[fold == f])
+
+
 class HeadStatistics:
     """What a head solve gathers batch by batch from features and labels.
 
@@ -190,13 +205,7 @@ class HeadStatistics:
         # One-hot targets in {-1, +1}: 2 * onehot - 1.
         t = torch.full((len(y), self.n_classes), -1.0, device=h.device)
         t[torch.arange(len(y), device=h.device), y] = 1.0
-        if self.n_folds == 1:
-            self.folds[0].update(h, t)
-        else:
-            fold = torch.arange(self.n_seen, self.n_seen + len(y), device=h.device)
-            fold = fold % self.n_folds
-            for f, acc in enumerate(self.folds):
-                acc.update(h[fold == f], t[fold == f])
+        update_folds(self.folds, self.n_seen, h, t)
         if logits is not None:
             self.correct += int((logits.detach().argmax(1) == y).sum())
         if self.keep is not None:

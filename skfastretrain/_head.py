@@ -309,20 +309,23 @@ class RidgeHeadSolver(Callback):
             raise ValueError(f"blend must be in (0, 1], got {blend!r}.")
         start = time.perf_counter()
         if self.update == "residual" and residual:
-            alpha = self.ridge_lambda
-            if isinstance(alpha, str):
-                alpha = self.ridge_lambda_ or 1.0
-            acc = recompute_dense(
+            acc, alphas = recompute_dense(
                 net,
                 dataset,
                 self._layers(net),
-                alpha=alpha,
+                alpha=self.ridge_lambda,
                 rate=blend,
                 keep_prob=self.keep_prob,
                 generator=self._generator,
                 recalibrate_bn=self.recalibrate_bn,
+                n_folds=self.n_folds,
             )
-            return {"solve_dur": time.perf_counter() - start, "train_acc": acc}
+            return {
+                "solve_dur": time.perf_counter() - start,
+                "train_acc": acc,
+                "ridge_lambda": alphas[-1],
+                "layer_lambdas": alphas,
+            }
         stats = self._feature_pass(net, dataset, self._head(net))
         record = self._apply(net, stats, blend)
         return {"solve_dur": time.perf_counter() - start, **record}

@@ -3,8 +3,8 @@
 import torch
 from torch import nn
 
-from ._gram import GramAccumulator, feature_pass
-from ._solve import ridge_solve
+from ._gram import GramAccumulator, feature_pass, update_folds
+from ._solve import ridge_solve, select_lambda
 
 __all__ = ["dense_layers", "recompute_dense"]
 
@@ -41,6 +41,8 @@ def recompute_dense(
     keep_prob=0.9,
     generator=None,
     recalibrate_bn=False,
+    n_folds=5,
+    pullback_alpha=1.0,
 ):
     """Correct dense layers in closed form from the softmax residual.
 
@@ -54,49 +56,73 @@ def recompute_dense(
     that every layer is fitted to the activations and residual left by the
     updates below it; no pass holds the activations.
 
+    With ``alpha="auto"`` each layer's strength is chosen on its own by
+    :func:`select_lambda` over ``n_folds`` folds of that layer's statistics
+    (the layers' inputs differ in scale and width, so one strength does not
+    suit all), and the pull-back maps use ``pullback_alpha``.
+
     Returns
     -------
     train_acc : float
         Accuracy of the model before the update, over the pass.
+    alphas : list of float
+        The ridge strength used for each layer, bottom-up.
     """
-    accuracy = None
+    auto = isinstance(alpha, str)
+    if not auto:
+        pullback_alpha = alpha
+    accuracy, alphas = None, []
     # Bottom-up, one pass per layer: a layer's update changes the inputs of
     # every layer above it, so each is solved on activations and a residual
     # measured after the updates below it (solving all from one pass made
     # the loss rise in our tests).
     for i, layer in enumerate(layers):
-        acc, train_acc = _layer_statistics(
-            net, dataset, layer, _pullback_maps(layers[i:], alpha)[0], recalibrate_bn
+        folds, train_acc = _layer_statistics(
+            net,
+            dataset,
+            layer,
+            _pullback_maps(layers[i:], pullback_alpha)[0],
+            recalibrate_bn,
+            n_folds if auto else 1,
         )
         accuracy = train_acc if accuracy is None else accuracy
+        total = folds[0]
+        for fold in folds[1:]:
+            total = total + fold
+        layer_alpha = select_lambda(folds)[0] if auto else alpha
+        alphas.append(float(layer_alpha))
         with torch.no_grad():
             coef, intercept = ridge_solve(
-                acc, alpha, fit_intercept=layer.bias is not None
+                total, layer_alpha, fit_intercept=layer.bias is not None
             )
             delta = coef.T.to(layer.weight)
             mask = torch.rand(delta.shape, generator=generator) < keep_prob
             layer.weight.add_(rate * mask.to(delta) * delta)
             if layer.bias is not None:
                 layer.bias.add_(rate * intercept.to(layer.bias))
-    return accuracy
+    return accuracy, alphas
 
 
-def _layer_statistics(net, dataset, layer, pullback, recalibrate_bn):
+def _layer_statistics(net, dataset, layer, pullback, recalibrate_bn, n_folds):
     captured = []
     hook = layer.register_forward_pre_hook(lambda m, a: captured.append(a[0]))
-    stats, correct, seen = None, 0, 0
+    folds, correct, seen = None, 0, 0
     try:
         for logits, yi in feature_pass(net, dataset, recalibrate_bn=recalibrate_bn):
             y = torch.as_tensor(yi, device=logits.device).long()
             onehot = nn.functional.one_hot(y, logits.shape[1]).to(torch.float64)
             residual = onehot - torch.softmax(logits.double(), dim=1)
-            if stats is None:
-                stats = GramAccumulator(
-                    layer.in_features, layer.out_features, device=logits.device
-                )
-            stats.update(captured.pop(), residual @ pullback.to(residual.device))
+            if folds is None:
+                folds = [
+                    GramAccumulator(
+                        layer.in_features, layer.out_features, device=logits.device
+                    )
+                    for _ in range(n_folds)
+                ]
+            target = residual @ pullback.to(residual.device)
+            update_folds(folds, seen, captured.pop(), target)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
     finally:
         hook.remove()
-    return stats, correct / max(seen, 1)
+    return folds, correct / max(seen, 1)

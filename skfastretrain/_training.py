@@ -1,8 +1,11 @@
 """Assembling and running the skorch net behind FastRetrainClassifier."""
 
 import copy
+import math
 
 import torch
+from skorch.callbacks import LRScheduler
+from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ._backbone import build_module, first_conv, resolve_backbone
 from ._data import AugmentCollate, make_augment, model_data
@@ -71,6 +74,10 @@ def train_net(est, X, y, *, n_classes, seed, device):
         head="head",
     )
     callbacks += reg_callbacks
+    if est.lr_schedule == "cosine":
+        steps = est.max_epochs * math.ceil(len(data) / est.batch_size)
+        schedule = LRScheduler(CosineAnnealingLR, T_max=steps, step_every="batch")
+        callbacks.append(("lr_schedule", schedule))
     callbacks += copy.deepcopy(list(est.callbacks or []))
     pin = device.startswith("cuda") if est.pin_memory == "auto" else est.pin_memory
     net = make_net(

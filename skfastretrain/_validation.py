@@ -94,6 +94,7 @@ def check_params(est):
     _check_number("max_epochs", est.max_epochs, integer=True)
     _check_freeze_prob(est.freeze_prob, est.max_epochs)
     _check_choice("freeze_mode", est.freeze_mode, ("random", "prefix"))
+    _check_choice("lr_schedule", est.lr_schedule, ("constant", "cosine"))
     if est.ridge_lambda is not None and not (
         isinstance(est.ridge_lambda, str) and est.ridge_lambda == "auto"
     ):

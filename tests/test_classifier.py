@@ -299,6 +299,7 @@ def test_unknown_backbone_name_lists_names(small_images):
         ({"max_epochs": 0}, ValueError, "max_epochs"),
         ({"lr": -1.0}, ValueError, "lr"),
         ({"lr": np.nan}, ValueError, "lr"),
+        ({"lr_schedule": "linear"}, ValueError, "lr_schedule"),
         ({"momentum": -0.1}, ValueError, "momentum"),
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"bn_momentum": 2.0}, ValueError, "bn_momentum"),
@@ -311,6 +312,22 @@ def test_unknown_backbone_name_lists_names(small_images):
 def test_invalid_hyperparameters(small_images, params, error, match):
     with pytest.raises(error, match=match):
         _cnn(**{"max_epochs": 2, **params}).fit(*small_images)
+
+
+@pytest.mark.parametrize("lr_schedule", ["constant", "cosine"])
+def test_lr_schedule(small_images, lr_schedule):
+    X, y = small_images
+    clf = _cnn(max_epochs=2, lr=0.05, lr_schedule=lr_schedule).fit(X, y)
+    lrs = [g["lr"] for g in clf.net_.optimizer_.param_groups]
+    if lr_schedule == "constant":
+        assert lrs == [0.05] * len(lrs)
+    else:
+        # Annealed batch by batch: the last step of the last epoch ends at 0.
+        np.testing.assert_allclose(lrs, 0.0, atol=1e-12)
+        n_batches = int(np.ceil(len(y) / clf.batch_size))
+        assert dict(clf.net_.callbacks_)["lr_schedule"].lr_scheduler_.T_max == (
+            2 * n_batches
+        )
 
 
 def test_user_callbacks_run_after_own_and_are_copied(small_images):

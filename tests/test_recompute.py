@@ -112,3 +112,49 @@ def test_estimator_head_hidden_and_residual(circles, hidden):
     linears = [m for m in clf.module_.head.modules() if isinstance(m, nn.Linear)]
     assert [m.out_features for m in linears] == [*hidden, 2]
     assert clf.score(X, y) > 0.9
+
+
+def test_auto_lambda_is_chosen_per_layer_by_cross_validation(circles):
+    from skfastretrain import GramAccumulator, select_lambda
+    from skfastretrain._gram import update_folds
+
+    X, y = circles
+    net = _mlp_net()
+    layers = dense_layers(net.module_)
+    top = layers[-1]
+    with torch.no_grad():
+        H = net.module_[:-1](torch.from_numpy(X)).double()
+        proba = torch.softmax(net.module_(torch.from_numpy(X)).double(), 1)
+    residual = torch.eye(2, dtype=torch.float64)[torch.from_numpy(y)] - proba
+    folds = [GramAccumulator(H.shape[1], 2) for _ in range(3)]
+    update_folds(folds, 0, H, residual)
+    expected = select_lambda(folds)[0]
+
+    before = _loss(net, X, y)
+    _, alphas = recompute_dense(
+        net, net.get_dataset(X, y), [top], alpha="auto", n_folds=3, keep_prob=1.0
+    )
+    assert alphas == [pytest.approx(expected)]
+
+    net = _mlp_net()
+    _, alphas = recompute_dense(
+        net, net.get_dataset(X, y), dense_layers(net.module_), alpha="auto"
+    )
+    # One strength per layer, each chosen on that layer's own statistics.
+    assert len(alphas) == 3 and all(a > 0 for a in alphas)
+    assert _loss(net, X, y) < before
+
+
+def test_residual_solver_records_each_layers_lambda(circles):
+    X, y = circles
+    clf = FastRetrainClassifier(
+        nn.Sequential(nn.Linear(2, 16), nn.ReLU()),
+        head_hidden=(8,),
+        head_update="residual",
+        ridge_lambda="auto",
+        max_epochs=2,
+        random_state=0,
+    ).fit(X, y)
+    lambdas = clf.history_[-1, "layer_lambdas"]
+    assert len(lambdas) == 2
+    assert clf.history_[-1, "ridge_lambda"] == lambdas[-1]
