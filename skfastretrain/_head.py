@@ -10,6 +10,7 @@ from sklearn.utils import check_random_state
 from skorch.callbacks import Callback
 
 from ._backbone import find_head
+from ._distributed import all_reduce_head_statistics, local_shard
 from ._gram import HeadStatistics, feature_pass
 from ._recompute import dense_layers, recompute_dense
 from ._solve import ridge_solve, select_lambda
@@ -108,6 +109,13 @@ class RidgeHeadSolver(Callback):
         Fraction of weights updated by a ``"residual"`` correction.
     random_state : int, RandomState instance or None, default=None
         Chooses the calibration rows and the keep-masks.
+    distributed : bool, default=False
+        In a data-parallel net under an initialized torch.distributed process
+        group: each rank's feature pass covers its own shard of the training
+        set, and the Gram statistics (every fold's), the accuracy counts, the
+        calibration rows and the re-estimated BatchNorm statistics are
+        reduced over the ranks before the solve, so every rank computes the
+        same head. ``random_state`` must be the same on every rank.
 
     Attributes
     ----------
@@ -153,6 +161,7 @@ class RidgeHeadSolver(Callback):
         update="blend",
         keep_prob=0.9,
         random_state=None,
+        distributed=False,
     ):
         self.ridge_lambda = ridge_lambda
         self.blend = blend
@@ -169,6 +178,7 @@ class RidgeHeadSolver(Callback):
         self.update = update
         self.keep_prob = keep_prob
         self.random_state = random_state
+        self.distributed = distributed
 
     def initialize(self):
         self.stats_ = None
@@ -286,10 +296,14 @@ class RidgeHeadSolver(Callback):
         captured = []
         hook = head.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
         stats = self._new_statistics(head, len(dataset))
+        batches = feature_pass(
+            net,
+            dataset,
+            recalibrate_bn=self.recalibrate_bn,
+            distributed=self.distributed,
+        )
         try:
-            for logits, yi in feature_pass(
-                net, dataset, recalibrate_bn=self.recalibrate_bn
-            ):
+            for logits, yi in batches:
                 stats.add(captured.pop(), yi, logits)
         finally:
             hook.remove()
@@ -308,6 +322,8 @@ class RidgeHeadSolver(Callback):
         if not 0 < blend <= 1:
             raise ValueError(f"blend must be in (0, 1], got {blend!r}.")
         start = time.perf_counter()
+        if self.distributed:
+            dataset = local_shard(dataset)
         if self.update == "residual" and residual:
             alpha = self.ridge_lambda
             if isinstance(alpha, str):
@@ -321,6 +337,7 @@ class RidgeHeadSolver(Callback):
                 keep_prob=self.keep_prob,
                 generator=self._generator,
                 recalibrate_bn=self.recalibrate_bn,
+                distributed=self.distributed,
             )
             return {"solve_dur": time.perf_counter() - start, "train_acc": acc}
         stats = self._feature_pass(net, dataset, self._head(net))
@@ -329,6 +346,8 @@ class RidgeHeadSolver(Callback):
 
     def _apply(self, net, stats, blend):
         head = self._head(net)
+        if self.distributed:
+            all_reduce_head_statistics(stats)
         total = stats.total()
         if not all(torch.isfinite(t).all() for t in total.tensors()):
             raise ValueError(

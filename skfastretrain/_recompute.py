@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from ._distributed import all_reduce_counts, all_reduce_gram
 from ._gram import GramAccumulator, feature_pass
 from ._solve import ridge_solve
 
@@ -41,6 +42,7 @@ def recompute_dense(
     keep_prob=0.9,
     generator=None,
     recalibrate_bn=False,
+    distributed=False,
 ):
     """Correct dense layers in closed form from the softmax residual.
 
@@ -52,7 +54,9 @@ def recompute_dense(
     methods). Each update is ``W <- W + rate * (M * dW)`` with a random
     keep-mask ``M``. Layers are solved bottom-up, one eval-mode pass each, so
     that every layer is fitted to the activations and residual left by the
-    updates below it; no pass holds the activations.
+    updates below it; no pass holds the activations. With ``distributed``,
+    ``dataset`` is this rank's shard and the statistics are summed over the
+    ranks before each solve.
 
     Returns
     -------
@@ -66,7 +70,12 @@ def recompute_dense(
     # the loss rise in our tests).
     for i, layer in enumerate(layers):
         acc, train_acc = _layer_statistics(
-            net, dataset, layer, _pullback_maps(layers[i:], alpha)[0], recalibrate_bn
+            net,
+            dataset,
+            layer,
+            _pullback_maps(layers[i:], alpha)[0],
+            recalibrate_bn,
+            distributed,
         )
         accuracy = train_acc if accuracy is None else accuracy
         with torch.no_grad():
@@ -81,12 +90,15 @@ def recompute_dense(
     return accuracy
 
 
-def _layer_statistics(net, dataset, layer, pullback, recalibrate_bn):
+def _layer_statistics(net, dataset, layer, pullback, recalibrate_bn, distributed):
     captured = []
     hook = layer.register_forward_pre_hook(lambda m, a: captured.append(a[0]))
     stats, correct, seen = None, 0, 0
     try:
-        for logits, yi in feature_pass(net, dataset, recalibrate_bn=recalibrate_bn):
+        batches = feature_pass(
+            net, dataset, recalibrate_bn=recalibrate_bn, distributed=distributed
+        )
+        for logits, yi in batches:
             y = torch.as_tensor(yi, device=logits.device).long()
             onehot = nn.functional.one_hot(y, logits.shape[1]).to(torch.float64)
             residual = onehot - torch.softmax(logits.double(), dim=1)
@@ -99,4 +111,7 @@ def _layer_statistics(net, dataset, layer, pullback, recalibrate_bn):
             seen += len(y)
     finally:
         hook.remove()
+    if distributed:
+        all_reduce_gram(stats)
+        correct, seen = all_reduce_counts(correct, seen)
     return stats, correct / max(seen, 1)
