@@ -10,7 +10,7 @@ from sklearn.utils import check_random_state
 from skorch.callbacks import Callback
 
 from ._backbone import find_head
-from ._distributed import all_reduce_head_statistics, local_shard
+from ._distributed import all_gather_rows, all_reduce_head_statistics, local_shard
 from ._gram import HeadStatistics, feature_pass
 from ._recompute import dense_layers, recompute_dense
 from ._solve import ridge_solve, select_lambda
@@ -292,10 +292,12 @@ class RidgeHeadSolver(Callback):
         for key, value in record.items():
             net.history.record(key, value)
 
-    def _feature_pass(self, net, dataset, head):
+    def _feature_pass(self, net, dataset, head, n_rows):
         captured = []
         hook = head.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
-        stats = self._new_statistics(head, len(dataset))
+        # A shard keeps its share of the calibration rows: the mask spans
+        # the whole training set.
+        stats = self._new_statistics(head, n_rows)
         batches = feature_pass(
             net,
             dataset,
@@ -322,6 +324,7 @@ class RidgeHeadSolver(Callback):
         if not 0 < blend <= 1:
             raise ValueError(f"blend must be in (0, 1], got {blend!r}.")
         start = time.perf_counter()
+        n_rows = len(dataset)
         if self.distributed:
             dataset = local_shard(dataset)
         if self.update == "residual" and residual:
@@ -340,7 +343,7 @@ class RidgeHeadSolver(Callback):
                 distributed=self.distributed,
             )
             return {"solve_dur": time.perf_counter() - start, "train_acc": acc}
-        stats = self._feature_pass(net, dataset, self._head(net))
+        stats = self._feature_pass(net, dataset, self._head(net), n_rows)
         record = self._apply(net, stats, blend)
         return {"solve_dur": time.perf_counter() - start, **record}
 
@@ -361,9 +364,14 @@ class RidgeHeadSolver(Callback):
         coef, intercept = ridge_solve(total, alpha, fit_intercept=head.bias is not None)
         scale = 1.0
         kept_h, kept_y = stats.sample()
-        if kept_y is not None and len(kept_y):
+        logits = None
+        if kept_y is not None:
             logits = (kept_h.to(coef.device) @ coef + intercept).cpu().numpy()
-            scale = _calibrated_scale(logits, kept_y.numpy(), self.max_scale)
+            kept_y = kept_y.numpy()
+        if self.distributed:
+            logits, kept_y = all_gather_rows(logits, kept_y)
+        if kept_y is not None and len(kept_y):
+            scale = _calibrated_scale(logits, kept_y, self.max_scale)
         with torch.no_grad():
             w = (scale * coef.T).to(head.weight)
             head.weight.add_(blend * (w - head.weight))
