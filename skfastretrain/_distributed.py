@@ -231,10 +231,20 @@ class DDPEnter(Callback):
 
 
 class DDPExit(Callback):
-    """Put the plain module back after each training step (see DDPEnter)."""
+    """Put the plain module back after each training step (see DDPEnter).
+
+    At the end of each epoch, before the other callbacks, it also gives
+    every rank rank 0's buffers, as DDP does before each forward: the last
+    step left each rank's BatchNorm running statistics updated from its own
+    batch.
+    """
 
     def __init__(self, enter):
         self.enter = enter
 
     def on_batch_end(self, net, **kwargs):
         self.enter.restore(net)
+
+    def on_epoch_end(self, net, **kwargs):
+        for buffer in net.module_.buffers():
+            dist.broadcast(buffer, src=0)

@@ -57,6 +57,14 @@ record = {
 if rank == 0:
     joblib.dump(clf, out / "model.joblib")
 
+# The group is up now, so "auto" trains data-parallel; no feature pass
+# re-estimates BatchNorm statistics here.
+clf = FastRetrainClassifier(
+    make_tiny_cnn, max_epochs=2, reuse_features=True, freeze_mode="prefix",
+    batch_size=32, lr=0.05,
+).fit(X, y)
+torch.save(clf.module_.state_dict(), out / f"sgd_state{rank}.pt")
+
 coef, intercept = head_solve(*solve_data(), distributed=True)
 np.savez(out / f"head{rank}.npz", coef=coef, intercept=intercept)
 dist.destroy_process_group()
@@ -155,11 +163,15 @@ def test_head_solve_matches_single_process(torchrun_run):
         np.testing.assert_allclose(got["intercept"], expected[1], atol=1e-5)
 
 
-def test_fit_gives_every_rank_the_same_model(torchrun_run):
-    states = [torch.load(torchrun_run / f"state{r}.pt") for r in range(2)]
+@pytest.mark.parametrize("prefix", ["", "sgd_"])
+def test_fit_gives_every_rank_the_same_model(torchrun_run, prefix):
+    states = [torch.load(torchrun_run / f"{prefix}state{r}.pt") for r in range(2)]
     assert states[0].keys() == states[1].keys()
     for name, value in states[0].items():
         torch.testing.assert_close(value, states[1][name], rtol=0, atol=0, msg=name)
+
+
+def test_ranks_freeze_alike_and_solve_on_all_rows(torchrun_run):
     records = [json.loads((torchrun_run / f"record{r}.json").read_text()) for r in "01"]
     # Rank 0's seed on both ranks: the same layers frozen in every epoch.
     assert records[0]["frozen"] == records[1]["frozen"]
