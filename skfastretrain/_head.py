@@ -112,10 +112,11 @@ class RidgeHeadSolver(Callback):
     distributed : bool, default=False
         In a data-parallel net under an initialized torch.distributed process
         group: each rank's feature pass covers its own shard of the training
-        set, and the Gram statistics (every fold's), the accuracy counts, the
-        calibration rows and the re-estimated BatchNorm statistics are
-        reduced over the ranks before the solve, so every rank computes the
-        same head. ``random_state`` must be the same on every rank.
+        set, and the Gram statistics (every fold's), the accuracy counts and
+        the re-estimated BatchNorm statistics are reduced over the ranks
+        before the solve, and the calibration logits gathered, so every rank
+        computes the same head. ``random_state`` must be the same on every
+        rank.
 
     Attributes
     ----------
