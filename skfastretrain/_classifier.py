@@ -11,6 +11,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from ._distributed import broadcast_seed, setup_distributed
 from ._predict import PredictMixin
 from ._training import train_net
 from ._validation import check_fit_input, check_params, encode_labels
@@ -134,6 +135,19 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         Pin host memory for faster copies; "auto" pins when training on CUDA.
     device : str, default="auto"
         ``"auto"`` (cuda if available, else cpu) or a torch device string.
+        In a data-parallel fit, ``"auto"`` and ``"cuda"`` mean
+        ``cuda:LOCAL_RANK``.
+    distributed : bool or "auto", default="auto"
+        Data-parallel fit under torchrun. ``"auto"`` trains data-parallel
+        when a :mod:`torch.distributed` process group (of more than one
+        rank) is initialized; ``True`` also initializes one from the
+        ``env://`` variables torchrun sets (gloo on CPU, NCCL on CUDA);
+        ``False`` never does. Each rank then runs SGD on its own shard with
+        the model wrapped in
+        :class:`~torch.nn.parallel.DistributedDataParallel`, all ranks draw
+        the same frozen layers (rank 0's seed), and the head solve sums its
+        Gram statistics over the ranks, so every rank ends with the same
+        model. ``batch_size`` is per rank. See the "Scaling out" page.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialization, shuffling, freezing draws and dropout.
     verbose : int, default=0
@@ -213,6 +227,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         num_workers: int = 0,
         pin_memory: bool | Literal["auto"] = "auto",
         device: str = "auto",
+        distributed: bool | Literal["auto"] = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
         callbacks: list | None = None,
@@ -246,6 +261,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.device = device
+        self.distributed = distributed
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
@@ -271,11 +287,20 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         device = check_params(self)
         X, y = check_fit_input(self, X, y)
         classes, y_enc = encode_labels(y)
+        distributed, device = setup_distributed(self.distributed, device)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        if distributed:
+            seed = broadcast_seed(int(seed))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
             net, input_shape, held = train_net(
-                self, X, y_enc, n_classes=len(classes), seed=int(seed), device=device
+                self,
+                X,
+                y_enc,
+                n_classes=len(classes),
+                seed=int(seed),
+                device=device,
+                distributed=distributed,
             )
         self.classes_ = classes
         self.input_shape_ = input_shape

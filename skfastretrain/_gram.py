@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from ._distributed import sync_batchnorm_stats
 from ._sgd_epoch import is_held_in_eval
 
 __all__ = ["GramAccumulator", "HeadStatistics", "feature_pass", "update_folds"]
@@ -256,7 +257,7 @@ def _start_recalibration(module):
     return bns, saved
 
 
-def feature_pass(net, dataset, *, recalibrate_bn=False):
+def feature_pass(net, dataset, *, recalibrate_bn=False, distributed=False):
     """Yield ``(logits, y)`` per batch of a skorch net's eval-mode pass.
 
     The pass runs under :func:`torch.inference_mode`, without augmentation
@@ -264,7 +265,9 @@ def feature_pass(net, dataset, *, recalibrate_bn=False):
     with forward hooks. With ``recalibrate_bn`` the trainable BatchNorm layers
     run on batch statistics while their running statistics are reset and
     re-estimated exactly over the pass. The module's mode and the layers'
-    momenta are restored afterwards.
+    momenta are restored afterwards. With ``distributed``, ``dataset`` is
+    this rank's shard and the re-estimated statistics are averaged over the
+    ranks at the end of the pass.
     """
     was_training = net.module_.training
     net.module_.eval()
@@ -277,6 +280,8 @@ def feature_pass(net, dataset, *, recalibrate_bn=False):
                 for m in bns:
                     m.train(len(yi) > 1)
                 yield net.infer(Xi), yi
+        if distributed:
+            sync_batchnorm_stats(bns)
     finally:
         for m, momentum in zip(bns, saved, strict=True):
             m.momentum = momentum

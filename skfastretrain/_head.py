@@ -10,6 +10,7 @@ from sklearn.utils import check_random_state
 from skorch.callbacks import Callback
 
 from ._backbone import find_head
+from ._distributed import all_gather_rows, all_reduce_head_statistics, local_shard
 from ._gram import HeadStatistics, feature_pass
 from ._recompute import dense_layers, recompute_dense
 from ._solve import ridge_solve, select_lambda
@@ -108,6 +109,14 @@ class RidgeHeadSolver(Callback):
         Fraction of weights updated by a ``"residual"`` correction.
     random_state : int, RandomState instance or None, default=None
         Chooses the calibration rows and the keep-masks.
+    distributed : bool, default=False
+        In a data-parallel net under an initialized torch.distributed process
+        group: each rank's feature pass covers its own shard of the training
+        set, and the Gram statistics (every fold's), the accuracy counts and
+        the re-estimated BatchNorm statistics are reduced over the ranks
+        before the solve, and the calibration logits gathered, so every rank
+        computes the same head. ``random_state`` must be the same on every
+        rank.
 
     Attributes
     ----------
@@ -153,6 +162,7 @@ class RidgeHeadSolver(Callback):
         update="blend",
         keep_prob=0.9,
         random_state=None,
+        distributed=False,
     ):
         self.ridge_lambda = ridge_lambda
         self.blend = blend
@@ -169,6 +179,7 @@ class RidgeHeadSolver(Callback):
         self.update = update
         self.keep_prob = keep_prob
         self.random_state = random_state
+        self.distributed = distributed
 
     def initialize(self):
         self.stats_ = None
@@ -282,14 +293,20 @@ class RidgeHeadSolver(Callback):
         for key, value in record.items():
             net.history.record(key, value)
 
-    def _feature_pass(self, net, dataset, head):
+    def _feature_pass(self, net, dataset, head, n_rows):
         captured = []
         hook = head.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
-        stats = self._new_statistics(head, len(dataset))
+        # A shard keeps its share of the calibration rows: the mask spans
+        # the whole training set.
+        stats = self._new_statistics(head, n_rows)
+        batches = feature_pass(
+            net,
+            dataset,
+            recalibrate_bn=self.recalibrate_bn,
+            distributed=self.distributed,
+        )
         try:
-            for logits, yi in feature_pass(
-                net, dataset, recalibrate_bn=self.recalibrate_bn
-            ):
+            for logits, yi in batches:
                 stats.add(captured.pop(), yi, logits)
         finally:
             hook.remove()
@@ -308,6 +325,9 @@ class RidgeHeadSolver(Callback):
         if not 0 < blend <= 1:
             raise ValueError(f"blend must be in (0, 1], got {blend!r}.")
         start = time.perf_counter()
+        n_rows = len(dataset)
+        if self.distributed:
+            dataset = local_shard(dataset)
         if self.update == "residual" and residual:
             acc, alphas = recompute_dense(
                 net,
@@ -319,6 +339,7 @@ class RidgeHeadSolver(Callback):
                 generator=self._generator,
                 recalibrate_bn=self.recalibrate_bn,
                 n_folds=self.n_folds,
+                distributed=self.distributed,
             )
             return {
                 "solve_dur": time.perf_counter() - start,
@@ -326,12 +347,14 @@ class RidgeHeadSolver(Callback):
                 "ridge_lambda": alphas[-1],
                 "layer_lambdas": alphas,
             }
-        stats = self._feature_pass(net, dataset, self._head(net))
+        stats = self._feature_pass(net, dataset, self._head(net), n_rows)
         record = self._apply(net, stats, blend)
         return {"solve_dur": time.perf_counter() - start, **record}
 
     def _apply(self, net, stats, blend):
         head = self._head(net)
+        if self.distributed:
+            all_reduce_head_statistics(stats)
         total = stats.total()
         if not all(torch.isfinite(t).all() for t in total.tensors()):
             raise ValueError(
@@ -345,9 +368,14 @@ class RidgeHeadSolver(Callback):
         coef, intercept = ridge_solve(total, alpha, fit_intercept=head.bias is not None)
         scale = 1.0
         kept_h, kept_y = stats.sample()
-        if kept_y is not None and len(kept_y):
+        logits = None
+        if kept_y is not None:
             logits = (kept_h.to(coef.device) @ coef + intercept).cpu().numpy()
-            scale = _calibrated_scale(logits, kept_y.numpy(), self.max_scale)
+            kept_y = kept_y.numpy()
+        if self.distributed:
+            logits, kept_y = all_gather_rows(logits, kept_y)
+        if kept_y is not None and len(kept_y):
+            scale = _calibrated_scale(logits, kept_y, self.max_scale)
         with torch.no_grad():
             w = (scale * coef.T).to(head.weight)
             head.weight.add_(blend * (w - head.weight))

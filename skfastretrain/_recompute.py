@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from ._distributed import all_reduce_counts, all_reduce_gram
 from ._gram import GramAccumulator, feature_pass, update_folds
 from ._solve import ridge_solve, select_lambda
 
@@ -43,6 +44,7 @@ def recompute_dense(
     recalibrate_bn=False,
     n_folds=5,
     pullback_alpha=1.0,
+    distributed=False,
 ):
     """Correct dense layers in closed form from the softmax residual.
 
@@ -54,7 +56,9 @@ def recompute_dense(
     methods). Each update is ``W <- W + rate * (M * dW)`` with a random
     keep-mask ``M``. Layers are solved bottom-up, one eval-mode pass each, so
     that every layer is fitted to the activations and residual left by the
-    updates below it; no pass holds the activations.
+    updates below it; no pass holds the activations. With ``distributed``,
+    ``dataset`` is this rank's shard and the statistics are summed over the
+    ranks before each solve.
 
     With ``alpha="auto"`` each layer's strength is chosen on its own by
     :func:`select_lambda` over ``n_folds`` folds of that layer's statistics
@@ -84,6 +88,7 @@ def recompute_dense(
             _pullback_maps(layers[i:], pullback_alpha)[0],
             recalibrate_bn,
             n_folds if auto else 1,
+            distributed,
         )
         accuracy = train_acc if accuracy is None else accuracy
         total = folds[0]
@@ -103,12 +108,17 @@ def recompute_dense(
     return accuracy, alphas
 
 
-def _layer_statistics(net, dataset, layer, pullback, recalibrate_bn, n_folds):
+def _layer_statistics(
+    net, dataset, layer, pullback, recalibrate_bn, n_folds, distributed
+):
     captured = []
     hook = layer.register_forward_pre_hook(lambda m, a: captured.append(a[0]))
     folds, correct, seen = None, 0, 0
     try:
-        for logits, yi in feature_pass(net, dataset, recalibrate_bn=recalibrate_bn):
+        batches = feature_pass(
+            net, dataset, recalibrate_bn=recalibrate_bn, distributed=distributed
+        )
+        for logits, yi in batches:
             y = torch.as_tensor(yi, device=logits.device).long()
             onehot = nn.functional.one_hot(y, logits.shape[1]).to(torch.float64)
             residual = onehot - torch.softmax(logits.double(), dim=1)
@@ -125,4 +135,8 @@ def _layer_statistics(net, dataset, layer, pullback, recalibrate_bn, n_folds):
             seen += len(y)
     finally:
         hook.remove()
+    if distributed:
+        for fold in folds:
+            all_reduce_gram(fold)
+        correct, seen = all_reduce_counts(correct, seen)
     return folds, correct / max(seen, 1)

@@ -121,14 +121,19 @@ def make_net(
     pin_memory=False,
     train_collate=None,
     criterion=nn.CrossEntropyLoss,
+    train_sampler=None,
 ):
     """A skorch classifier over ``module`` trained by SGD with momentum.
 
     ``train_collate`` (augmentation) goes to the training iterator only, so
     the head solve's feature pass and predict see the data unchanged.
+    ``train_sampler`` (a rank's shard) replaces the training shuffle.
     """
     loader = {"num_workers": num_workers, "pin_memory": pin_memory}
-    train_loader = {**loader, "shuffle": True, "generator": generator}
+    if train_sampler is None:
+        train_loader = {**loader, "shuffle": True, "generator": generator}
+    else:
+        train_loader = {**loader, "sampler": train_sampler}
     if train_collate is not None:
         train_loader["collate_fn"] = train_collate
     callbacks = [("divergence_guard", DivergenceGuard()), *callbacks]

@@ -9,6 +9,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ._backbone import build_module, first_conv, resolve_backbone
 from ._data import AugmentCollate, make_augment, model_data
+from ._distributed import DDPEnter, DDPExit, train_sampler
 from ._freezing import RandomFreezer
 from ._head import RidgeHeadSolver
 from ._regularizers import regularizer_components
@@ -18,8 +19,12 @@ from ._validation import check_input_size
 __all__ = ["train_net"]
 
 
-def train_net(est, X, y, *, n_classes, seed, device):
+def train_net(est, X, y, *, n_classes, seed, device, distributed=False):
     """Assemble the module, callbacks and skorch net of ``est``, and fit it.
+
+    With ``distributed`` this rank trains on its shard through DDP (see
+    :class:`~skfastretrain._distributed.DDPEnter`) and the head solves
+    reduce their statistics over the ranks.
 
     Returns the fitted net, the per-sample input shape and the names of the
     BatchNorm layers held in eval mode.
@@ -61,6 +66,7 @@ def train_net(est, X, y, *, n_classes, seed, device):
             feature_source="sgd" if est.reuse_features else "pass",
             update=est.head_update,
             random_state=seed,
+            distributed=distributed,
         )
         callbacks.append(("ridge_head", solver))
     layers = est.reg_layers
@@ -74,12 +80,19 @@ def train_net(est, X, y, *, n_classes, seed, device):
         head="head",
     )
     callbacks += reg_callbacks
+    sampler = ddp = None
+    if distributed:
+        sampler = train_sampler(len(data), seed)
     if est.lr_schedule == "cosine":
-        steps = est.max_epochs * math.ceil(len(data) / est.batch_size)
+        n_rows = len(data) if sampler is None else len(sampler)
+        steps = est.max_epochs * math.ceil(n_rows / est.batch_size)
         schedule = LRScheduler(CosineAnnealingLR, T_max=steps, step_every="batch")
         callbacks.append(("lr_schedule", schedule))
     callbacks += copy.deepcopy(list(est.callbacks or []))
     pin = device.startswith("cuda") if est.pin_memory == "auto" else est.pin_memory
+    if distributed:
+        ddp = DDPEnter(sampler, device)
+        callbacks = [("ddp_exit", DDPExit(ddp)), *callbacks, ("ddp_enter", ddp)]
     net = make_net(
         module,
         callbacks=callbacks,
@@ -95,6 +108,7 @@ def train_net(est, X, y, *, n_classes, seed, device):
         num_workers=est.num_workers,
         pin_memory=pin,
         train_collate=None if augment is None else AugmentCollate(augment),
+        train_sampler=sampler,
     )
     held = hold_in_eval(held_bns)
     try:
@@ -102,5 +116,7 @@ def train_net(est, X, y, *, n_classes, seed, device):
     finally:
         for handle in held:
             handle.remove()
+        if ddp is not None:
+            ddp.on_train_end(net)
     names = [n for n, m in module.named_modules() if any(m is h for h in held_bns)]
     return net, tuple(sample.shape[1:]), names

@@ -139,6 +139,12 @@ def check_params(est):
         raise ValueError(
             f"pin_memory must be 'auto' or a bool, got {est.pin_memory!r}."
         )
+    if not isinstance(est.distributed, bool) and not (
+        isinstance(est.distributed, str) and est.distributed == "auto"
+    ):
+        raise ValueError(
+            f"distributed must be True, False or 'auto', got {est.distributed!r}."
+        )
     _check_number("verbose", est.verbose, integer=True, allow_zero=True)
     if est.callbacks is not None and not isinstance(est.callbacks, (list, tuple)):
         raise TypeError("callbacks must be a list of skorch callbacks or None.")

@@ -1,0 +1,250 @@
+"""Data-parallel fit: torch.distributed process groups, shards and DDP.
+
+Everything here is a no-op outside a distributed fit. Under one, each rank
+trains on its own shard through :class:`~torch.nn.parallel.DistributedDataParallel`,
+and the head solve all-reduces its Gram statistics, so every rank ends with
+the same model.
+"""
+
+import os
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from skorch.callbacks import Callback
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler, Subset
+
+__all__ = [
+    "DDPEnter",
+    "DDPExit",
+    "all_gather_rows",
+    "all_reduce_counts",
+    "all_reduce_gram",
+    "all_reduce_head_statistics",
+    "broadcast_seed",
+    "is_distributed",
+    "local_shard",
+    "setup_distributed",
+    "sync_batchnorm_stats",
+    "train_sampler",
+]
+
+_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def is_distributed():
+    """Whether a torch.distributed process group of more than one rank runs."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _comm_device():
+    # NCCL only moves CUDA tensors; gloo takes CPU ones.
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def setup_distributed(distributed, device):
+    """Resolve ``distributed`` and the device of this rank.
+
+    ``"auto"`` trains data-parallel when a process group is already
+    initialized; ``True`` also initializes one from the ``env://`` variables
+    that torchrun sets (gloo on CPU, NCCL on CUDA). A bare ``"cuda"`` device
+    becomes ``cuda:LOCAL_RANK``, the one GPU per process that torchrun
+    expects.
+
+    Returns
+    -------
+    distributed : bool
+    device : str
+    """
+    if distributed is False or not dist.is_available():
+        return False, device
+    if distributed is True and not dist.is_initialized():
+        missing = [k for k in _ENV if k not in os.environ]
+        if missing:
+            raise RuntimeError(
+                "distributed=True needs an initialized torch.distributed process "
+                f"group or the env:// variables that torchrun sets; {missing} "
+                "are not set. Launch with `torchrun --nproc_per_node=N script.py` "
+                "or call torch.distributed.init_process_group() before fit."
+            )
+        if device.startswith("cuda"):
+            torch.cuda.set_device(_rank_device(device))
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    if not is_distributed():
+        return False, device
+    if device == "cuda":
+        device = _rank_device(device)
+        torch.cuda.set_device(device)
+    return True, device
+
+
+def _rank_device(device):
+    if device != "cuda":
+        return device
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+
+
+def broadcast_seed(seed):
+    """Rank 0's seed on every rank: the same freezing draws and shuffles."""
+    value = torch.tensor([seed], dtype=torch.int64, device=_comm_device())
+    dist.broadcast(value, src=0)
+    return int(value.item())
+
+
+def train_sampler(n_samples, seed):
+    """This rank's share of each epoch's global shuffle (padded to be even).
+
+    Every rank must run the same number of steps, so the sampler repeats a
+    few rows when ``n_samples`` does not divide evenly. The range stands in
+    for the dataset: only its length is used, and the net stays small to
+    pickle.
+    """
+    if n_samples < dist.get_world_size():
+        raise ValueError(
+            f"{n_samples} samples cannot be shared by {dist.get_world_size()} ranks."
+        )
+    return DistributedSampler(range(n_samples), shuffle=True, seed=seed)
+
+
+def local_shard(dataset):
+    """Every ``world_size``-th row from this rank's: disjoint, unpadded.
+
+    The head solve sums statistics over the shards, so no row may be counted
+    twice.
+    """
+    rows = range(dist.get_rank(), len(dataset), dist.get_world_size())
+    return Subset(dataset, rows)
+
+
+def all_reduce_gram(acc):
+    """Sum a :class:`GramAccumulator` over the ranks, in place."""
+    count = torch.tensor(acc.n_samples, dtype=torch.int64, device=acc.device)
+    for tensor in (*acc.tensors(), count):
+        dist.all_reduce(tensor)
+    acc.n_samples = int(count.item())
+    return acc
+
+
+def all_reduce_counts(*counts):
+    """The sums of integer ``counts`` over the ranks."""
+    total = torch.tensor(counts, dtype=torch.int64, device=_comm_device())
+    dist.all_reduce(total)
+    return tuple(int(c) for c in total.tolist())
+
+
+def all_reduce_head_statistics(stats):
+    """Sum a :class:`HeadStatistics` over the ranks, in place.
+
+    Every fold's Gram sums (so ``ridge_lambda="auto"`` cross-validates on all
+    rows) and the accuracy counts end up the same on every rank. The rows
+    kept for the temperature fit stay local: see :func:`all_gather_rows`.
+    """
+    if stats.folds is None:
+        raise ValueError("A rank saw no rows: use fewer ranks than samples.")
+    for acc in stats.folds:
+        all_reduce_gram(acc)
+    stats.correct, stats.n_seen = all_reduce_counts(stats.correct, stats.n_seen)
+    return stats
+
+
+def all_gather_rows(*arrays):
+    """Every rank's rows of ``arrays`` (numpy or None), stacked in rank order.
+
+    The temperature fit needs the solved head's logits on the kept rows
+    only: gathering those (k values a row) instead of the rows' features
+    (d values) keeps the traffic far below the Gram all-reduce.
+    """
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, arrays)
+    parts = [part for part in gathered if part[-1] is not None]
+    if not parts:
+        return arrays
+    return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+
+
+def sync_batchnorm_stats(layers):
+    """Average re-estimated BatchNorm statistics over the ranks' shards.
+
+    Weighted by the batches each rank averaged (``num_batches_tracked``), so
+    the result is the average over all batches of all shards.
+    """
+    for bn in layers:
+        weight = bn.num_batches_tracked.to(bn.running_mean)
+        parts = [weight, bn.running_mean * weight, bn.running_var * weight]
+        for part in parts:
+            dist.all_reduce(part)
+        total = parts[0].clamp_min(1)
+        bn.running_mean.copy_(parts[1] / total)
+        bn.running_var.copy_(parts[2] / total)
+        bn.num_batches_tracked.copy_(parts[0].to(bn.num_batches_tracked))
+
+
+class DDPEnter(Callback):
+    """Route each training step through DistributedDataParallel.
+
+    Registered last, so on every training batch it hands skorch the DDP
+    wrapper after the other callbacks' ``on_batch_begin``; :class:`DDPExit`,
+    registered first, puts the plain module back before their
+    ``on_batch_end``. Everything else (the head solve's feature passes,
+    callbacks looking up layers by name, predict) sees ``net.module_`` as
+    the plain module.
+
+    Freezing changes which parameters get gradients from epoch to epoch, so
+    DDP cannot assume a static graph: ``find_unused_parameters=True`` lets it
+    find them by walking the autograd graph once per step, and frozen
+    parameters, unused on every rank, keep no gradient.
+    """
+
+    def __init__(self, sampler, device):
+        self.sampler = sampler
+        self.device = device
+
+    def initialize(self):
+        self.ddp_, self.plain_ = None, None
+        return self
+
+    def on_train_begin(self, net, **kwargs):
+        self.plain_ = net.module_
+        ids = [torch.device(self.device)] if self.device.startswith("cuda") else None
+        self.ddp_ = DistributedDataParallel(
+            net.module_, device_ids=ids, find_unused_parameters=True
+        )
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.sampler.set_epoch(len(net.history))
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        if training:
+            net.module_ = self.ddp_
+
+    def restore(self, net):
+        if self.plain_ is not None:
+            net.module_ = self.plain_
+
+    def on_train_end(self, net, **kwargs):
+        self.restore(net)
+        # The wrapper holds the process group, which cannot be pickled.
+        self.ddp_, self.plain_ = None, None
+
+
+class DDPExit(Callback):
+    """Put the plain module back after each training step (see DDPEnter).
+
+    At the end of each epoch, before the other callbacks, it also gives
+    every rank rank 0's buffers, as DDP does before each forward: the last
+    step left each rank's BatchNorm running statistics updated from its own
+    batch.
+    """
+
+    def __init__(self, enter):
+        self.enter = enter
+
+    def on_batch_end(self, net, **kwargs):
+        self.enter.restore(net)
+
+    def on_epoch_end(self, net, **kwargs):
+        for buffer in net.module_.buffers():
+            dist.broadcast(buffer, src=0)
