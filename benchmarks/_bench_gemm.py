@@ -5,6 +5,7 @@ import time
 import torch
 
 from skfastretrain import GramAccumulator, ridge_solve, select_lambda
+from skfastretrain._gram import update_folds
 
 N_ROWS = 10_000
 N_CLASSES = 10
@@ -45,14 +46,8 @@ def _accumulate(H, T, batch, n_folds=1):
     d, k = H.shape[1], T.shape[1]
     folds = [GramAccumulator(d, k) for _ in range(n_folds)]
     for i in range(0, len(H), batch):
-        h, t = H[i : i + batch], T[i : i + batch]
-        if n_folds == 1:
-            folds[0].update(h, t)
-            continue
         # Round-robin rows, as RidgeHeadSolver does for ridge_lambda="auto".
-        rows = torch.arange(i, i + len(h))
-        for f, acc in enumerate(folds):
-            acc.update(h[rows % n_folds == f], t[rows % n_folds == f])
+        update_folds(folds, i, H[i : i + batch], T[i : i + batch])
     return folds
 
 

@@ -1,7 +1,10 @@
 """Shared pieces of the transfer benchmark: settings, data, timing, memory."""
 
+import json
 import os
 import resource
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -238,3 +241,34 @@ def machine_info():
         "cpu_count": os.cpu_count(),
         "loadavg": list(os.getloadavg()),
     }
+
+
+#: The start of a snippet run by :func:`run_snippet`: imports, and the
+#: benchmark folder on the path (format it with ``here``).
+SNIPPET_PRELUDE = """
+import json, sys, time, torch
+sys.path.insert(0, {here!r})
+from torch import nn
+from _bench_methods import _features, _pretrained_lite0
+from _bench_utils import LitePreprocess, load_data
+"""
+
+
+def run_snippet(code, env_extra=None, *, timeout=None):
+    """Run ``code`` in a fresh interpreter; its last stdout line is JSON.
+
+    ``OMP_WAIT_POLICY`` is dropped from the environment unless
+    ``env_extra`` sets it. A failure returns ``{"error": <last stderr line>}``.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env.update(env_extra or {})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if out.returncode:
+        return {"error": out.stderr.strip().splitlines()[-1][:300]}
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -23,13 +23,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+
+from _bench_utils import SNIPPET_PRELUDE, run_snippet  # noqa: E402
 
 CONTENTION_CODE = """
-import json, sys, time, torch
-sys.path.insert(0, {here!r})
-from torch import nn
-from _bench_methods import _pretrained_lite0
-from _bench_utils import LitePreprocess
 g = torch.randn(1280, 1280, dtype=torch.float64)
 g = g @ g.T
 eigh = []
@@ -80,22 +78,9 @@ print(json.dumps({{"folds_mb": after_folds - base,
 """
 
 
-def _run(code, env_extra=None):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    env.update(env_extra or {})
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def contention():
     rows = []
-    code = CONTENTION_CODE.format(here=str(HERE))
+    code = SNIPPET_PRELUDE.format(here=str(HERE)) + CONTENTION_CODE.format()
     for competitor in (False, True):
         for policy in ("default", "PASSIVE"):
             extra = {} if policy == "default" else {"OMP_WAIT_POLICY": "PASSIVE"}
@@ -104,7 +89,7 @@ def contention():
                 other = subprocess.Popen([sys.executable, "-c", COMPETITOR_CODE])
                 time.sleep(2)
             try:
-                rec = _run(code, extra)
+                rec = run_snippet(code, extra)
             finally:
                 if other is not None:
                     other.terminate()
@@ -117,7 +102,7 @@ def contention():
 def memory():
     rows = []
     for n in (1500, 10_000):
-        rec = _run(
+        rec = run_snippet(
             MEMORY_CODE.format(here=str(HERE), n=n), {"OMP_WAIT_POLICY": "PASSIVE"}
         )
         rows.append({"d": 1280, "n": n, **rec})

@@ -4,12 +4,11 @@ import copy
 from functools import partial
 from itertools import product
 
-import numpy as np
 import torch
 from skorch.callbacks import Callback
 from torch import nn
-from torch.nn import functional as F
 
+from ._attention import channel_attention
 from ._backbone import find_head
 
 __all__ = ["L2SP", "DeltaLoss", "DeltaRegularizer", "regularizer_components"]
@@ -169,10 +168,11 @@ class DeltaRegularizer(_Regularizer):
     Attention, before training: zeroing channel ``c`` raises the mean
     cross-entropy (eval mode, ``attention_batches`` batches of rows spread
     over the training set) by ``d_c``; per layer ``w = softmax(z /
-    temperature)``, ``z`` the standardized ``d``. DELTA first trains a new
-    head alone: add this after a callback that fits the head
-    (:class:`RidgeHeadSolver`). ``weighted=False`` ("feature_map") uses
-    ``w_c = 1/C``. The epoch's mean penalty is recorded as ``reg_penalty``.
+    temperature)``, ``z`` the standardized ``d`` (:func:`channel_attention`).
+    DELTA first trains a new head alone: add this after a callback that
+    fits the head (:class:`RidgeHeadSolver`), or set ``fit_head=True``.
+    ``weighted=False`` ("feature_map") uses ``w_c = 1/C``. The epoch's mean
+    penalty is recorded as ``reg_penalty``.
 
     Parameters
     ----------
@@ -189,6 +189,10 @@ class DeltaRegularizer(_Regularizer):
         Softmax temperature of the attention.
     head : str or None, default=None
         Name of the head submodule; None means the last leaf ``nn.Linear``.
+    fit_head : bool, default=False
+        Measure the attention with a head ridge-solved on the frozen
+        pretrained network (restored afterwards), as DELTA's first step
+        does. Leave it False after a callback that already fitted the head.
 
     Attributes
     ----------
@@ -224,6 +228,7 @@ class DeltaRegularizer(_Regularizer):
         attention_batches=4,
         temperature=5.0,
         head=None,
+        fit_head=False,
     ):
         self.alpha = alpha
         self.beta = beta
@@ -232,6 +237,7 @@ class DeltaRegularizer(_Regularizer):
         self.attention_batches = attention_batches
         self.temperature = temperature
         self.head = head
+        self.fit_head = fit_head
 
     def initialize(self):
         if getattr(self, "_hooks", None):
@@ -252,7 +258,16 @@ class DeltaRegularizer(_Regularizer):
         if self.source_ is None and self.alpha > 0:
             self.layers_ = self._resolve_layers(module)
             self.source_ = _frozen_copy(module)
-            self.attention_ = self._attention(net, net.get_dataset(X, y))
+            self.attention_ = channel_attention(
+                net,
+                net.get_dataset(X, y),
+                self.layers_,
+                n_batches=self.attention_batches,
+                temperature=self.temperature,
+                weighted=self.weighted,
+                fit_head=self.fit_head,
+                head=self.head,
+            )
         self._hooks = [module.register_forward_pre_hook(self._run, with_kwargs=True)]
         for name, owner in product(self.layers_, (module, self.source_)):
             hook = partial(self._stash, name, owner is module)
@@ -296,29 +311,6 @@ class DeltaRegularizer(_Regularizer):
         self._last = total.detach()
         return total
 
-    def _attention(self, net, dataset):
-        n, size = len(dataset), net.batch_size
-        size = min(n, self.attention_batches * (size if size and size > 0 else n))
-        rows = np.linspace(0, n - 1, size).round().astype(int).tolist()
-        subset = torch.utils.data.Subset(dataset, rows)  # spread over the data
-        batches = list(net.get_iterator(subset, training=False))
-        tile = max(1, 256 // max(len(yi) for _, yi in batches))  # rows per forward
-        module, attention, was_training = net.module_, {}, net.module_.training
-        module.eval()
-        try:
-            with torch.no_grad():
-                base = _summed_ce(net, batches)
-                for name in self.layers_:
-                    layer = module.get_submodule(name)
-                    rise = (_channel_losses(net, batches, layer, tile) - base) / size
-                    std = rise.std(unbiased=False).item() if self.weighted else 0.0
-                    z = (rise - rise.mean()) / std if std > 0 else 0 * rise
-                    w = np.exp((z - z.max()).numpy() / self.temperature)
-                    attention[name] = w / w.sum()
-        finally:
-            module.train(was_training)
-        return attention
-
     def on_batch_end(self, net, training=False, **kwargs):
         if training and self._last is not None:
             self._sum.append(self._last)
@@ -339,52 +331,14 @@ class DeltaRegularizer(_Regularizer):
         self.on_batch_end(net)
 
 
-def _summed_ce(net, batches, layer=None, channels=(None,)):
-    # Summed cross-entropy per replica j of the batches: channel channels[j]
-    # of layer's output zeroed.
-    k = len(channels)
-
-    def zero(module, args, out):
-        tiled = out.unsqueeze(0).expand(k, *out.shape).clone()
-        index = torch.as_tensor(channels, device=out.device)
-        tiled[torch.arange(k, device=out.device), :, index] = 0
-        return tiled.flatten(0, 1)
-
-    handle = None if layer is None else layer.register_forward_hook(zero)
-    total = torch.zeros(k, dtype=torch.float64)
-    try:
-        for Xi, yi in batches:
-            logits = net.infer(Xi)
-            y = torch.as_tensor(yi).to(logits.device).repeat(k)
-            ce = F.cross_entropy(logits.float(), y, reduction="none")
-            total += ce.view(k, -1).sum(1).double().cpu()
-    finally:
-        if handle is not None:
-            handle.remove()
-    return total
-
-
-def _channel_losses(net, batches, layer, tile):
-    """Summed cross-entropy with each channel of ``layer`` zeroed in turn."""
-    shape = []
-    handle = layer.register_forward_hook(lambda m, a, out: shape.append(out.shape))
-    net.infer(batches[0][0])
-    handle.remove()
-    c = list(range(shape[0][1]))
-    try:
-        parts = [_summed_ce(net, batches, layer, c[i : i + tile]) for i in c[::tile]]
-    except RuntimeError:  # a skip around the layer, or out of memory
-        if tile == 1:
-            raise
-        parts = [_summed_ce(net, batches, layer, [j]) for j in c]
-    return torch.cat(parts)
-
-
-def regularizer_components(name, *, alpha=0.01, beta=0.01, head="head", **delta):
+def regularizer_components(
+    name, *, alpha=0.01, beta=0.01, head="head", fit_head=False, **delta
+):
     """Callbacks and criterion adding ``regularizer=name`` to a skorch net.
 
     ``name``: None, "l2sp", "delta" or "feature_map" (unweighted DELTA); the
-    rest goes to :class:`L2SP` or :class:`DeltaRegularizer`. Returns
+    rest goes to :class:`L2SP` or :class:`DeltaRegularizer` (``fit_head``
+    to the latter only). Returns
     ``[(name, callback)]``, to add after the head-fitting callback, and
     ``nn.CrossEntropyLoss`` or a :class:`DeltaLoss` instance.
     """
@@ -392,7 +346,9 @@ def regularizer_components(name, *, alpha=0.01, beta=0.01, head="head", **delta)
         return [("regularizer", L2SP(alpha, beta, head=head))], nn.CrossEntropyLoss
     if name in ("delta", "feature_map"):
         weighted = name == "delta"
-        reg = DeltaRegularizer(alpha, beta, weighted=weighted, head=head, **delta)
+        reg = DeltaRegularizer(
+            alpha, beta, weighted=weighted, head=head, fit_head=fit_head, **delta
+        )
         return [("regularizer", reg)], DeltaLoss(nn.CrossEntropyLoss())
     if name is not None:
         raise ValueError(f"Unknown regularizer {name!r}; see the docstring.")

@@ -78,6 +78,9 @@ def train_net(est, X, y, *, n_classes, seed, device, distributed=False):
         beta=est.reg_beta,
         layers=layers,
         head="head",
+        # DELTA's attention needs a trained head; ridge_head fits one first
+        # only with init_head="ridge".
+        fit_head=est.ridge_lambda is None or est.init_head != "ridge",
     )
     callbacks += reg_callbacks
     sampler = ddp = None

@@ -1,0 +1,204 @@
+"""The speed levers of the benchmark issue, each measured on its own.
+
+1. The Lite0 training step (batch 32, 64 px, SGD with momentum, forward,
+   backward and step) and the eval-mode forward of the head solve's feature
+   pass, in float32, with ``channels_last``, under bf16 autocast, and through
+   ``torch.compile`` (whose first step, the compilation, is timed apart).
+2. Gram statistics accumulated in float32 instead of float64, on real Lite0
+   features of Fashion-MNIST (d=1280): the relative error of the Gram matrix,
+   of the ridge solution and the share of test predictions that change.
+
+Each configuration runs in a fresh process with ``OMP_WAIT_POLICY=PASSIVE``.
+Usage::
+
+    python benchmarks/levers.py             # writes results/levers.json, .md
+    python benchmarks/levers.py --report    # re-print a saved run
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+
+from _bench_utils import SNIPPET_PRELUDE, machine_info, run_snippet  # noqa: E402
+
+PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+STEP_CODE = """
+cfg = {cfg!r}
+torch.manual_seed(0)
+m = nn.Sequential(LitePreprocess(), _pretrained_lite0(10))
+fmt = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
+m = m.to(memory_format=fmt)
+opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
+run = torch.compile(m) if cfg["compile"] else m
+x = torch.randint(0, 255, (32, 1, 28, 28), dtype=torch.uint8)
+y = torch.randint(0, 10, (32,))
+def forward():
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg["bf16"]):
+        return run(x)
+def train_step():
+    opt.zero_grad()
+    nn.functional.cross_entropy(forward().float(), y).backward()
+    opt.step()
+def timed(fn, n):
+    out = []
+    for _ in range(n):
+        t = time.perf_counter(); fn(); out.append(time.perf_counter() - t)
+    return out
+m.train()
+first = timed(train_step, 1)[0]
+steps = sorted(timed(train_step, 12)[2:])
+m.eval()
+with torch.inference_mode():
+    first_eval = timed(forward, 1)[0]
+    evals = sorted(timed(forward, 12)[2:])
+print(json.dumps({{"first_step_s": first, "step_s": steps[len(steps) // 2],
+                  "first_eval_s": first_eval, "eval_s": evals[len(evals) // 2]}}))
+"""
+
+GRAM_CODE = """
+from skfastretrain import GramAccumulator, ridge_solve
+X_tr, y_tr, X_te, y_te = load_data({{"n_train": 2000, "n_test": 500}})
+model = _pretrained_lite0().eval()
+H = torch.from_numpy(_features(model, X_tr))
+H_te = torch.from_numpy(_features(model, X_te))
+T = torch.full((len(y_tr), 10), -1.0)
+T[torch.arange(len(y_tr)), torch.from_numpy(y_tr).long()] = 1.0
+out = {{"d": H.shape[1], "n": len(H)}}
+stats = {{}}
+for name, dtype in (("float64", torch.float64), ("float32", torch.float32)):
+    acc = GramAccumulator(H.shape[1], 10, dtype=dtype)
+    for i in range(0, len(H), 32):
+        acc.update(H[i : i + 32], T[i : i + 32])
+    stats[name] = acc
+ref = stats["float64"]
+rel = lambda a, b: float((a.double() - b.double()).norm() / b.double().norm())
+out["gram_rel_err"] = rel(stats["float32"].gram, ref.gram)
+scale = float(ref.gram.diagonal().mean())
+for alpha_rel in (1e-4, 1e-2, 1.0):
+    alpha = alpha_rel * scale
+    W64, b64 = ridge_solve(ref, alpha)
+    W32, b32 = ridge_solve(stats["float32"], alpha)
+    p64 = (H_te.double() @ W64 + b64).argmax(1)
+    p32 = (H_te.double() @ W32.double() + b32.double()).argmax(1)
+    out[f"alpha_rel={{alpha_rel:g}}"] = {{
+        "coef_rel_err": rel(W32, W64),
+        "pred_changed": float((p64 != p32).double().mean()),
+        "test_acc_float64": float((p64.numpy() == y_te).mean()),
+    }}
+print(json.dumps(out))
+"""
+
+#: (name, channels_last, bf16 autocast, torch.compile)
+CONFIGS = [
+    ("float32", False, False, False),
+    ("channels_last", True, False, False),
+    ("bf16 autocast", False, True, False),
+    ("bf16 + channels_last", True, True, False),
+    ("torch.compile", False, False, True),
+]
+
+
+def measure():
+    result = {"machine": machine_info(), "steps": [], "gram": None}
+    for name, channels_last, bf16, compile_ in CONFIGS:
+        cfg = {"channels_last": channels_last, "bf16": bf16, "compile": compile_}
+        code = SNIPPET_PRELUDE.format(here=str(HERE)) + STEP_CODE.format(cfg=cfg)
+        rec = run_snippet(code, PASSIVE, timeout=900)
+        result["steps"].append({"config": name, **cfg, **rec})
+        print(result["steps"][-1], flush=True)
+    code = SNIPPET_PRELUDE.format(here=str(HERE)) + GRAM_CODE.format()
+    result["gram"] = run_snippet(code, PASSIVE, timeout=900)
+    print(result["gram"], flush=True)
+    result["machine"]["loadavg_end"] = list(os.getloadavg())
+    return result
+
+
+def render(result):
+    from _bench_report import markdown_table
+
+    base = next(r for r in result["steps"] if r["config"] == "float32")
+    rows = []
+    for r in result["steps"]:
+        if "error" in r:
+            rows.append([r["config"], "failed: " + r["error"], "", "", "", ""])
+            continue
+        rows.append(
+            [
+                r["config"],
+                f"{r['step_s']:.3f}",
+                f"{base['step_s'] / r['step_s']:.2f}x",
+                f"{r['eval_s']:.3f}",
+                f"{base['eval_s'] / r['eval_s']:.2f}x",
+                f"{r['first_step_s']:.1f}",
+            ]
+        )
+    load = result["machine"]["loadavg"][0]
+    note = (
+        f"Lite0 at 64 px, batch 32, medians of 10 after 2 warm-up calls; "
+        f"1-min load average {load:.1f} at the start (other jobs shared the "
+        "2 cores, so ratios are more reliable than seconds)."
+    )
+    steps = markdown_table(
+        [
+            "configuration",
+            "train step s",
+            "speed-up",
+            "eval forward s",
+            "speed-up",
+            "first step s",
+        ],
+        rows,
+    )
+    g = result["gram"]
+    if "error" in g:
+        return f"{note}\n\n{steps}\n\nGram measurement failed: {g['error']}"
+    gram_rows = [
+        [
+            key.split("=")[1],
+            f"{v['coef_rel_err']:.1e}",
+            f"{v['pred_changed']:.4f}",
+            f"{v['test_acc_float64']:.3f}",
+        ]
+        for key, v in g.items()
+        if key.startswith("alpha_rel=")
+    ]
+    gram = markdown_table(
+        ["lambda / mean diag(G)", "coef rel. error", "test predictions changed", "acc"],
+        gram_rows,
+    )
+    gram_note = (
+        f"Gram accumulated in float32 against float64, real Lite0 features "
+        f"(d={g['d']}, n={g['n']}, batches of 32): relative error of G "
+        f"{g['gram_rel_err']:.1e}; the solves run in float64 either way."
+    )
+    return f"{note}\n\n{steps}\n\n{gram_note}\n\n{gram}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report", action="store_true", help="re-print a saved run")
+    args = parser.parse_args(argv)
+    path = RESULTS / "levers.json"
+    if args.report:
+        result = json.loads(path.read_text())
+    else:
+        result = measure()
+        RESULTS.mkdir(exist_ok=True)
+        path.write_text(json.dumps(result, indent=1))
+    text = render(result)
+    (RESULTS / "levers.md").write_text(text + "\n")
+    print(text)
+    from _bench_report import update_readme
+
+    update_readme(HERE / "README.md", "levers", text)
+
+
+if __name__ == "__main__":
+    main()
