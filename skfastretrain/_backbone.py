@@ -195,16 +195,31 @@ class FastRetrainModule(nn.Module):
         Maps preprocessed input to features (flattened after it).
     head : nn.Linear
         The classifier, solved in closed form by the ridge step.
+    precision : {"float32", "bfloat16"}, default="float32"
+        ``"bfloat16"`` runs the backbone under bf16 autocast on
+        channels-last images; features and head stay float32.
     """
 
-    def __init__(self, preprocess, backbone, head):
+    precision = "float32"  # modules pickled before the option existed
+
+    def __init__(self, preprocess, backbone, head, *, precision="float32"):
         super().__init__()
         self.preprocess = preprocess
         self.backbone = backbone
         self.head = head
+        self.precision = precision
 
     def features(self, x):
-        return torch.flatten(self.backbone(self.preprocess(x)), 1)
+        x = self.preprocess(x)
+        if self.precision != "bfloat16":
+            return torch.flatten(self.backbone(x), 1)
+        if x.ndim == 4:
+            # channels-last alone slowed the CPU step; with bf16 it paid
+            # (benchmarks/results/levers.md).
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            h = self.backbone(x)
+        return torch.flatten(h, 1).float()
 
     def forward(self, x):
         return self.head(self.features(x))

@@ -100,6 +100,12 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         ``"cosine"`` anneals the learning rate from ``lr`` to 0 batch by batch
         over the ``max_epochs`` SGD epochs (skorch's ``LRScheduler`` with
         torch's ``CosineAnnealingLR``); it suits short runs of a few epochs.
+    precision : {"float32", "bfloat16"}, default="float32"
+        ``"bfloat16"`` runs the backbone under bf16 autocast (SGD epochs,
+        feature passes and predict) with channels-last images and weights;
+        parameters, the head, the Gram statistics and the solve stay float32
+        or float64. On a CPU with AMX it made the Lite0 step 1.2x and the
+        eval forward 1.5x faster; on a GPU it needs bfloat16 support.
     momentum : float, default=0.9
         SGD momentum.
     weight_decay : float, default=0.0
@@ -217,6 +223,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         max_epochs: int = 10,
         lr: float = 0.01,
         lr_schedule: Literal["constant", "cosine"] = "constant",
+        precision: Literal["float32", "bfloat16"] = "float32",
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         batch_size: int = 32,
@@ -251,6 +258,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         self.max_epochs = max_epochs
         self.lr = lr
         self.lr_schedule = lr_schedule
+        self.precision = precision
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.batch_size = batch_size

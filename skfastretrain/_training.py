@@ -42,6 +42,14 @@ def train_net(est, X, y, *, n_classes, seed, device, distributed=False):
         hidden=tuple(est.head_hidden or ()),
         reinit_layers=est.reinit_layers,
     )
+    if est.precision == "bfloat16":
+        if device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+            raise ValueError(
+                f"precision='bfloat16' needs a GPU with bfloat16 support; "
+                f"{torch.cuda.get_device_name(device)} has none. Use 'float32'."
+            )
+        module.precision = "bfloat16"
+        module.backbone.to(memory_format=torch.channels_last)
     held_bns = setup_batchnorm(module.backbone, est.bn_mode, est.bn_momentum)
     augment = make_augment(est.augment, sample.shape[-2:])
     callbacks = [

@@ -95,6 +95,7 @@ def check_params(est):
     _check_freeze_prob(est.freeze_prob, est.max_epochs)
     _check_choice("freeze_mode", est.freeze_mode, ("random", "prefix"))
     _check_choice("lr_schedule", est.lr_schedule, ("constant", "cosine"))
+    _check_choice("precision", est.precision, ("float32", "bfloat16"))
     if est.ridge_lambda is not None and not (
         isinstance(est.ridge_lambda, str) and est.ridge_lambda == "auto"
     ):

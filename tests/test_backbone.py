@@ -138,3 +138,24 @@ def test_reinit_last_layers(n_layers):
     assert changed == [n_layers >= 2, n_layers >= 1]
     with pytest.raises(ValueError, match="only 2"):
         reinit_last_layers(module, 3)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_bfloat16_precision_computes_the_same_features(train):
+    from skfastretrain._backbone import FastRetrainModule
+    from skfastretrain._data import Preprocess
+
+    torch.manual_seed(0)
+    model = FastRetrainModule(Preprocess(), make_tiny_cnn(), nn.Linear(64, 3))
+    model.train(train)
+    x = torch.rand(16, 1, 8, 8)
+    with torch.no_grad():
+        ref = model(x)
+        model.precision = "bfloat16"
+        model.backbone.to(memory_format=torch.channels_last)
+        out = model(x)
+    # Autocast only: the parameters stay float32, and so do the logits.
+    assert out.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    # bfloat16 keeps 8 bits of mantissa: agreement to about 1e-2.
+    assert (out - ref).norm() / ref.norm() < 3e-2

@@ -300,6 +300,7 @@ def test_unknown_backbone_name_lists_names(small_images):
         ({"lr": -1.0}, ValueError, "lr"),
         ({"lr": np.nan}, ValueError, "lr"),
         ({"lr_schedule": "linear"}, ValueError, "lr_schedule"),
+        ({"precision": "float16"}, ValueError, "precision"),
         ({"momentum": -0.1}, ValueError, "momentum"),
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"bn_momentum": 2.0}, ValueError, "bn_momentum"),
@@ -312,6 +313,17 @@ def test_unknown_backbone_name_lists_names(small_images):
 def test_invalid_hyperparameters(small_images, params, error, match):
     with pytest.raises(error, match=match):
         _cnn(**{"max_epochs": 2, **params}).fit(*small_images)
+
+
+def test_bfloat16_precision_fits_and_predicts_like_float32(small_images):
+    X, y = small_images
+    ref = _cnn(max_epochs=2).fit(X, y)
+    clf = _cnn(max_epochs=2, precision="bfloat16").fit(X, y)
+    assert clf.module_.precision == "bfloat16"
+    proba = clf.predict_proba(X)
+    assert proba.dtype == ref.predict_proba(X).dtype
+    # Same seed and data; bf16 rounding moves only a few predictions.
+    assert np.mean(clf.predict(X) == ref.predict(X)) > 0.9
 
 
 @pytest.mark.parametrize("lr_schedule", ["constant", "cosine"])
