@@ -11,6 +11,9 @@ Usage::
     python benchmarks/transfer.py --quick --methods sgdm,ours --out try
     python benchmarks/transfer.py --report quick     # re-print a saved run
 
+An interrupted run keeps the methods it finished in ``<name>.partial.json``;
+``--report <name>.partial`` renders them.
+
 Writes ``benchmarks/results/<name>.json``, ``<name>.png`` (test accuracy
 against fit wall time) and ``<name>.md`` (the tables, in markdown).
 """
@@ -197,6 +200,7 @@ def main(argv=None):
         return worker_main(args)
     if args.report:
         result = json.loads((RESULTS / f"{args.report}.json").read_text())
+        result["name"] = args.report
         return summarize(result, args.sgdm_from or result.get("sgdm_from"))
 
     setting_name = "full" if args.full else "smoke" if args.smoke else "quick"
@@ -225,6 +229,9 @@ def main(argv=None):
             print(f"[{time.strftime('%H:%M:%S')}] {method} ...", flush=True)
             record = spawn_worker(method, known[method], setting, package=package)
             result["methods"][method] = record
+            # Kept as each method ends, so an interrupted run loses only one.
+            partial = RESULTS / f"{result['name']}.partial.json"
+            partial.write_text(json.dumps(result))
             last = record["points"][-1]
             print(
                 f"    acc {last['test_acc']:.3f}, fit {record['fit_wall']:.1f} s, "
@@ -236,6 +243,7 @@ def main(argv=None):
             result["gemm"] = spawn_worker("gemm", {}, setting, package=package)
     result["machine"]["loadavg_end"] = list(os.getloadavg())
     summarize(result, args.sgdm_from)
+    (RESULTS / f"{result['name']}.partial.json").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
