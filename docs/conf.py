@@ -96,20 +96,33 @@ sphinx_gallery_conf = {
 
 BENCHMARK_RESULTS = HERE.parent / "benchmarks" / "results"
 BENCHMARK_RUNS = {
-    "quick": ("Quick run", "1,500 training and 500 test images, 2 epochs"),
-    "full": ("Full run", "10,000 training and 2,000 test images, 4 epochs"),
+    "quick": (
+        "Quick run",
+        "1,500 training and 500 test images, 2 epochs",
+        "transfer.py --quick",
+    ),
+    "full": (
+        "Full run",
+        "10,000 training and 2,000 test images, 4 epochs",
+        "transfer.py --full",
+    ),
+    "levers": (
+        "Speed levers",
+        "The Lite0 step under each lever, and float32 Gram accumulation",
+        "levers.py",
+    ),
 }
 
 
 def _benchmark_results_rst():
     lines = []
-    for name, (title, setting) in BENCHMARK_RUNS.items():
+    for name, (title, setting, command) in BENCHMARK_RUNS.items():
         lines += [title, "-" * len(title), ""]
         png = BENCHMARK_RESULTS / f"{name}.png"
         md = BENCHMARK_RESULTS / f"{name}.md"
         if not png.is_file() and not md.is_file():
             lines += [
-                f"No saved results: run ``python benchmarks/transfer.py --{name}``",
+                f"No saved results: run ``python benchmarks/{command}``",
                 f"({setting}).",
                 "",
             ]
