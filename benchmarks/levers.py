@@ -4,7 +4,9 @@
    backward and step) and the eval-mode forward of the head solve's feature
    pass, in float32, with ``channels_last``, under bf16 autocast, and through
    ``torch.compile`` (whose first step, the compilation, is timed apart).
-2. Gram statistics accumulated in float32 instead of float64, on real Lite0
+2. The peak memory of training steps at 64 and 224 px, all layers trained
+   or the frozen prefix of ``freeze_prob=0.5`` (what P5 hinges on).
+3. Gram statistics accumulated in float32 instead of float64, on real Lite0
    features of Fashion-MNIST (d=1280): the relative error of the Gram matrix,
    of the ridge solution and the share of test predictions that change.
 
@@ -12,6 +14,7 @@ Each configuration runs in a fresh process with ``OMP_WAIT_POLICY=PASSIVE``.
 Usage::
 
     python benchmarks/levers.py             # writes results/levers.json, .md
+    python benchmarks/levers.py --parts memory   # re-measure one part
     python benchmarks/levers.py --report    # re-print a saved run
 """
 
@@ -95,6 +98,39 @@ for alpha_rel in (1e-4, 1e-2, 1.0):
 print(json.dumps(out))
 """
 
+MEMORY_CODE = """
+import resource
+cfg = {cfg!r}
+torch.manual_seed(0)
+m = nn.Sequential(LitePreprocess(cfg["size"]), _pretrained_lite0(10)).train()
+if cfg["prefix"]:
+    # What freeze_mode="prefix" does at freeze_prob=0.5: the first half of
+    # the conv/linear layers in forward order, and every parameter before the
+    # first trainable one, get requires_grad=False; the prefix's BatchNorm
+    # runs in eval mode. Autograd then records nothing for the prefix.
+    convs = [x for x in m.modules() if isinstance(x, (nn.Conv2d, nn.Linear))]
+    last = convs[len(convs) // 2 - 1]
+    for x in m.modules():
+        if not list(x.children()):
+            x.requires_grad_(False)
+            if isinstance(x, nn.BatchNorm2d):
+                x.eval()
+        if x is last:
+            break
+opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-3,
+                      momentum=0.9)
+x = torch.randint(0, 255, (32, 1, 28, 28), dtype=torch.uint8)
+y = torch.randint(0, 10, (32,))
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = peak()
+for _ in range(3):
+    opt.zero_grad()
+    nn.functional.cross_entropy(m(x), y).backward()
+    opt.step()
+print(json.dumps({{"peak_mb": peak(), "step_increase_mb": peak() - base}}))
+"""
+
 #: (name, channels_last, bf16 autocast, torch.compile)
 CONFIGS = [
     ("float32", False, False, False),
@@ -105,18 +141,36 @@ CONFIGS = [
 ]
 
 
-def measure():
-    result = {"machine": machine_info(), "steps": [], "gram": None}
-    for name, channels_last, bf16, compile_ in CONFIGS:
-        cfg = {"channels_last": channels_last, "bf16": bf16, "compile": compile_}
-        code = SNIPPET_PRELUDE.format(here=str(HERE)) + STEP_CODE.format(cfg=cfg)
-        rec = run_snippet(code, PASSIVE, timeout=900)
-        result["steps"].append({"config": name, **cfg, **rec})
-        print(result["steps"][-1], flush=True)
-    code = SNIPPET_PRELUDE.format(here=str(HERE)) + GRAM_CODE.format()
-    result["gram"] = run_snippet(code, PASSIVE, timeout=900)
-    print(result["gram"], flush=True)
-    result["machine"]["loadavg_end"] = list(os.getloadavg())
+def _snippet(code, **fmt):
+    return run_snippet(
+        SNIPPET_PRELUDE.format(here=str(HERE)) + code.format(**fmt),
+        PASSIVE,
+        timeout=900,
+    )
+
+
+def measure(parts, result=None):
+    """Measure ``parts`` (of steps, memory, gram) into ``result``."""
+    result = result or {"machine": machine_info()}
+    if "steps" in parts:
+        result["steps"] = []
+        for name, channels_last, bf16, compile_ in CONFIGS:
+            cfg = {"channels_last": channels_last, "bf16": bf16, "compile": compile_}
+            result["steps"].append(
+                {"config": name, **cfg, **_snippet(STEP_CODE, cfg=cfg)}
+            )
+            print(result["steps"][-1], flush=True)
+    if "memory" in parts:
+        result["memory"] = []
+        for size in (64, 224):
+            for prefix in (False, True):
+                cfg = {"size": size, "prefix": prefix}
+                result["memory"].append({**cfg, **_snippet(MEMORY_CODE, cfg=cfg)})
+                print(result["memory"][-1], flush=True)
+    if "gram" in parts:
+        result["gram"] = _snippet(GRAM_CODE)
+        print(result["gram"], flush=True)
+    result["machine"][f"loadavg_end_{'_'.join(parts)}"] = list(os.getloadavg())
     return result
 
 
@@ -156,6 +210,8 @@ def render(result):
         ],
         rows,
     )
+    memory = _memory_table(result.get("memory"))
+    steps = f"{steps}\n\n{memory}" if memory else steps
     g = result["gram"]
     if "error" in g:
         return f"{note}\n\n{steps}\n\nGram measurement failed: {g['error']}"
@@ -181,15 +237,48 @@ def render(result):
     return f"{note}\n\n{steps}\n\n{gram_note}\n\n{gram}"
 
 
+def _memory_table(records):
+    from _bench_report import markdown_table
+
+    if not records:
+        return ""
+    full = {r["size"]: r for r in records if not r["prefix"]}
+    rows = [
+        [
+            f"{r['size']} px",
+            "prefix 0.5" if r["prefix"] else "all layers",
+            f"{r['peak_mb']:.0f}",
+            f"{r['step_increase_mb']:.0f}",
+            f"{r['step_increase_mb'] / full[r['size']]['step_increase_mb']:.2f}",
+        ]
+        for r in records
+        if "error" not in r
+    ]
+    note = (
+        "Peak resident memory of 3 training steps (batch 32) in a fresh process, "
+        "training all layers or with the frozen prefix of freeze_prob=0.5."
+    )
+    header = ["images", "trained", "peak RSS MiB", "steps add MiB", "ratio"]
+    return f"{note}\n\n{markdown_table(header, rows)}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", action="store_true", help="re-print a saved run")
+    parser.add_argument(
+        "--parts",
+        default="steps,memory,gram",
+        help="comma-separated subset of steps,memory,gram; the others are kept "
+        "from the saved run",
+    )
     args = parser.parse_args(argv)
     path = RESULTS / "levers.json"
     if args.report:
         result = json.loads(path.read_text())
     else:
-        result = measure()
+        parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+        saved = json.loads(path.read_text()) if path.is_file() else None
+        result = measure(parts, None if len(parts) == 3 else saved)
         RESULTS.mkdir(exist_ok=True)
         path.write_text(json.dumps(result, indent=1))
     text = render(result)
