@@ -11,6 +11,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from ._checkpoint import plan_run
 from ._predict import PredictMixin
 from ._training import train_net
 from ._validation import check_fit_input, check_params, encode_labels
@@ -136,6 +137,9 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         0 prints nothing; 1 prints skorch's per-epoch table.
     callbacks : list of skorch callbacks or None, default=None
         Extra callbacks, run after the estimator's own (copied at fit).
+    checkpoint : str or os.PathLike, default=None
+        File where the state of the fit is saved, atomically, after every
+        epoch (:class:`TrainingCheckpoint`), for ``fit(..., resume=True)``.
 
     Attributes
     ----------
@@ -211,6 +215,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
         callbacks: list | None = None,
+        checkpoint: str | os.PathLike | None = None,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -243,8 +248,9 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.checkpoint = checkpoint
 
-    def fit(self, X, y=None) -> "FastRetrainClassifier":
+    def fit(self, X, y=None, *, resume=False) -> "FastRetrainClassifier":
         """Fine-tune the backbone and its head.
 
         Parameters
@@ -257,6 +263,16 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         y : array-like of shape (n,) or None, default=None
             Class labels of any type scikit-learn accepts. None only when X
             is a Dataset of (image, label) items.
+        resume : bool, default=False
+            Continue from the ``checkpoint`` file when it exists (else start
+            afresh) up to ``max_epochs`` epochs in all. The file must come
+            from a fit with the same parameters and data; on the CPU the
+            result equals that of an uninterrupted fit.
+
+        If training stops early (KeyboardInterrupt), the estimator keeps the
+        model of the last completed epoch and warns; if the loss becomes NaN
+        or inf, fit raises a ValueError naming the epoch and learning rate
+        (see :doc:`reliability`).
 
         Returns
         -------
@@ -266,10 +282,18 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         X, y = check_fit_input(self, X, y)
         classes, y_enc = encode_labels(y)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        plan = plan_run(self, X, y_enc, int(seed), resume=resume)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
+            torch.manual_seed(plan[1])
             net, input_shape, held = train_net(
-                self, X, y_enc, n_classes=len(classes), seed=int(seed), device=device
+                self,
+                X,
+                y_enc,
+                n_classes=len(classes),
+                seed=plan[1],
+                device=device,
+                plan=plan,
+                resume=resume,
             )
         self.classes_ = classes
         self.input_shape_ = input_shape

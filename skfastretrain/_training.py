@@ -5,6 +5,7 @@ import copy
 import torch
 
 from ._backbone import build_module, first_conv, resolve_backbone
+from ._checkpoint import TrainingCheckpoint, fit_recovering
 from ._data import AugmentCollate, make_augment, model_data
 from ._freezing import RandomFreezer
 from ._head import RidgeHeadSolver
@@ -15,11 +16,13 @@ from ._validation import check_input_size
 __all__ = ["train_net"]
 
 
-def train_net(est, X, y, *, n_classes, seed, device):
+def train_net(est, X, y, *, n_classes, seed, device, plan=None, resume=False):
     """Assemble the module, callbacks and skorch net of ``est``, and fit it.
 
-    Returns the fitted net, the per-sample input shape and the names of the
-    BatchNorm layers held in eval mode.
+    ``plan`` is (fingerprint, seed, epochs done) from
+    :func:`~skfastretrain._checkpoint.plan_run`. Returns the fitted net, the
+    per-sample input shape and the names of the BatchNorm layers held in
+    eval mode.
     """
     backbone, spec = resolve_backbone(est.backbone, est.weights)
     conv = first_conv(backbone)
@@ -72,6 +75,10 @@ def train_net(est, X, y, *, n_classes, seed, device):
     )
     callbacks += reg_callbacks
     callbacks += copy.deepcopy(list(est.callbacks or []))
+    fingerprint, _, done = plan or (None, seed, 0)
+    # Last, so that it saves each epoch after every other callback is done.
+    ckpt = TrainingCheckpoint(est.checkpoint, resume=resume, fingerprint=fingerprint)
+    callbacks.append(("checkpoint", ckpt))
     pin = device.startswith("cuda") if est.pin_memory == "auto" else est.pin_memory
     net = make_net(
         module,
@@ -91,7 +98,7 @@ def train_net(est, X, y, *, n_classes, seed, device):
     )
     held = hold_in_eval(held_bns)
     try:
-        net.fit(data, targets)
+        fit_recovering(net, data, targets, epochs=est.max_epochs - done)
     finally:
         for handle in held:
             handle.remove()

@@ -1,6 +1,7 @@
 """Checks of FastRetrainClassifier's hyperparameters, run at fit."""
 
 import numbers
+import os
 
 import numpy as np
 import scipy.sparse as sp
@@ -68,6 +69,18 @@ def _check_freeze_prob(freeze_prob, max_epochs):
         )
     for value in freeze_prob:
         _check_fraction("every value of freeze_prob", value)
+
+
+def _check_checkpoint(path):
+    if path is None:
+        return
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a file path or None, got {path!r}.")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory) or os.path.isdir(path):
+        raise ValueError(
+            f"checkpoint must be a file in an existing directory, got {path!r}."
+        )
 
 
 def check_input_size(input_size):
@@ -141,6 +154,7 @@ def check_params(est):
     _check_number("verbose", est.verbose, integer=True, allow_zero=True)
     if est.callbacks is not None and not isinstance(est.callbacks, (list, tuple)):
         raise TypeError("callbacks must be a list of skorch callbacks or None.")
+    _check_checkpoint(est.checkpoint)
     return resolve_device(est.device)
 
 
