@@ -7,18 +7,15 @@ import os
 import pickle
 import re
 import tempfile
-import warnings
 import zipfile
 
 import numpy as np
 import torch
 from skorch.callbacks import Callback
 
-from ._sgd_epoch import DivergenceError
-
 __all__ = [
     "TrainingCheckpoint",
-    "fit_recovering",
+    "module_copy",
     "plan_run",
     "read_checkpoint",
     "write_atomic",
@@ -75,9 +72,12 @@ def read_checkpoint(path):
     path = os.fspath(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, PermissionError):
+        raise
     except (
         RuntimeError,
         EOFError,
+        OSError,
         pickle.UnpicklingError,
         zipfile.BadZipFile,
         UnicodeDecodeError,
@@ -163,7 +163,7 @@ def _history_json(history):
     return json.dumps(history.to_list(), default=default)
 
 
-def _module_copy(module):
+def module_copy(module):
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
@@ -221,7 +221,7 @@ class TrainingCheckpoint(Callback):
     ...         callbacks=[TrainingCheckpoint(path, resume=resume)])
     >>> net = make_net(2, resume=False).fit(X, y)  # stopped after 2 epochs
     >>> resumed = make_net(5, resume=True).fit(X, y)
-    >>> len(resumed.history), resumed.callbacks_[-1][1].resumed_
+    >>> len(resumed.history), dict(resumed.callbacks_)["TrainingCheckpoint"].resumed_
     (5, True)
     """
 
@@ -266,7 +266,7 @@ class TrainingCheckpoint(Callback):
         if loader is not None and state["loader_rng"] is not None:
             loader.set_state(state["loader_rng"])
         self.epochs_ = state["epoch"]
-        self._snapshot = _module_copy(net.module_)
+        self._snapshot = module_copy(net.module_)
 
     def read(self):
         """The checkpoint in ``path``, checked against ``fingerprint``."""
@@ -280,7 +280,7 @@ class TrainingCheckpoint(Callback):
 
     def on_train_begin(self, net, **kwargs):
         self.epochs_, self.resumed_ = len(net.history), False
-        self._snapshot = _module_copy(net.module_)
+        self._snapshot = module_copy(net.module_)
         if self.resume and self.path is not None and os.path.exists(self.path):
             self.load_state(net, self.read())
             self.resumed_ = True
@@ -295,7 +295,7 @@ class TrainingCheckpoint(Callback):
     def on_epoch_end(self, net, **kwargs):
         if self.path is not None:
             write_atomic(self.state(net), self.path)
-        self._snapshot = _module_copy(net.module_)
+        self._snapshot = module_copy(net.module_)
         self.epochs_ = len(net.history)
 
     def restore_module(self, net):
@@ -370,37 +370,3 @@ def plan_run(est, X, y, seed, *, resume):
             f"than max_epochs={est.max_epochs}."
         )
     return state["fingerprint"], theirs["seed"], state["epoch"]
-
-
-def fit_recovering(net, X, y, *, epochs):
-    """``net.fit`` that falls back to the last complete epoch when it stops
-    early, and puts the last good weights back when training diverges.
-
-    ``net`` needs a :class:`TrainingCheckpoint` callback. An interrupt
-    (KeyboardInterrupt, which skorch swallows) before any epoch completed is
-    raised again; a later one warns.
-    """
-    callbacks = [cb[1] if isinstance(cb, tuple) else cb for cb in net.callbacks]
-    ckpt = next(cb for cb in callbacks if isinstance(cb, TrainingCheckpoint))
-    try:
-        net.fit(X, y, epochs=epochs)
-    except DivergenceError as exc:
-        ckpt.restore_module(net)
-        exc.state_dict = _module_copy(net.module_)
-        # skorch skips on_train_end after an error: unfreeze and unhook here.
-        net.notify("on_train_end", X=X, y=y)
-        raise
-    done = ckpt.epochs_
-    if len(net.history) > done:
-        if done == 0:
-            raise KeyboardInterrupt
-        ckpt.restore_module(net)
-        del net.history[done:]
-        warnings.warn(
-            f"Training stopped during epoch {done + 1} (KeyboardInterrupt, or a "
-            "callback that ends training); the estimator keeps the model of "
-            f"the last completed epoch, {done}.",
-            UserWarning,
-            stacklevel=4,
-        )
-    return net

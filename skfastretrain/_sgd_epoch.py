@@ -115,12 +115,14 @@ class DivergenceGuard(Callback):
     def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
         if training and loss is not None and not torch.isfinite(loss):
             epoch = len(net.history)
+            # The optimizer's rate, which a scheduler may have changed.
+            lr = net.optimizer_.param_groups[0].get("lr", net.lr)
             raise DivergenceError(
                 f"Training diverged: the loss became {loss.item()} in epoch "
-                f"{epoch} (lr={net.lr}). Lower the learning rate; "
+                f"{epoch} (lr={lr}). Lower the learning rate; "
                 "with pretrained weights, 0.001 to 0.003 suits SGD.",
                 epoch=epoch,
-                lr=net.lr,
+                lr=lr,
             )
 
 

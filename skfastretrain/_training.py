@@ -1,19 +1,26 @@
 """Assembling and running the skorch net behind FastRetrainClassifier."""
 
 import copy
+import warnings
 
 import torch
 
 from ._backbone import build_module, first_conv, resolve_backbone
-from ._checkpoint import TrainingCheckpoint, fit_recovering
+from ._checkpoint import TrainingCheckpoint, module_copy
 from ._data import AugmentCollate, make_augment, model_data
 from ._freezing import RandomFreezer
 from ._head import RidgeHeadSolver
 from ._regularizers import regularizer_components
-from ._sgd_epoch import batchnorm_layers, hold_in_eval, make_net, setup_batchnorm
+from ._sgd_epoch import (
+    DivergenceError,
+    batchnorm_layers,
+    hold_in_eval,
+    make_net,
+    setup_batchnorm,
+)
 from ._validation import check_input_size
 
-__all__ = ["train_net"]
+__all__ = ["fit_recovering", "train_net"]
 
 
 def train_net(est, X, y, *, n_classes, seed, device, plan=None, resume=False):
@@ -104,3 +111,37 @@ def train_net(est, X, y, *, n_classes, seed, device, plan=None, resume=False):
             handle.remove()
     names = [n for n, m in module.named_modules() if any(m is h for h in held_bns)]
     return net, tuple(sample.shape[1:]), names
+
+
+def fit_recovering(net, X, y, *, epochs):
+    """``net.fit`` that falls back to the last complete epoch when it stops
+    early, and puts the last good weights back when training diverges.
+
+    ``net`` needs a :class:`TrainingCheckpoint` callback. An interrupt
+    (KeyboardInterrupt, which skorch swallows) before any epoch completed is
+    raised again; a later one warns.
+    """
+    callbacks = [cb[1] if isinstance(cb, tuple) else cb for cb in net.callbacks]
+    ckpt = next(cb for cb in callbacks if isinstance(cb, TrainingCheckpoint))
+    try:
+        net.fit(X, y, epochs=epochs)
+    except DivergenceError as exc:
+        ckpt.restore_module(net)
+        exc.state_dict = module_copy(net.module_)
+        # skorch skips on_train_end after an error: unfreeze and unhook here.
+        net.notify("on_train_end", X=X, y=y)
+        raise
+    done = ckpt.epochs_
+    if len(net.history) > done:
+        if done == 0:
+            raise KeyboardInterrupt
+        ckpt.restore_module(net)
+        del net.history[done:]
+        warnings.warn(
+            f"Training stopped during epoch {done + 1} (KeyboardInterrupt, or a "
+            "callback that ends training); the estimator keeps the model of "
+            f"the last completed epoch, {done}.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return net
