@@ -48,6 +48,10 @@ def resolve_device(device):
         raise ValueError(f"Invalid device {device!r}: {exc}") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available.")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r}: there are {torch.cuda.device_count()} CUDA devices."
+        )
     return str(resolved)
 
 
