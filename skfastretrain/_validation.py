@@ -191,7 +191,7 @@ def check_array_input(est, X, *, reset, y=None):
     """
     if not sp.issparse(X):
         X = np.asarray(X)
-    if X.dtype.kind in "bcUS":
+    if X.dtype.kind in "bUS":
         # validate_data would turn booleans into 0/1 pixels and strings of
         # digits into numbers.
         raise TypeError(

@@ -45,6 +45,31 @@ def _labels(n):
     return np.arange(n) % 3
 
 
+FIT_KINDS = (
+    "dtype",
+    "nonfinite",
+    "empty",
+    "single_sample",
+    "single_class",
+    "length",
+    "ndim",
+    "zero_size",
+    "ambiguous_channels",
+    "bad_y",
+    "ragged",
+    "sparse",
+)
+PREDICT_KINDS = (
+    "channels",
+    "size",
+    "flat",
+    "dtype",
+    "nonfinite",
+    "empty",
+    "ndim",
+    "sparse",
+    "ragged",
+)
 sizes = st.integers(2, 12)
 odd_dtypes = st.sampled_from(["object", "complex", "bool", "str"])
 
@@ -64,24 +89,7 @@ def bad_fit_data(draw):
     """(X, y, images?) where X, y or both are wrong."""
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     n = draw(sizes)
-    kind = draw(
-        st.sampled_from(
-            [
-                "dtype",
-                "nonfinite",
-                "empty",
-                "single_sample",
-                "single_class",
-                "length",
-                "ndim",
-                "zero_size",
-                "ambiguous_channels",
-                "bad_y",
-                "ragged",
-                "sparse",
-            ]
-        )
-    )
+    kind = draw(st.sampled_from(FIT_KINDS))
     tabular = draw(st.booleans())
     X = rng.normal(size=(n, 5)).astype(np.float32) if tabular else _images(n, rng)
     y = _labels(n)
@@ -212,21 +220,7 @@ def fitted(digit_images):
 def bad_predict_data(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     n = draw(sizes)
-    kind = draw(
-        st.sampled_from(
-            [
-                "channels",
-                "size",
-                "flat",
-                "dtype",
-                "nonfinite",
-                "empty",
-                "ndim",
-                "sparse",
-                "ragged",
-            ]
-        )
-    )
+    kind = draw(st.sampled_from(PREDICT_KINDS))
     X = _images(n, rng).astype(np.float32)
     if kind == "channels":
         c = draw(st.sampled_from([2, 3, 4]))
