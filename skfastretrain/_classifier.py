@@ -272,7 +272,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         If training stops early (KeyboardInterrupt), the estimator keeps the
         model of the last completed epoch and warns; if the loss becomes NaN
         or inf, fit raises a ValueError naming the epoch and learning rate
-        (see :doc:`reliability`).
+        (see :ref:`reliability`).
 
         Returns
         -------
