@@ -249,6 +249,9 @@ class TrainingCheckpoint(Callback):
             "history": _history_json(net.history),
             "callbacks": {name: _callback_state(cb) for name, cb in net.callbacks_},
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": (
+                torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+            ),
             "loader_rng": None if loader is None else loader.get_state(),
         }
 
@@ -262,6 +265,9 @@ class TrainingCheckpoint(Callback):
             if name in callbacks:
                 _restore_callback(callbacks[name], cb_state)
         torch.set_rng_state(state["torch_rng"])
+        cuda = state.get("cuda_rng")
+        if cuda is not None and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
         loader = getattr(net, "iterator_train__generator", None)
         if loader is not None and state["loader_rng"] is not None:
             loader.set_state(state["loader_rng"])
@@ -297,6 +303,10 @@ class TrainingCheckpoint(Callback):
             write_atomic(self.state(net), self.path)
         self._snapshot = module_copy(net.module_)
         self.epochs_ = len(net.history)
+
+    def release(self):
+        """Drop the in-memory copy of the weights (at the end of a fit)."""
+        self._snapshot = None
 
     def restore_module(self, net):
         """Load the module's weights from the end of the last complete epoch

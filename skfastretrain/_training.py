@@ -125,23 +125,31 @@ def fit_recovering(net, X, y, *, epochs):
     ckpt = next(cb for cb in callbacks if isinstance(cb, TrainingCheckpoint))
     try:
         net.fit(X, y, epochs=epochs)
+        _fall_back_if_stopped(net, ckpt)
     except DivergenceError as exc:
         ckpt.restore_module(net)
         exc.state_dict = module_copy(net.module_)
         # skorch skips on_train_end after an error: unfreeze and unhook here.
         net.notify("on_train_end", X=X, y=y)
         raise
-    done = ckpt.epochs_
-    if len(net.history) > done:
-        if done == 0:
-            raise KeyboardInterrupt
-        ckpt.restore_module(net)
-        del net.history[done:]
-        warnings.warn(
-            f"Training stopped during epoch {done + 1} (KeyboardInterrupt, or a "
-            "callback that ends training); the estimator keeps the model of "
-            f"the last completed epoch, {done}.",
-            UserWarning,
-            stacklevel=4,
-        )
+    finally:
+        # The copy would double the size of a pickled estimator.
+        ckpt.release()
     return net
+
+
+def _fall_back_if_stopped(net, ckpt):
+    done = ckpt.epochs_
+    if len(net.history) <= done:
+        return
+    if done == 0:
+        raise KeyboardInterrupt
+    ckpt.restore_module(net)
+    del net.history[done:]
+    warnings.warn(
+        f"Training stopped during epoch {done + 1} (KeyboardInterrupt, or a "
+        "callback that ends training); the estimator keeps the model of "
+        f"the last completed epoch, {done}.",
+        UserWarning,
+        stacklevel=5,
+    )

@@ -187,8 +187,11 @@ class _Interrupt(Callback):
 def test_keyboard_interrupt_keeps_the_last_complete_epoch(small_images):
     X, y = small_images
     one_epoch = _clf(max_epochs=1).fit(X, y)
-    with pytest.warns(UserWarning, match="during epoch 2.*last completed epoch, 1"):
+    with pytest.warns(
+        UserWarning, match="during epoch 2.*last completed epoch, 1"
+    ) as record:
         clf = _clf(callbacks=[_Interrupt(2)]).fit(X, y)
+    assert record[0].filename == __file__
     assert clf.n_iter_ == 1 and len(clf.history_) == 1
     np.testing.assert_array_equal(clf.predict_proba(X), one_epoch.predict_proba(X))
     assert all(p.requires_grad for p in clf.module_.parameters())
