@@ -322,7 +322,10 @@ def test_fit_survives_kill_9_at_random_points(small_images, tmp_path):
     resumed.fit(X, y, resume=True)
     reference = FastRetrainClassifier(make_tiny_cnn, **params).fit(X, y)
     np.testing.assert_array_equal(resumed.predict_proba(X), reference.predict_proba(X))
+    # A kill during a write leaves its temporary file, never a broken one.
+    in_write = len(list(tmp_path.glob(".fit.pt.*.tmp")))
     print(
         f"\nkill -9 points survived: {len(epochs_at_kill)} (checkpointed epochs "
-        f"at the kills: {epochs_at_kill} of {params['max_epochs']})"
+        f"at the kills: {epochs_at_kill} of {params['max_epochs']}; "
+        f"{in_write} during a checkpoint write)"
     )

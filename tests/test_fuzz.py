@@ -1,6 +1,8 @@
 """Generated bad input for fit and predict: each must end in ValueError or
 TypeError with a message, never a raw torch error, a crash or a hang."""
 
+import faulthandler
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -25,7 +27,11 @@ TRIED = {"fit": 0, "hyperparameters": 0, "predict": 0}
 
 @pytest.fixture(scope="module", autouse=True)
 def _report():
+    # The per-example deadline catches slow inputs only once they finish;
+    # a hang ends the run here with every thread's traceback.
+    faulthandler.dump_traceback_later(300, exit=True)
     yield
+    faulthandler.cancel_dump_traceback_later()
     total = sum(TRIED.values())
     print(f"\nbad inputs tried: {total} ({TRIED})")
 
