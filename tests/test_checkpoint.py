@@ -1,4 +1,5 @@
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -223,6 +224,7 @@ def test_divergence_names_epoch_and_lr_and_keeps_the_last_good_weights(small_ima
 # take seconds, forks milliseconds. Each child waits for its go file.
 _SCRIPT = """
 import os
+import pickle
 import sys
 import time
 import numpy as np
@@ -329,3 +331,30 @@ def test_fit_survives_kill_9_at_random_points(small_images, tmp_path):
         f"at the kills: {epochs_at_kill} of {params['max_epochs']}; "
         f"{in_write} during a checkpoint write)"
     )
+
+
+def test_checkpoints_load_without_running_code(small_images, tmp_path, monkeypatch):
+    X, y = small_images
+    _clf(tmp_path / "c.pt", max_epochs=1).fit(X, y)
+    calls = []
+    load = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    _clf(tmp_path / "c.pt", max_epochs=2).fit(X, y, resume=True)
+    assert calls and all(flag is True for flag in calls)
+
+
+def test_checkpointed_estimator_pickles_without_a_weight_copy(small_images, tmp_path):
+    X, y = small_images
+    clf = _clf(tmp_path / "c.pt", max_epochs=1).fit(X, y)
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+    weights = sum(
+        t.numel() * t.element_size() for t in clf.module_.state_dict().values()
+    )
+    callback = dict(clf.net_.callbacks_)["checkpoint"]
+    assert len(pickle.dumps(callback)) < weights / 2
