@@ -25,7 +25,7 @@ _FORMAT = "skfastretrain-checkpoint"
 _VERSION = 1
 # Attributes of callbacks that change from epoch to epoch and that a resumed
 # run needs (beyond their random generators, which are found by type).
-_CALLBACK_ATTRS = ("scale_", "ridge_lambda_")
+_CALLBACK_ATTRS = ("scale_", "ridge_lambda_", "batch_idx_")
 # Parameters that may change between a run and its resumption: they do not
 # change the arithmetic on one device (max_epochs may grow to train longer).
 _FREE_PARAMS = ("checkpoint", "verbose", "device", "pin_memory", "max_epochs")
@@ -130,6 +130,9 @@ def _callback_state(cb):
         encoded = _encode_rng(value)
         if encoded is not None:
             out[name] = encoded
+        elif _has_state_dict(value):
+            # Learning-rate schedulers (skorch's LRScheduler.lr_scheduler_).
+            out[name] = value.state_dict()
         elif name in _CALLBACK_ATTRS and (
             value is None or isinstance(value, (int, float, str))
         ):
@@ -145,6 +148,16 @@ def _callback_state(cb):
     return out
 
 
+def _has_state_dict(value):
+    # Modules and optimizers of callbacks are fixed copies or net's own.
+    return (
+        not isinstance(value, type)
+        and hasattr(value, "state_dict")
+        and hasattr(value, "load_state_dict")
+        and not isinstance(value, (torch.nn.Module, torch.optim.Optimizer))
+    )
+
+
 def _restore_callback(cb, state):
     for name, value in state.items():
         if name == "stats_":
@@ -152,6 +165,8 @@ def _restore_callback(cb, state):
         current = getattr(cb, name, None)
         if _encode_rng(current) is not None:
             _decode_rng(current, value)
+        elif _has_state_dict(current):
+            current.load_state_dict(value)
         else:
             setattr(cb, name, value)
 
@@ -176,7 +191,8 @@ class TrainingCheckpoint(Callback):
     (BatchNorm running statistics included), the optimizer's state (momentum
     buffers), the history, the random generators of every callback (such as
     :class:`RandomFreezer`'s) and of the training data loader, torch's global
-    generator, and the head statistics of :class:`RidgeHeadSolver`. A crash,
+    generator, the state of learning-rate schedulers (skorch's
+    ``LRScheduler``), and the head statistics of :class:`RidgeHeadSolver`. A crash,
     even ``kill -9`` during a write, leaves the last complete checkpoint.
 
     Files hold only tensors and plain containers and are loaded with

@@ -11,7 +11,8 @@ import pytest
 import torch
 from conftest import make_tiny_cnn
 from skorch import NeuralNetClassifier
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, LRScheduler
+from torch.optim.lr_scheduler import CosineAnnealingLR
 
 import skfastretrain
 from skfastretrain import (
@@ -157,6 +158,7 @@ def _plain_net(path, max_epochs, resume):
         callbacks=[
             ("freezer", RandomFreezer(0.5, random_state=0)),
             ("ridge", RidgeHeadSolver(random_state=0)),
+            ("lr", LRScheduler(CosineAnnealingLR, T_max=30, step_every="batch")),
             ("checkpoint", TrainingCheckpoint(path, resume=resume)),
         ],
     )
