@@ -121,6 +121,8 @@ EXTRA_METHODS = {
         "lr_schedule": "cosine",
         "freeze_prob": [0.5, 0.5, 0.25, 0.0],
     },
+    # the estimator as plain fine-tuning, the control of l2sp and delta
+    "finetune": _FINE_TUNE,
     # ours with the Gram statistics gathered in the SGD epoch's forward pass
     "ours_reuse": {**METHODS["ours"], "reuse_features": True},
     # the methods' own schedule (section 1: frozen fraction 0, 0, .25, .25,

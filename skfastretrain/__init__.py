@@ -10,6 +10,7 @@ and head attachment), ``_freezing`` (:class:`RandomFreezer`), ``_sgd_epoch``
 
 from . import datasets
 from ._backbone import FastRetrainModule
+from ._checkpoint import TrainingCheckpoint
 from ._classifier import FastRetrainClassifier
 from ._efficientnet_lite import efficientnet_lite
 from ._flops import count_flops, count_params
@@ -34,6 +35,7 @@ __all__ = [
     "PruningReport",
     "RandomFreezer",
     "RidgeHeadSolver",
+    "TrainingCheckpoint",
     "__version__",
     "count_flops",
     "count_params",

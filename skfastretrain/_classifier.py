@@ -13,7 +13,7 @@ from torch import nn
 
 from ._distributed import broadcast_seed, setup_distributed
 from ._predict import PredictMixin
-from ._training import train_net
+from ._training import plan_run, train_net
 from ._validation import check_fit_input, check_params, encode_labels
 
 __all__ = ["FastRetrainClassifier"]
@@ -160,6 +160,9 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         0 prints nothing; 1 prints skorch's per-epoch table.
     callbacks : list of skorch callbacks or None, default=None
         Extra callbacks, run after the estimator's own (copied at fit).
+    checkpoint : str or os.PathLike, default=None
+        File where the state of the fit is saved, atomically, after every
+        epoch (:class:`TrainingCheckpoint`), for ``fit(..., resume=True)``.
 
     Attributes
     ----------
@@ -238,6 +241,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
         callbacks: list | None = None,
+        checkpoint: str | os.PathLike | None = None,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -273,8 +277,9 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.checkpoint = checkpoint
 
-    def fit(self, X, y=None) -> "FastRetrainClassifier":
+    def fit(self, X, y=None, *, resume=False) -> "FastRetrainClassifier":
         """Fine-tune the backbone and its head.
 
         Parameters
@@ -287,6 +292,16 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         y : array-like of shape (n,) or None, default=None
             Class labels of any type scikit-learn accepts. None only when X
             is a Dataset of (image, label) items.
+        resume : bool, default=False
+            Continue from the ``checkpoint`` file when it exists (else start
+            afresh) up to ``max_epochs`` epochs in all. The file must come
+            from a fit with the same parameters and data; on the CPU the
+            result equals that of an uninterrupted fit.
+
+        If training stops early (KeyboardInterrupt), the estimator keeps the
+        model of the last completed epoch and warns; if the loss becomes NaN
+        or inf, fit raises a ValueError naming the epoch and learning rate
+        (see :ref:`reliability`).
 
         Returns
         -------
@@ -299,16 +314,19 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         if distributed:
             seed = broadcast_seed(int(seed))
+        plan = plan_run(self, X, y_enc, int(seed), resume=resume)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
+            torch.manual_seed(plan[1])
             net, input_shape, held = train_net(
                 self,
                 X,
                 y_enc,
                 n_classes=len(classes),
-                seed=int(seed),
+                seed=plan[1],
                 device=device,
                 distributed=distributed,
+                plan=plan,
+                resume=resume,
             )
         self.classes_ = classes
         self.input_shape_ = input_shape

@@ -13,6 +13,7 @@ from ._backbone import find_head
 from ._distributed import all_gather_rows, all_reduce_head_statistics, local_shard
 from ._gram import HeadStatistics, feature_pass
 from ._recompute import dense_layers, recompute_dense
+from ._sgd_epoch import DivergenceError
 from ._solve import ridge_solve, select_lambda
 
 __all__ = ["RidgeHeadSolver"]
@@ -293,6 +294,12 @@ class RidgeHeadSolver(Callback):
         for key, value in record.items():
             net.history.record(key, value)
 
+    def on_train_end(self, net, **kwargs):
+        # An interrupted epoch leaves its collecting hook on the head.
+        if self._collecting:
+            self._collecting[2].remove()
+            self._collecting = None
+
     def _feature_pass(self, net, dataset, head, n_rows):
         captured = []
         hook = head.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
@@ -357,10 +364,12 @@ class RidgeHeadSolver(Callback):
             all_reduce_head_statistics(stats)
         total = stats.total()
         if not all(torch.isfinite(t).all() for t in total.tensors()):
-            raise ValueError(
+            raise DivergenceError(
                 f"Training diverged: the head's input features hold NaN or inf "
                 f"after epoch {len(net.history)} (lr={net.lr}). Lower the "
-                "learning rate; with pretrained weights, 0.001 to 0.003 suits SGD."
+                "learning rate; with pretrained weights, 0.001 to 0.003 suits SGD.",
+                epoch=len(net.history),
+                lr=net.lr,
             )
         alpha = (
             select_lambda(stats.folds)[0] if stats.n_folds > 1 else self.ridge_lambda

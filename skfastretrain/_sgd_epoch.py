@@ -6,6 +6,7 @@ from skorch.callbacks import Callback, ProgressBar
 from torch import nn
 
 __all__ = [
+    "DivergenceError",
     "DivergenceGuard",
     "batchnorm_layers",
     "hold_in_eval",
@@ -47,6 +48,10 @@ def resolve_device(device):
         raise ValueError(f"Invalid device {device!r}: {exc}") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available.")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r}: there are {torch.cuda.device_count()} CUDA devices."
+        )
     return str(resolved)
 
 
@@ -93,15 +98,35 @@ def set_bn_momentum(module, momentum):
             m.momentum = momentum
 
 
+class DivergenceError(ValueError):
+    """Training diverged: the loss, or the head's features, became NaN or inf.
+
+    ``epoch`` and ``lr`` say where; FastRetrainClassifier puts the module's
+    weights of the last complete epoch back before raising it and keeps them
+    (on the CPU) in ``state_dict``.
+    """
+
+    def __init__(self, message, *, epoch, lr):
+        super().__init__(message)
+        self.epoch = epoch
+        self.lr = lr
+        self.state_dict = None
+
+
 class DivergenceGuard(Callback):
     """Stop with a clear error as soon as the training loss is NaN or inf."""
 
     def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
         if training and loss is not None and not torch.isfinite(loss):
-            raise ValueError(
+            epoch = len(net.history)
+            # The optimizer's rate, which a scheduler may have changed.
+            lr = net.optimizer_.param_groups[0].get("lr", net.lr)
+            raise DivergenceError(
                 f"Training diverged: the loss became {loss.item()} in epoch "
-                f"{len(net.history)} (lr={net.lr}). Lower the learning rate; "
-                "with pretrained weights, 0.001 to 0.003 suits SGD."
+                f"{epoch} (lr={lr}). Lower the learning rate; "
+                "with pretrained weights, 0.001 to 0.003 suits SGD.",
+                epoch=epoch,
+                lr=lr,
             )
 
 

@@ -84,7 +84,13 @@ def ridge_solve(
     cross = cross.to(torch.float64)
     d = gram.shape[0]
     eye = torch.eye(d, dtype=gram.dtype, device=gram.device)
-    factor, info = torch.linalg.cholesky_ex(gram + alpha * eye)
+    regularized = gram + alpha * eye
+    # Jacobi scaling: features on scales decades apart give a Gram matrix
+    # whose condition number is mostly the spread of its diagonal; solving
+    # for S^-1 W with S = diag^-1/2 removes it and leaves the solution as is.
+    diagonal = regularized.diagonal()
+    scale = torch.where(diagonal > 0, diagonal.rsqrt(), torch.ones_like(diagonal))
+    factor, info = torch.linalg.cholesky_ex(scale[:, None] * regularized * scale)
     coef = None
     if int(info) == 0:
         diag = factor.diagonal()
@@ -93,7 +99,7 @@ def ridge_solve(
         # 8 digits and the spectral route is the safer one.
         rcond = (diag.min() / diag.max()) ** 2
         if rcond > _MIN_RCOND:
-            coef = torch.cholesky_solve(cross, factor)
+            coef = scale[:, None] * torch.cholesky_solve(scale[:, None] * cross, factor)
     if coef is None:
         warnings.warn(
             f"Ridge head solve: the regularized Gram matrix (d={d}, "

@@ -1,30 +1,51 @@
 """Assembling and running the skorch net behind FastRetrainClassifier."""
 
 import copy
+import hashlib
+import json
 import math
+import numbers
+import os
+import re
+import warnings
 
+import numpy as np
 import torch
 from skorch.callbacks import LRScheduler
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ._backbone import build_module, first_conv, resolve_backbone
+from ._checkpoint import TrainingCheckpoint, module_copy, read_checkpoint
 from ._data import AugmentCollate, make_augment, model_data
 from ._distributed import DDPEnter, DDPExit, train_sampler
 from ._freezing import RandomFreezer
 from ._head import RidgeHeadSolver
 from ._regularizers import regularizer_components
-from ._sgd_epoch import batchnorm_layers, hold_in_eval, make_net, setup_batchnorm
+from ._sgd_epoch import (
+    DivergenceError,
+    batchnorm_layers,
+    hold_in_eval,
+    make_net,
+    setup_batchnorm,
+)
 from ._validation import check_input_size
 
-__all__ = ["train_net"]
+__all__ = ["fit_recovering", "plan_run", "train_net"]
+
+# Parameters that may change between a run and its resumption: they do not
+# change the arithmetic on one device (max_epochs may grow to train longer).
+_FREE_PARAMS = ("checkpoint", "verbose", "device", "pin_memory", "max_epochs")
 
 
-def train_net(est, X, y, *, n_classes, seed, device, distributed=False):
+def train_net(
+    est, X, y, *, n_classes, seed, device, distributed=False, plan=None, resume=False
+):
     """Assemble the module, callbacks and skorch net of ``est``, and fit it.
 
     With ``distributed`` this rank trains on its shard through DDP (see
     :class:`~skfastretrain._distributed.DDPEnter`) and the head solves
-    reduce their statistics over the ranks.
+    reduce their statistics over the ranks. ``plan`` is (fingerprint, seed,
+    epochs done) from :func:`~skfastretrain._checkpoint.plan_run`.
 
     Returns the fitted net, the per-sample input shape and the names of the
     BatchNorm layers held in eval mode.
@@ -100,6 +121,10 @@ def train_net(est, X, y, *, n_classes, seed, device, distributed=False):
         schedule = LRScheduler(CosineAnnealingLR, T_max=steps, step_every="batch")
         callbacks.append(("lr_schedule", schedule))
     callbacks += copy.deepcopy(list(est.callbacks or []))
+    fingerprint, _, done = plan or (None, seed, 0)
+    # Last, so that it saves each epoch after every other callback is done.
+    ckpt = TrainingCheckpoint(est.checkpoint, resume=resume, fingerprint=fingerprint)
+    callbacks.append(("checkpoint", ckpt))
     pin = device.startswith("cuda") if est.pin_memory == "auto" else est.pin_memory
     if distributed:
         ddp = DDPEnter(sampler, device)
@@ -123,7 +148,7 @@ def train_net(est, X, y, *, n_classes, seed, device, distributed=False):
     )
     held = hold_in_eval(held_bns)
     try:
-        net.fit(data, targets)
+        fit_recovering(net, data, targets, epochs=est.max_epochs - done)
     finally:
         for handle in held:
             handle.remove()
@@ -131,3 +156,112 @@ def train_net(est, X, y, *, n_classes, seed, device, distributed=False):
             ddp.on_train_end(net)
     names = [n for n, m in module.named_modules() if any(m is h for h in held_bns)]
     return net, tuple(sample.shape[1:]), names
+
+
+def fit_recovering(net, X, y, *, epochs):
+    """``net.fit`` that falls back to the last complete epoch when it stops
+    early, and puts the last good weights back when training diverges.
+
+    ``net`` needs a :class:`TrainingCheckpoint` callback. An interrupt
+    (KeyboardInterrupt, which skorch swallows) before any epoch completed is
+    raised again; a later one warns.
+    """
+    callbacks = [cb[1] if isinstance(cb, tuple) else cb for cb in net.callbacks]
+    ckpt = next(cb for cb in callbacks if isinstance(cb, TrainingCheckpoint))
+    try:
+        net.fit(X, y, epochs=epochs)
+        _fall_back_if_stopped(net, ckpt)
+    except DivergenceError as exc:
+        ckpt.restore_module(net)
+        exc.state_dict = module_copy(net.module_)
+        # skorch skips on_train_end after an error: unfreeze and unhook here.
+        net.notify("on_train_end", X=X, y=y)
+        raise
+    finally:
+        # The copy would double the size of a pickled estimator.
+        ckpt.release()
+    return net
+
+
+def _fall_back_if_stopped(net, ckpt):
+    done = ckpt.epochs_
+    if len(net.history) <= done:
+        return
+    if done == 0:
+        raise KeyboardInterrupt
+    ckpt.restore_module(net)
+    del net.history[done:]
+    warnings.warn(
+        f"Training stopped during epoch {done + 1} (KeyboardInterrupt, or a "
+        "callback that ends training); the estimator keeps the model of "
+        f"the last completed epoch, {done}.",
+        UserWarning,
+        stacklevel=5,
+    )
+
+
+def _describe(value):
+    # Memory addresses in reprs (functions, callback objects) differ between
+    # processes and say nothing about the run.
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
+
+def _fingerprint(est, X, y, seed):
+    params = {
+        k: _describe(v)
+        for k, v in est.get_params(deep=False).items()
+        if k not in _FREE_PARAMS and k != "random_state"
+    }
+    shape = list(X.shape) if hasattr(X, "shape") else [len(X)]
+    data = {
+        "shape": shape,
+        "dtype": str(getattr(X, "dtype", type(X).__name__)),
+        "labels": hashlib.sha1(np.ascontiguousarray(y).tobytes()).hexdigest(),
+    }
+    return {"params": params, "data": data, "seed": seed}
+
+
+def plan_run(est, X, y, seed, *, resume):
+    """The fingerprint text, seed and epochs already done of a fit of ``est``.
+
+    With ``resume`` and an existing checkpoint file, the file must come from
+    the same parameters and data; its seed is used unless ``random_state`` is
+    an int that gives another one.
+    """
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be a bool, got {resume!r}.")
+    if resume and est.checkpoint is None:
+        raise ValueError("fit(resume=True) needs the checkpoint parameter set.")
+    mine = _fingerprint(est, X, y, seed)
+    if not resume or not os.path.exists(est.checkpoint):
+        return json.dumps(mine, sort_keys=True), seed, 0
+    state = read_checkpoint(est.checkpoint)
+    try:
+        theirs = json.loads(state["fingerprint"])
+    except (TypeError, ValueError):
+        theirs = {}
+    if not isinstance(theirs, dict) or set(theirs) != set(mine):
+        raise ValueError(
+            f"{est.checkpoint!r} was not written by FastRetrainClassifier."
+        )
+    if not isinstance(est.random_state, numbers.Integral):
+        mine["seed"] = theirs["seed"]
+    changed = sorted(
+        k
+        for k in set(mine["params"]) | set(theirs["params"])
+        if mine["params"].get(k) != theirs["params"].get(k)
+    )
+    data = mine["data"]
+    changed += [f"data {k}" for k in data if data[k] != theirs["data"].get(k)]
+    changed += ["random_state"] if mine["seed"] != theirs["seed"] else []
+    if changed:
+        raise ValueError(
+            f"Cannot resume from {est.checkpoint!r}: it was written by a fit with "
+            f"other {', '.join(changed)}."
+        )
+    if state["epoch"] > est.max_epochs:
+        raise ValueError(
+            f"Checkpoint {est.checkpoint!r} holds {state['epoch']} epochs, more "
+            f"than max_epochs={est.max_epochs}."
+        )
+    return state["fingerprint"], theirs["seed"], state["epoch"]

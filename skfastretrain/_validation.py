@@ -1,6 +1,7 @@
 """Checks of FastRetrainClassifier's hyperparameters, run at fit."""
 
 import numbers
+import os
 
 import numpy as np
 import scipy.sparse as sp
@@ -11,6 +12,7 @@ from sklearn.utils.validation import (
     column_or_1d,
     validate_data,
 )
+from skorch.callbacks import Callback
 
 from ._data import (
     ImageDataset,
@@ -68,6 +70,43 @@ def _check_freeze_prob(freeze_prob, max_epochs):
         )
     for value in freeze_prob:
         _check_fraction("every value of freeze_prob", value)
+
+
+def _is_callback(cb):
+    return isinstance(cb, Callback) or (
+        isinstance(cb, type) and issubclass(cb, Callback)
+    )
+
+
+def _check_callbacks(callbacks):
+    if callbacks is None:
+        return
+    if not isinstance(callbacks, (list, tuple)) or not all(
+        _is_callback(cb)
+        or (
+            isinstance(cb, tuple)
+            and len(cb) == 2
+            and isinstance(cb[0], str)
+            and _is_callback(cb[1])
+        )
+        for cb in callbacks
+    ):
+        raise TypeError(
+            "callbacks must be a list of skorch callbacks or (name, callback) "
+            f"pairs, or None; got {callbacks!r}."
+        )
+
+
+def _check_checkpoint(path):
+    if path is None:
+        return
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a file path or None, got {path!r}.")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory) or os.path.isdir(path):
+        raise ValueError(
+            f"checkpoint must be a file in an existing directory, got {path!r}."
+        )
 
 
 def check_input_size(input_size):
@@ -147,8 +186,8 @@ def check_params(est):
             f"distributed must be True, False or 'auto', got {est.distributed!r}."
         )
     _check_number("verbose", est.verbose, integer=True, allow_zero=True)
-    if est.callbacks is not None and not isinstance(est.callbacks, (list, tuple)):
-        raise TypeError("callbacks must be a list of skorch callbacks or None.")
+    _check_callbacks(est.callbacks)
+    _check_checkpoint(est.checkpoint)
     return resolve_device(est.device)
 
 
@@ -160,6 +199,13 @@ def check_array_input(est, X, *, reset, y=None):
     """
     if not sp.issparse(X):
         X = np.asarray(X)
+    if X.dtype.kind in "bUS":
+        # validate_data would turn booleans into 0/1 pixels and strings of
+        # digits into numbers.
+        raise TypeError(
+            f"X has dtype {X.dtype}; pass real numbers (uint8 or float images, "
+            "or float feature vectors)."
+        )
     shape = X.shape
     flat = X if len(shape) <= 2 else X.reshape(shape[0], int(np.prod(shape[1:])))
     dtypes = [np.float32, np.float64, np.uint8]

@@ -30,6 +30,17 @@ def _seed_everything():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one intra-op thread for the test: reductions are then blocked
+    the same way in every run, and with the cores shared by other jobs,
+    OpenMP synchronization can make small forwards ~100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def digits():
     """sklearn digits as (X in [0, 1], y), 1797 x 64."""

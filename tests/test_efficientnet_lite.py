@@ -43,14 +43,7 @@ CAT_TOL = 0.005
 EGYPTIAN_CAT = 285
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Batch-1 forwards gain nothing from intra-op threads, and with the cores
-    # shared by other jobs OpenMP synchronization made each one ~100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _require_weights(name):

@@ -59,6 +59,8 @@ def _hard_case(name, rng):
         H = H * 1e6
     elif name == "tiny_scale":
         H = H * 1e-6
+    elif name == "mixed_scales":
+        H = H * 10.0 ** np.linspace(-6, 6, H.shape[1])
     return H
 
 
@@ -70,6 +72,7 @@ def _hard_case(name, rng):
         "d_greater_than_n",
         "huge_scale",
         "tiny_scale",
+        "mixed_scales",
     ],
 )
 @pytest.mark.parametrize("alpha", [1e-12, 1e-3, 1.0])

@@ -1,0 +1,264 @@
+"""Generated bad input for fit and predict: each must end in ValueError or
+TypeError with a message, never a raw torch error, a crash or a hang."""
+
+import faulthandler
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import make_mlp, make_tiny_cnn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from skfastretrain import FastRetrainClassifier
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# Derandomized, so that a run is repeatable; the deadline bounds each example.
+FUZZ = settings(
+    max_examples=300,
+    deadline=10_000,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+TRIED = {"fit": 0, "hyperparameters": 0, "predict": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report():
+    # The per-example deadline catches slow inputs only once they finish;
+    # a hang ends the run here with every thread's traceback.
+    faulthandler.dump_traceback_later(300, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+    total = sum(TRIED.values())
+    print(f"\nbad inputs tried: {total} ({TRIED})")
+
+
+def _expect_clear_error(call, what):
+    TRIED[what] += 1
+    with pytest.raises((ValueError, TypeError)) as info:
+        call()
+    assert str(info.value).strip()
+
+
+def _images(n, rng, shape=(8, 8)):
+    return rng.integers(0, 256, size=(n, *shape)).astype(np.uint8)
+
+
+def _labels(n):
+    return np.arange(n) % 3
+
+
+FIT_KINDS = (
+    "dtype",
+    "nonfinite",
+    "empty",
+    "single_sample",
+    "single_class",
+    "length",
+    "ndim",
+    "zero_size",
+    "ambiguous_channels",
+    "bad_y",
+    "ragged",
+    "sparse",
+)
+PREDICT_KINDS = (
+    "channels",
+    "size",
+    "flat",
+    "dtype",
+    "nonfinite",
+    "empty",
+    "ndim",
+    "sparse",
+    "ragged",
+)
+sizes = st.integers(2, 12)
+odd_dtypes = st.sampled_from(["object", "complex", "bool", "str"])
+
+
+def _with_dtype(X, dtype, rng):
+    if dtype == "object":
+        out = X.astype(object)
+        out.flat[rng.integers(out.size)] = "pixel"
+        return out
+    if dtype == "str":
+        return X.astype(str)
+    return X.astype(dtype)
+
+
+@st.composite
+def bad_fit_data(draw):
+    """(X, y, images?) where X, y or both are wrong."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    n = draw(sizes)
+    kind = draw(st.sampled_from(FIT_KINDS))
+    tabular = draw(st.booleans())
+    X = rng.normal(size=(n, 5)).astype(np.float32) if tabular else _images(n, rng)
+    y = _labels(n)
+    if kind == "dtype":
+        X = _with_dtype(X, draw(odd_dtypes), rng)
+    elif kind == "nonfinite":
+        X = X.astype(np.float64)
+        bad = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+        X.flat[rng.integers(X.size, size=draw(st.integers(1, 3)))] = bad
+    elif kind == "empty":
+        X, y = X[:0], y[:0]
+    elif kind == "single_sample":
+        X, y = X[:1], y[:1]
+    elif kind == "single_class":
+        y = np.full(n, draw(st.sampled_from([0, 7, "cat", 2.5])))
+    elif kind == "length":
+        y = _labels(n + draw(st.sampled_from([-1, 1, 5])))
+    elif kind == "ndim":
+        X = rng.normal(
+            size=draw(st.sampled_from([(), (n,), (n, 2, 3, 4, 5), (n, 1, 1, 1, 1, 2)]))
+        )
+    elif kind == "zero_size":
+        X = np.zeros(
+            draw(st.sampled_from([(n, 0), (n, 0, 8), (n, 8, 0, 1), (n, 1, 0, 0)]))
+        )
+    elif kind == "ambiguous_channels":
+        X = _images(n, rng, shape=(5, 6, 7))
+    elif kind == "bad_y":
+        y = draw(
+            st.sampled_from(
+                [
+                    rng.normal(size=n),
+                    np.where(np.arange(n) % 2, np.nan, 1.0),
+                    np.ones((n, 3)),
+                    _labels(n) + 1j,
+                    None,
+                ]
+            )
+        )
+    elif kind == "ragged":
+        X = [list(range(1 + i % 3)) for i in range(n)]
+    else:
+        X = sp.random(n, 5, density=0.5, format="csr", random_state=0)
+        tabular = True
+    return X, y, tabular
+
+
+@FUZZ
+@given(data=bad_fit_data())
+def test_bad_fit_input_is_a_clear_error(data):
+    X, y, tabular = data
+    clf = FastRetrainClassifier(
+        make_mlp if tabular else make_tiny_cnn, max_epochs=1, random_state=0
+    )
+    _expect_clear_error(lambda: clf.fit(X, y), "fit")
+
+
+_nonfinite = st.sampled_from([float("nan"), float("inf"), -float("inf")])
+_text = st.text(min_size=0, max_size=5)
+_not_int = st.one_of(
+    st.floats(0.5, 3.5).filter(lambda v: v != int(v)), _text, st.none()
+)
+_not_positive = st.one_of(st.integers(-5, 0), st.floats(-10, 0), _nonfinite)
+_not_nonneg = st.one_of(st.integers(-5, -1), st.floats(-10, -1e-3), _nonfinite)
+_not_fraction = st.one_of(st.floats(1, 10), st.floats(-10, -1e-3), _nonfinite, _text)
+_not_choice = st.one_of(
+    _text.filter(lambda s: s not in {"auto", "eval", "train"}), st.integers()
+)
+
+INVALID = {
+    "max_epochs": st.one_of(_not_positive, _not_int, st.just(True)),
+    "freeze_prob": st.one_of(_not_fraction, st.just([]), st.just([[0.5]])),
+    "freeze_mode": _not_choice,
+    "ridge_lambda": st.one_of(_not_positive, st.just("AUTO"), st.just([1.0])),
+    "head_blend": st.one_of(_not_positive, st.floats(1.01, 100)),
+    "init_head": _not_choice,
+    "solve_every": st.one_of(_not_positive, _not_int),
+    "reuse_features": st.one_of(_text, st.integers(), st.none()),
+    "head_update": _not_choice,
+    "head_hidden": st.sampled_from([[0], [-1], "8", [[1]], [1.5], 8]),
+    "reinit_layers": st.one_of(st.integers(-5, -1), _not_int, st.just(10**6)),
+    "regularizer": _not_choice,
+    "reg_alpha": _not_nonneg,
+    "reg_beta": _not_nonneg,
+    "reg_layers": st.sampled_from(["2", [1], [None]]),
+    "lr": st.one_of(_not_positive, _text, st.none()),
+    "momentum": _not_nonneg,
+    "weight_decay": _not_nonneg,
+    "batch_size": st.one_of(_not_positive, _not_int),
+    "bn_mode": _not_choice,
+    "bn_momentum": _not_fraction,
+    "input_size": st.sampled_from([0, -1, (1, 2, 3), "big", 1.5, (0, 8), [[8]]]),
+    "augment": st.sampled_from(["heavy", 5, ["light"]]),
+    "num_workers": st.one_of(st.integers(-5, -1), _not_int),
+    "pin_memory": st.sampled_from(["yes", 1, None]),
+    "device": st.sampled_from(["tpu", "", "cuda:99", "cpu:x", 5.5, None]),
+    "random_state": st.sampled_from(["seed", -1, 1.5, 2**40]),
+    "verbose": st.one_of(st.integers(-5, -1), _text),
+    "callbacks": st.sampled_from(["abc", 5, [object()], [("name", 5)]]),
+    "checkpoint": st.sampled_from([5, "/nonexistent-dir/x.pt", ".", b"x.pt"]),
+    "backbone": st.sampled_from(["not_a_model", 5, None, lambda: 5]),
+}
+
+
+@FUZZ
+@given(
+    param=st.sampled_from(sorted(INVALID)).flatmap(
+        lambda k: st.tuples(st.just(k), INVALID[k])
+    )
+)
+def test_absurd_hyperparameters_are_clear_errors(param, small_images):
+    name, value = param
+    X, y = small_images
+    params = {"backbone": make_tiny_cnn, "max_epochs": 1, "random_state": 0}
+    clf = FastRetrainClassifier(**{**params, name: value})
+    _expect_clear_error(lambda: clf.fit(X[:60], y[:60]), "hyperparameters")
+
+
+@pytest.fixture(scope="module")
+def fitted(digit_images):
+    X, y, _, _ = digit_images
+    return FastRetrainClassifier(make_tiny_cnn, max_epochs=1, random_state=0).fit(
+        X[:100], y[:100]
+    )
+
+
+@st.composite
+def bad_predict_data(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    n = draw(sizes)
+    kind = draw(st.sampled_from(PREDICT_KINDS))
+    X = _images(n, rng).astype(np.float32)
+    if kind == "channels":
+        c = draw(st.sampled_from([2, 3, 4]))
+        X = _images(n, rng, shape=draw(st.sampled_from([(c, 8, 8), (8, 8, c)])))
+    elif kind == "size":
+        X = _images(
+            n, rng, shape=draw(st.sampled_from([(8, 9), (7, 8), (16, 16), (1, 1)]))
+        )
+    elif kind == "flat":
+        X = X.reshape(n, -1)[:, : draw(st.sampled_from([64, 10, 1]))]
+    elif kind == "dtype":
+        X = _with_dtype(X, draw(odd_dtypes), rng)
+    elif kind == "nonfinite":
+        X.flat[rng.integers(X.size)] = draw(_nonfinite)
+    elif kind == "empty":
+        X = X[:0]
+    elif kind == "ndim":
+        X = rng.normal(size=draw(st.sampled_from([(), (n,), (n, 1, 1, 8, 8)])))
+    elif kind == "sparse":
+        X = sp.random(n, 64, density=0.5, format="csr", random_state=0)
+    else:
+        X = [[0.0] * (1 + i % 2) for i in range(n)]
+    return X, draw(st.sampled_from(["predict", "predict_proba", "decision_function"]))
+
+
+@FUZZ
+@given(data=bad_predict_data())
+def test_bad_predict_input_is_a_clear_error(fitted, data):
+    X, method = data
+    _expect_clear_error(lambda: getattr(fitted, method)(X), "predict")
+
+
+def test_at_least_500_bad_inputs():
+    # Runs after the fuzz tests of this module (pytest keeps file order).
+    assert sum(TRIED.values()) >= 500, TRIED
