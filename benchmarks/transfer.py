@@ -225,6 +225,10 @@ def main(argv=None):
     }
     with package_snapshot() as (package, info):
         result["package"] = info
+        # First, so that an interrupted run (a .partial.json) has it too.
+        if not args.no_gemm:
+            print(f"[{time.strftime('%H:%M:%S')}] gemm (P4) ...", flush=True)
+            result["gemm"] = spawn_worker("gemm", {}, setting, package=package)
         for method in methods:
             print(f"[{time.strftime('%H:%M:%S')}] {method} ...", flush=True)
             record = spawn_worker(method, known[method], setting, package=package)
@@ -238,9 +242,6 @@ def main(argv=None):
                 f"peak RSS {record['peak_rss_mb']:.0f} MiB",
                 flush=True,
             )
-        if not args.no_gemm:
-            print(f"[{time.strftime('%H:%M:%S')}] gemm (P4) ...", flush=True)
-            result["gemm"] = spawn_worker("gemm", {}, setting, package=package)
     result["machine"]["loadavg_end"] = list(os.getloadavg())
     summarize(result, args.sgdm_from)
     (RESULTS / f"{result['name']}.partial.json").unlink(missing_ok=True)
