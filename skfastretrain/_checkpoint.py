@@ -311,9 +311,12 @@ class TrainingCheckpoint(Callback):
             raise KeyboardInterrupt
 
     def on_epoch_end(self, net, **kwargs):
-        # Under DDP every rank holds the same state: rank 0 alone writes.
+        # Under DDP every rank holds the same state: rank 0 alone writes, and
+        # the others wait for it, so that a resume on any rank reads it.
         if self.path is not None and not (is_distributed() and dist.get_rank()):
             write_atomic(self.state(net), self.path)
+        if self.path is not None and is_distributed():
+            dist.barrier()
         self._snapshot = module_copy(net.module_)
         self.epochs_ = len(net.history)
 

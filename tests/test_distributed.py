@@ -59,11 +59,16 @@ if rank == 0:
 
 # The group is up now, so "auto" trains data-parallel; no feature pass
 # re-estimates BatchNorm statistics here.
+params = dict(reuse_features=True, freeze_mode="prefix", batch_size=32, lr=0.05)
 clf = FastRetrainClassifier(
-    make_tiny_cnn, max_epochs=2, reuse_features=True, freeze_mode="prefix",
-    batch_size=32, lr=0.05,
+    make_tiny_cnn, max_epochs=2, checkpoint=out / "run.pt", **params
 ).fit(X, y)
 torch.save(clf.module_.state_dict(), out / f"sgd_state{rank}.pt")
+# Rank 0 wrote the checkpoint; every rank resumes from it for one more epoch.
+clf = FastRetrainClassifier(
+    make_tiny_cnn, max_epochs=3, checkpoint=out / "run.pt", **params
+).fit(X, y, resume=True)
+torch.save(clf.module_.state_dict(), out / f"resumed_state{rank}.pt")
 
 coef, intercept = head_solve(*solve_data(), distributed=True)
 np.savez(out / f"head{rank}.npz", coef=coef, intercept=intercept)
@@ -163,12 +168,21 @@ def test_head_solve_matches_single_process(torchrun_run):
         np.testing.assert_allclose(got["intercept"], expected[1], atol=1e-5)
 
 
-@pytest.mark.parametrize("prefix", ["", "sgd_"])
+@pytest.mark.parametrize("prefix", ["", "sgd_", "resumed_"])
 def test_fit_gives_every_rank_the_same_model(torchrun_run, prefix):
     states = [torch.load(torchrun_run / f"{prefix}state{r}.pt") for r in range(2)]
     assert states[0].keys() == states[1].keys()
     for name, value in states[0].items():
         torch.testing.assert_close(value, states[1][name], rtol=0, atol=0, msg=name)
+
+
+def test_rank0_alone_writes_the_checkpoint(torchrun_run):
+    from skfastretrain._checkpoint import read_checkpoint
+
+    state = read_checkpoint(torchrun_run / "run.pt")
+    assert state["epoch"] == 3  # the resumed fit's last epoch
+    # One writer: no temporary file is left behind by a race.
+    assert not list(torchrun_run.glob(".run.pt.*"))
 
 
 def test_ranks_freeze_alike_and_solve_on_all_rows(torchrun_run):
