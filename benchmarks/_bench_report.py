@@ -298,6 +298,14 @@ def render(result, table=text_table):
             f" skfastretrain at {pkg['git_head']} ({state}, sources "
             f"{pkg['package_sha1']}), one snapshot for all methods."
         )
+    for name, rec in methods.items():
+        if rec.get("rerun_at"):
+            again = rec["rerun_package"]
+            header += (
+                f" {name} was run again on its own at {rec['rerun_at']} "
+                f"(skfastretrain at {again['git_head']}, sources "
+                f"{again['package_sha1']}) and replaced its first record."
+            )
     parts = [
         header,
         table(METHOD_HEADER, method_rows(methods, result.get("paired_vs_sgdm"))),

@@ -163,6 +163,20 @@ def load_data(setting, *, holdout=False):
     return X_tr, y_tr, X_te, y_te
 
 
+def validation_rows(X_train, n, *, seed=SEED):
+    """``n`` images of the train split (and labels) not among ``X_train``.
+
+    For a method that needs a validation set (``prune_filters``): rows the
+    model was trained on would make its accuracy look better than it is, and
+    the test split stays unseen.
+    """
+    X, y = load_fashion_mnist(split="train", return_X_y=True)
+    used = {img.tobytes() for img in X_train}
+    free = np.flatnonzero([img.tobytes() not in used for img in X])
+    rows = np.random.default_rng(seed).choice(free, size=n, replace=False)
+    return X[rows], y[rows]
+
+
 class LitePreprocess(nn.Module):
     """What the estimator does to the images, written out for the baselines.
 

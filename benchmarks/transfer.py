@@ -169,6 +169,22 @@ def summarize(result, sgdm_from=None):
         print(f"updated the {name!r} tables of {HERE / 'README.md'}")
 
 
+def replace_in(name, methods):
+    """Run ``methods`` again with the saved run's setting; swap their records."""
+    path = RESULTS / f"{name}.json"
+    result = json.loads(path.read_text())
+    setting = {k: result["setting"][k] for k in ("n_train", "n_test", "epochs")}
+    known = {**METHODS, **EXTRA_METHODS}
+    with package_snapshot() as (package, info):
+        for method in (m.strip() for m in methods if m.strip()):
+            print(f"[{time.strftime('%H:%M:%S')}] {method} (rerun) ...", flush=True)
+            record = spawn_worker(method, known[method], setting, package=package)
+            record["rerun_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+            record["rerun_package"] = info
+            result["methods"][method] = record
+    summarize(result, result.get("sgdm_from"))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
@@ -189,6 +205,12 @@ def main(argv=None):
         metavar="NAME",
         help="saved run whose sgdm is the McNemar reference when this run has none",
     )
+    parser.add_argument(
+        "--replace-in",
+        metavar="NAME",
+        help="run --methods again in the saved run NAME (same setting), replacing "
+        "their records (marked with rerun_at), then re-render NAME",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)
     parser.add_argument("--setting", help=argparse.SUPPRESS)
@@ -203,6 +225,8 @@ def main(argv=None):
         result["name"] = args.report
         return summarize(result, args.sgdm_from or result.get("sgdm_from"))
 
+    if args.replace_in:
+        return replace_in(args.replace_in, args.methods.split(","))
     setting_name = "full" if args.full else "smoke" if args.smoke else "quick"
     setting = SETTINGS[setting_name]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
