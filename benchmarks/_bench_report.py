@@ -334,12 +334,15 @@ def plot(result, path):
         for p in rec["points"]
         if p["epoch"] > 0
     ]
+    # tab20 rather than the default cycle, whose 10 colours repeat here.
+    colors = plt.get_cmap("tab20").colors
     for ax in axes:
-        for name, rec in result["methods"].items():
+        for i, (name, rec) in enumerate(result["methods"].items()):
             t = [p["time"] for p in rec["points"]]
             acc = [p["test_acc"] for p in rec["points"]]
             style = "s" if len(t) == 1 else "o-"
-            ax.plot(t, acc, style, label=name, markersize=5)
+            color = colors[(2 * i) % 20 + (2 * i) // 20 % 2]
+            ax.plot(t, acc, style, label=name, markersize=5, color=color)
         ax.set_xlabel("fit wall time (s, evaluation excluded)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy")

@@ -45,7 +45,7 @@ def train_net(
     With ``distributed`` this rank trains on its shard through DDP (see
     :class:`~skfastretrain._distributed.DDPEnter`) and the head solves
     reduce their statistics over the ranks. ``plan`` is (fingerprint, seed,
-    epochs done) from :func:`~skfastretrain._checkpoint.plan_run`.
+    epochs done) from :func:`plan_run`.
 
     Returns the fitted net, the per-sample input shape and the names of the
     BatchNorm layers held in eval mode.
