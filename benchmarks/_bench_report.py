@@ -298,8 +298,8 @@ def render(result, table=text_table):
             f" skfastretrain at {pkg['git_head']} ({state}, sources "
             f"{pkg['package_sha1']}), one snapshot for all methods."
         )
-    for name, rec in methods.items():
-        if rec.get("rerun_at"):
+    for name, rec in [*methods.items(), ("P4's GEMM measurement", result.get("gemm"))]:
+        if rec and rec.get("rerun_at"):
             again = rec["rerun_package"]
             header += (
                 f" {name} was run again on its own at {rec['rerun_at']} "

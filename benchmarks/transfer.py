@@ -178,6 +178,11 @@ def replace_in(name, methods):
     with package_snapshot() as (package, info):
         for method in (m.strip() for m in methods if m.strip()):
             print(f"[{time.strftime('%H:%M:%S')}] {method} (rerun) ...", flush=True)
+            if method == "gemm":
+                result["gemm"] = spawn_worker("gemm", {}, setting, package=package)
+                result["gemm"]["rerun_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+                result["gemm"]["rerun_package"] = info
+                continue
             record = spawn_worker(method, known[method], setting, package=package)
             record["rerun_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
             record["rerun_package"] = info
@@ -208,8 +213,9 @@ def main(argv=None):
     parser.add_argument(
         "--replace-in",
         metavar="NAME",
-        help="run --methods again in the saved run NAME (same setting), replacing "
-        "their records (marked with rerun_at), then re-render NAME",
+        help="run --methods (or gemm, P4's measurement) again in the saved run NAME "
+        "(same setting), replacing their records (marked with rerun_at), then "
+        "re-render NAME",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)

@@ -52,6 +52,11 @@ class GramAccumulator:
     (4, 4.0)
     """
 
+    #: Rows gathered before they are added to the sums: one update of 256
+    #: rows runs near the GEMM rate, eight of 32 at about half of it
+    #: (benchmarks/README.md, P4).
+    CHUNK_ROWS = 256
+
     def __init__(
         self,
         n_features: int,
@@ -65,11 +70,14 @@ class GramAccumulator:
         self.dtype = dtype
         self.device = torch.device(device)
         kw = {"dtype": dtype, "device": self.device}
-        self.gram = torch.zeros(n_features, n_features, **kw)
-        self.cross = torch.zeros(n_features, n_targets, **kw)
-        self.feature_sum = torch.zeros(n_features, **kw)
-        self.target_sum = torch.zeros(n_targets, **kw)
-        self.target_sq_sum = torch.zeros((), **kw)
+        self._sums = (
+            torch.zeros(n_features, n_features, **kw),
+            torch.zeros(n_features, n_targets, **kw),
+            torch.zeros(n_features, **kw),
+            torch.zeros(n_targets, **kw),
+            torch.zeros((), **kw),
+        )
+        self._pending = []
         self.n_samples = 0
 
     def update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
@@ -90,14 +98,28 @@ class GramAccumulator:
                 f"targets must have shape ({features.shape[0]}, {self.n_targets}), "
                 f"got {tuple(targets.shape)}"
             )
-        h = features.to(device=self.device, dtype=self.dtype)
-        t = targets.to(device=self.device, dtype=self.dtype)
-        self.gram.addmm_(h.T, h)
-        self.cross.addmm_(h.T, t)
-        self.feature_sum += h.sum(0)
-        self.target_sum += t.sum(0)
-        self.target_sq_sum += (t * t).sum()
+        h = features.detach().to(device=self.device, dtype=self.dtype, copy=True)
+        t = targets.detach().to(device=self.device, dtype=self.dtype, copy=True)
+        self._pending.append((h, t))
         self.n_samples += h.shape[0]
+        if sum(len(p[0]) for p in self._pending) >= self.CHUNK_ROWS:
+            self._flush()
+
+    def _flush(self):
+        if not self._pending:
+            return
+        h = torch.cat([p[0] for p in self._pending])
+        t = torch.cat([p[1] for p in self._pending])
+        self._pending = []
+        gram, cross, feature_sum, target_sum, target_sq_sum = self._sums
+        # Sums made under inference mode (a feature pass) can only be
+        # updated in it, and this may run after the pass has ended.
+        with torch.inference_mode(gram.is_inference()):
+            gram.addmm_(h.T, h)
+            cross.addmm_(h.T, t)
+            feature_sum += h.sum(0)
+            target_sum += t.sum(0)
+            target_sq_sum += (t * t).sum()
 
     def _combine(self, other, sign):
         if (self.n_features, self.n_targets) != (other.n_features, other.n_targets):
@@ -122,13 +144,14 @@ class GramAccumulator:
 
     def tensors(self):
         """The sums as a tuple, in a fixed order (for all-reduce or saving)."""
-        return (
-            self.gram,
-            self.cross,
-            self.feature_sum,
-            self.target_sum,
-            self.target_sq_sum,
-        )
+        self._flush()
+        return self._sums
+
+    gram = property(lambda self: self.tensors()[0])
+    cross = property(lambda self: self.tensors()[1])
+    feature_sum = property(lambda self: self.tensors()[2])
+    target_sum = property(lambda self: self.tensors()[3])
+    target_sq_sum = property(lambda self: self.tensors()[4])
 
     def centered(self):
         """Gram and cross products of the column-centered ``H`` and ``T``.
