@@ -17,7 +17,9 @@ class GramAccumulator:
     and ``T``, the sum of squared targets and the row count ``n``. These are
     exactly the statistics of a full-batch ridge fit with an intercept, so
     :func:`~skfastretrain.ridge_solve` gives the same answer as solving on all
-    of ``H`` at once.
+    of ``H`` at once. Batches are gathered until :attr:`CHUNK_ROWS` rows
+    wait, then added in one product (small products run at a fraction of
+    the GEMM rate); reading any sum adds the rest first.
 
     Parameters
     ----------
