@@ -137,6 +137,7 @@ _ESTIMATOR_KEYS = (
     "lr_schedule",
     "regularizer",
     "head_update",
+    "precision",
 )
 _HISTORY_KEYS = (
     "dur",

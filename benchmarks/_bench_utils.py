@@ -125,6 +125,11 @@ EXTRA_METHODS = {
     "finetune": _FINE_TUNE,
     # ours with the Gram statistics gathered in the SGD epoch's forward pass
     "ours_reuse": {**METHODS["ours"], "reuse_features": True},
+    # ours with three quarters of the layers frozen (pilot: same holdout
+    # accuracy as 0.5, SGD epochs 30% shorter)
+    "ours_p75": {**METHODS["ours"], "freeze_prob": 0.75},
+    # ours under bf16 autocast with channels-last (precision="bfloat16")
+    "ours_bf16": {**METHODS["ours"], "precision": "bfloat16"},
     # the methods' own schedule (section 1: frozen fraction 0, 0, .25, .25,
     # .5, .5, .75, .75 over 8 epochs) compressed to the full run's 4 epochs
     "ours_paper_schedule": {

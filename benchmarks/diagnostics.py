@@ -5,13 +5,15 @@
    times per head solve), alone and next to a competing 2-thread GEMM loop,
    with libgomp's default busy-waiting and with ``OMP_WAIT_POLICY=PASSIVE``.
 2. Memory of the head solve: the peak RSS added by the five fold
-   accumulators of ``ridge_lambda="auto"``, by ``select_lambda`` and by the
-   final ``ridge_solve``, at d=1280 and n=1,500 and 10,000.
+   accumulators of ``ridge_lambda="auto"``, then by ``select_lambda`` or by
+   the final ``ridge_solve`` (each in its own process), at d=1280 and
+   n=1,500 and 10,000.
 
 Each measurement runs in a fresh process. Usage::
 
-    python benchmarks/diagnostics.py             # writes results/diagnostics.json, .md
-    python benchmarks/diagnostics.py --report    # re-print a saved run
+    python benchmarks/diagnostics.py                 # results/diagnostics.json, .md
+    python benchmarks/diagnostics.py --parts memory  # rerun one part, keep the other
+    python benchmarks/diagnostics.py --report        # re-print a saved run
 """
 
 import json
@@ -59,22 +61,18 @@ import json, resource, sys, torch
 sys.path.insert(0, {here!r})
 from _bench_gemm import _accumulate, _synthetic
 from skfastretrain import ridge_solve, select_lambda
+from skfastretrain._gram import sum_statistics
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 H, T = _synthetic(1280, n={n})
 base = peak()
 folds = _accumulate(H, T, 32, n_folds=5)
 after_folds = peak()
-alpha, _ = select_lambda(folds)
-after_select = peak()
-stats = folds[0]
-for f in folds[1:]:
-    stats = stats + f
-ridge_solve(stats, alpha)
-after_solve = peak()
-print(json.dumps({{"folds_mb": after_folds - base,
-                  "select_lambda_mb": after_select - after_folds,
-                  "ridge_solve_mb": after_solve - after_select}}))
+if {step!r} == "select_lambda":
+    select_lambda(folds)
+else:
+    ridge_solve(sum_statistics(folds), 1.0)
+print(json.dumps({{"folds_mb": after_folds - base, "step_mb": peak() - after_folds}}))
 """
 
 
@@ -100,12 +98,16 @@ def contention():
 
 
 def memory():
+    # One process per step, so that each step's peak is its own.
     rows = []
     for n in (1500, 10_000):
-        rec = run_snippet(
-            MEMORY_CODE.format(here=str(HERE), n=n), {"OMP_WAIT_POLICY": "PASSIVE"}
-        )
-        rows.append({"d": 1280, "n": n, **rec})
+        row = {"d": 1280, "n": n}
+        for step in ("select_lambda", "ridge_solve"):
+            code = MEMORY_CODE.format(here=str(HERE), n=n, step=step)
+            rec = run_snippet(code, {"OMP_WAIT_POLICY": "PASSIVE"})
+            row["folds_mb"] = rec["folds_mb"]
+            row[f"{step}_mb"] = rec["step_mb"]
+        rows.append(row)
         print(rows[-1], flush=True)
     return rows
 
@@ -131,6 +133,9 @@ def render(result):
             for r in result["contention"]
         ],
     )
+    measured = result.get("measured", {})
+    if "memory" in measured:
+        note += f" Memory measured at {measured['memory']}."
     b = markdown_table(
         [
             "d",
@@ -158,15 +163,22 @@ def main():
     from _bench_report import update_readme
     from _bench_utils import machine_info
 
+    path = RESULTS / "diagnostics.json"
     if "--report" in sys.argv:
-        result = json.loads((RESULTS / "diagnostics.json").read_text())
+        result = json.loads(path.read_text())
     else:
-        result = {"machine": machine_info()}
-        result["contention"] = contention()
-        result["memory"] = memory()
-        result["machine"]["loadavg_end"] = list(os.getloadavg())
+        parts = ["contention", "memory"]
+        if "--parts" in sys.argv:
+            parts = sys.argv[sys.argv.index("--parts") + 1].split(",")
+        result = json.loads(path.read_text()) if path.exists() else {}
+        result.setdefault("measured", {})
+        for part in parts:
+            result["machine"] = machine_info()
+            result[part] = {"contention": contention, "memory": memory}[part]()
+            result["measured"][part] = time.strftime("%Y-%m-%d %H:%M:%S")
+            result["machine"]["loadavg_end"] = list(os.getloadavg())
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "diagnostics.json").write_text(json.dumps(result, indent=1))
+        path.write_text(json.dumps(result, indent=1))
     text = render(result)
     (RESULTS / "diagnostics.md").write_text(text + "\n")
     update_readme(HERE / "README.md", "diagnostics", text)

@@ -6,7 +6,14 @@ from torch import nn
 from ._distributed import sync_batchnorm_stats
 from ._sgd_epoch import is_held_in_eval
 
-__all__ = ["GramAccumulator", "HeadStatistics", "feature_pass", "update_folds"]
+__all__ = [
+    "GramAccumulator",
+    "HeadStatistics",
+    "TrainingFeatureTap",
+    "feature_pass",
+    "sum_statistics",
+    "update_folds",
+]
 
 
 class GramAccumulator:
@@ -158,6 +165,10 @@ class GramAccumulator:
     def centered(self):
         """Gram and cross products of the column-centered ``H`` and ``T``.
 
+        They are computed in float64 whatever the accumulation dtype (the
+        float64 final step of a float32 accumulation), into one new d x d
+        matrix.
+
         Returns
         -------
         gram_c : torch.Tensor of shape (d, d)
@@ -168,11 +179,30 @@ class GramAccumulator:
         if self.n_samples == 0:
             raise ValueError("GramAccumulator is empty: call update() first.")
         n = self.n_samples
-        mu_h = self.feature_sum / n
-        mu_t = self.target_sum / n
-        gram_c = self.gram - n * torch.outer(mu_h, mu_h)
-        cross_c = self.cross - n * torch.outer(mu_h, mu_t)
+        sums = self.tensors()
+        cross, feature_sum, target_sum = (t.to(torch.float64) for t in sums[1:4])
+        mu_h = feature_sum / n
+        mu_t = target_sum / n
+        # In place on a copy: an outer product would be a second d x d matrix.
+        gram_c = sums[0].to(torch.float64, copy=True)
+        gram_c.addr_(mu_h, mu_h, alpha=-n)
+        cross_c = cross - n * torch.outer(mu_h, mu_t)
         return gram_c, cross_c, mu_h, mu_t
+
+
+def sum_statistics(accumulators):
+    """One :class:`GramAccumulator` holding the sums of several, added in place."""
+    first = accumulators[0]
+    total = GramAccumulator(
+        first.n_features, first.n_targets, dtype=first.dtype, device=first.device
+    )
+    for acc in accumulators:
+        if (acc.n_features, acc.n_targets) != (total.n_features, total.n_targets):
+            raise ValueError("Cannot combine accumulators of different shapes.")
+        for mine, theirs in zip(total.tensors(), acc.tensors(), strict=True):
+            mine += theirs.to(mine)
+        total.n_samples += acc.n_samples
+    return total
 
 
 def update_folds(folds, start, features, targets):
@@ -245,10 +275,7 @@ class HeadStatistics:
         """The statistics of all rows."""
         if self.folds is None:
             raise ValueError("No batch was added.")
-        total = self.folds[0]
-        for fold in self.folds[1:]:
-            total = total + fold
-        return total
+        return sum_statistics(self.folds)
 
     def sample(self):
         """The kept rows as (features float64, labels) on the CPU."""
@@ -259,6 +286,49 @@ class HeadStatistics:
     @property
     def accuracy(self):
         return self.correct / max(self.n_seen, 1)
+
+
+class TrainingFeatureTap:
+    """Capture the head's input in the training forwards of a module.
+
+    A dropout layer that feeds the head directly (Lite0's and torchvision's
+    classifiers) is looked through: the captured features are its input, so
+    the Gram statistics hold the features predict will see instead of their
+    randomly masked and rescaled copies. :meth:`pop` returns the last batch's
+    features (or None) and forgets them; :meth:`remove` removes the hooks.
+    """
+
+    def __init__(self, module, head):
+        self._features = None
+        self._dropout_io = None
+        self._handles = [head.register_forward_pre_hook(self._on_head)]
+        self._handles += [
+            m.register_forward_hook(self._on_dropout)
+            for m in module.modules()
+            if isinstance(m, nn.modules.dropout._DropoutNd)
+        ]
+
+    def _on_dropout(self, module, args, output):
+        self._dropout_io = (output, args[0])
+
+    def _on_head(self, module, args):
+        features, io = args[0], self._dropout_io
+        self._dropout_io = None
+        if not module.training:
+            return
+        if io is not None and io[0] is features:
+            features = io[1]
+        self._features = features
+
+    def pop(self):
+        features, self._features = self._features, None
+        return features
+
+    def remove(self):
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._dropout_io = self._features = None
 
 
 def _start_recalibration(module):

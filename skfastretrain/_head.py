@@ -11,7 +11,7 @@ from skorch.callbacks import Callback
 
 from ._backbone import find_head
 from ._distributed import all_gather_rows, all_reduce_head_statistics, local_shard
-from ._gram import HeadStatistics, feature_pass
+from ._gram import HeadStatistics, TrainingFeatureTap, feature_pass
 from ._recompute import dense_layers, recompute_dense
 from ._sgd_epoch import DivergenceError
 from ._solve import ridge_solve, select_lambda
@@ -96,9 +96,9 @@ class RidgeHeadSolver(Callback):
     feature_source : {"pass", "sgd"}, default="pass"
         ``"pass"`` runs the separate eval-mode feature pass described above.
         ``"sgd"`` gathers the statistics from the SGD epoch's own forward
-        passes instead (train mode, with dropout, while the backbone moves),
-        which removes the pass's cost; the solve before the first epoch
-        still uses a pass.
+        passes instead (train mode, while the backbone moves; a dropout
+        layer feeding the head is looked through), which removes the pass's
+        cost; the solve before the first epoch still uses a pass.
     update : {"blend", "residual"}, default="blend"
         ``"blend"`` moves the top layer toward its ridge solution as above.
         ``"residual"`` is the recomputation of dense layers: every
@@ -261,21 +261,15 @@ class RidgeHeadSolver(Callback):
         # backbone moves while they are collected, but no extra pass is run.
         head = self._head(net)
         stats = self._new_statistics(head, len(dataset_train))
-        captured = []
-
-        def hook(module, args):
-            if module.training:
-                captured.append(args[0])
-
-        self._collecting = (stats, captured, head.register_forward_pre_hook(hook))
+        self._collecting = (stats, TrainingFeatureTap(net.module_, head))
 
     def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
         if not training or not self._collecting:
             return
-        stats, captured, _ = self._collecting
-        if captured:
-            stats.add(captured[-1], batch[1], y_pred)
-            captured.clear()
+        stats, tap = self._collecting
+        features = tap.pop()
+        if features is not None:
+            stats.add(features, batch[1], y_pred)
 
     def on_epoch_end(self, net, dataset_train=None, **kwargs):
         epoch = len(net.history)
@@ -283,8 +277,8 @@ class RidgeHeadSolver(Callback):
         if epoch == 1:
             record.update({f"init_{k}": v for k, v in self._init_record.items()})
         if self._collecting:
-            stats, _, handle = self._collecting
-            handle.remove()
+            stats, tap = self._collecting
+            tap.remove()
             self._collecting = None
             start = time.perf_counter()
             record.update(self._apply(net, stats, self.blend))
@@ -297,7 +291,7 @@ class RidgeHeadSolver(Callback):
     def on_train_end(self, net, **kwargs):
         # An interrupted epoch leaves its collecting hook on the head.
         if self._collecting:
-            self._collecting[2].remove()
+            self._collecting[1].remove()
             self._collecting = None
 
     def _feature_pass(self, net, dataset, head, n_rows):

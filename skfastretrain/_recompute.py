@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from ._distributed import all_reduce_counts, all_reduce_gram
-from ._gram import GramAccumulator, feature_pass, update_folds
+from ._gram import GramAccumulator, feature_pass, sum_statistics, update_folds
 from ._solve import ridge_solve, select_lambda
 
 __all__ = ["dense_layers", "recompute_dense"]
@@ -91,9 +91,7 @@ def recompute_dense(
             distributed,
         )
         accuracy = train_acc if accuracy is None else accuracy
-        total = folds[0]
-        for fold in folds[1:]:
-            total = total + fold
+        total = sum_statistics(folds)
         layer_alpha = select_lambda(folds)[0] if auto else alpha
         alphas.append(float(layer_alpha))
         with torch.no_grad():

@@ -7,7 +7,7 @@ import scipy.linalg
 import torch
 from scipy.linalg import LinAlgWarning
 
-from ._gram import GramAccumulator
+from ._gram import GramAccumulator, sum_statistics
 
 __all__ = ["LAMBDA_GRID", "ridge_solve", "select_lambda"]
 
@@ -74,23 +74,19 @@ def ridge_solve(
     """
     if not alpha >= 0:
         raise ValueError(f"alpha must be >= 0, got {alpha!r}.")
-    if fit_intercept:
-        gram, cross, mu_h, mu_t = stats.centered()
-    else:
-        gram, cross = stats.gram, stats.cross
-    # Solve in float64 whatever the accumulation dtype: the final step is
-    # O(d^3) once per solve and float32 Cholesky loses digits at large d.
-    gram = gram.to(torch.float64)
-    cross = cross.to(torch.float64)
+    gram, cross, mu_h, mu_t = _solve_inputs(stats, fit_intercept)
     d = gram.shape[0]
-    eye = torch.eye(d, dtype=gram.dtype, device=gram.device)
-    regularized = gram + alpha * eye
+    # In place on the fresh float64 copy: at d = 1280 every extra d x d
+    # matrix is 13 MB of peak memory.
+    gram.diagonal().add_(alpha)
     # Jacobi scaling: features on scales decades apart give a Gram matrix
     # whose condition number is mostly the spread of its diagonal; solving
     # for S^-1 W with S = diag^-1/2 removes it and leaves the solution as is.
-    diagonal = regularized.diagonal()
+    diagonal = gram.diagonal()
     scale = torch.where(diagonal > 0, diagonal.rsqrt(), torch.ones_like(diagonal))
-    factor, info = torch.linalg.cholesky_ex(scale[:, None] * regularized * scale)
+    gram.mul_(scale[:, None]).mul_(scale)
+    factor, info = torch.linalg.cholesky_ex(gram)
+    del gram
     coef = None
     if int(info) == 0:
         diag = factor.diagonal()
@@ -100,6 +96,7 @@ def ridge_solve(
         rcond = (diag.min() / diag.max()) ** 2
         if rcond > _MIN_RCOND:
             coef = scale[:, None] * torch.cholesky_solve(scale[:, None] * cross, factor)
+    del factor
     if coef is None:
         warnings.warn(
             f"Ridge head solve: the regularized Gram matrix (d={d}, "
@@ -108,12 +105,22 @@ def ridge_solve(
             LinAlgWarning,
             stacklevel=2,
         )
-        coef = _eigh_solve(gram, cross, alpha)
+        coef = _eigh_solve(_solve_inputs(stats, fit_intercept)[0], cross, alpha)
     if fit_intercept:
         intercept = mu_t.to(torch.float64) - mu_h.to(torch.float64) @ coef
     else:
         intercept = torch.zeros(cross.shape[1], dtype=coef.dtype, device=coef.device)
     return coef, intercept
+
+
+def _solve_inputs(stats, fit_intercept):
+    # Solve in float64 whatever the accumulation dtype: the final step is
+    # O(d^3) once per solve and float32 Cholesky loses digits at large d.
+    # The Gram matrix returned is a fresh copy, free to be overwritten.
+    if fit_intercept:
+        return stats.centered()
+    gram = stats.gram.to(torch.float64, copy=True)
+    return gram, stats.cross.to(torch.float64), None, None
 
 
 def _eigh(matrix):
@@ -181,20 +188,31 @@ def select_lambda(
     """
     if len(folds) < 2:
         raise ValueError("select_lambda needs at least 2 folds.")
-    total = folds[0]
-    for fold in folds[1:]:
-        total = total + fold
-    gram_c = total.centered()[0].to(torch.float64)
-    scale = float(torch.trace(gram_c)) / gram_c.shape[0]
+    total = sum_statistics(folds)
+    n_total = total.n_samples
+    gram, cross, h_sum, t_sum, _ = (t.to(torch.float64) for t in total.tensors())
+    # trace(G_c) without forming G_c.
+    scale = float(torch.trace(gram) - h_sum @ h_sum / n_total) / gram.shape[0]
     alphas = np.asarray(grid, dtype=float) * max(scale, np.finfo(float).tiny)
     errors = np.zeros(len(alphas))
+    # One d x d buffer serves every fold's centered training Gram; the
+    # eigendecompositions run one at a time (peak memory, P5).
+    work = torch.empty_like(gram)
     for fold in folds:
-        train = total - fold
-        g, c, mu_h, mu_t = (t.to(torch.float64) for t in train.centered())
-        evals, evecs = _eigh(g)
+        f_gram, f_cross, f_h_sum, f_t_sum, _ = (
+            t.to(torch.float64) for t in fold.tensors()
+        )
+        n = n_total - fold.n_samples
+        mu_h = (h_sum - f_h_sum) / n
+        mu_t = (t_sum - f_t_sum) / n
+        torch.sub(gram, f_gram, out=work)
+        work.addr_(mu_h, mu_h, alpha=-n)
+        c = cross - f_cross - n * torch.outer(mu_h, mu_t)
+        evals, evecs = _eigh(work)
         proj = evecs.T @ c
         for i, alpha in enumerate(alphas):
             coef = evecs @ (proj / (evals.clamp_min(0) + alpha)[:, None])
             intercept = mu_t - mu_h @ coef
             errors[i] += float(_validation_error(fold, coef, intercept))
+        del evals, evecs
     return float(alphas[int(np.argmin(errors))]), errors

@@ -25,17 +25,23 @@ def test_batched_sums_equal_full_batch(n_batches, dtype):
     )
 
 
-def test_centered_matches_numpy():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_centered_matches_numpy_in_float64(dtype):
     rng = np.random.default_rng(1)
     H, T = rng.normal(3, 2, size=(40, 5)), rng.normal(size=(40, 2))
-    acc = GramAccumulator(5, 2)
+    acc = GramAccumulator(5, 2, dtype=dtype)
     acc.update(torch.from_numpy(H), torch.from_numpy(T))
     gram_c, cross_c, mu_h, mu_t = acc.centered()
+    assert gram_c.dtype == cross_c.dtype == torch.float64
     Hc, Tc = H - H.mean(0), T - T.mean(0)
-    np.testing.assert_allclose(gram_c.numpy(), Hc.T @ Hc, atol=1e-10)
-    np.testing.assert_allclose(cross_c.numpy(), Hc.T @ Tc, atol=1e-10)
-    np.testing.assert_allclose(mu_h.numpy(), H.mean(0))
-    np.testing.assert_allclose(mu_t.numpy(), T.mean(0))
+    tol = 1e-10 if dtype == torch.float64 else 1e-3
+    np.testing.assert_allclose(gram_c.numpy(), Hc.T @ Hc, atol=tol)
+    np.testing.assert_allclose(cross_c.numpy(), Hc.T @ Tc, atol=tol)
+    # A copy: centering again gives the same, and the sums are untouched.
+    torch.testing.assert_close(acc.centered()[0], gram_c)
+    np.testing.assert_allclose(acc.gram.double().numpy(), H.T @ H, rtol=1e-6)
+    np.testing.assert_allclose(mu_h.numpy(), H.mean(0), rtol=tol)
+    np.testing.assert_allclose(mu_t.numpy(), T.mean(0), rtol=tol)
 
 
 @pytest.mark.parametrize(
@@ -68,3 +74,21 @@ def test_accumulators_add_and_subtract():
     for got, want in zip((full - a).tensors(), b.tensors(), strict=True):
         torch.testing.assert_close(got, want)
     assert (full - a).n_samples == 20
+
+
+def test_sum_statistics_equals_the_full_set():
+    from skfastretrain._gram import sum_statistics
+
+    rng = np.random.default_rng(7)
+    H, T = rng.normal(size=(33, 4)), rng.normal(size=(33, 2))
+    parts = [GramAccumulator(4, 2) for _ in range(3)]
+    for part, rows in zip(parts, np.array_split(np.arange(33), 3), strict=True):
+        part.update(torch.from_numpy(H[rows]), torch.from_numpy(T[rows]))
+    full = GramAccumulator(4, 2)
+    full.update(torch.from_numpy(H), torch.from_numpy(T))
+    total = sum_statistics(parts)
+    assert total.n_samples == 33
+    for got, want in zip(total.tensors(), full.tensors(), strict=True):
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="different shapes"):
+        sum_statistics([parts[0], GramAccumulator(3, 2)])

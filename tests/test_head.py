@@ -153,6 +153,54 @@ def test_sgd_feature_source_matches_ridge_on_the_epoch_features(data):
     )
 
 
+def test_sgd_feature_source_looks_through_the_dropout_feeding_the_head(data):
+    # The statistics hold the features before the dropout that feeds the
+    # head: what predict sees, not their masked and rescaled copies.
+    X, y = data
+    solver = RidgeHeadSolver(
+        0.5, feature_source="sgd", init_solve=False, calibrate=False, blend=1.0
+    )
+    module = nn.Sequential(
+        nn.Linear(6, 12), nn.Tanh(), nn.Dropout(0.5), nn.Linear(12, 3)
+    )
+    net = _net(solver, module=module)
+    net.initialize()
+    seen = []
+    net.module_[1].register_forward_hook(
+        lambda m, a, out: seen.append(out.detach().clone()) if m.training else None
+    )
+    labels = []
+    net.callbacks_.append(("spy", _LabelSpy(labels)))
+    net.partial_fit(X, y)
+    H = torch.cat(seen).double().numpy()
+    T = np.where(np.concatenate(labels)[:, None] == np.arange(3), 1.0, -1.0)
+    ref = Ridge(alpha=0.5).fit(H, T)
+    np.testing.assert_allclose(
+        net.module_[3].weight.detach().double(), ref.coef_, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_training_feature_tap_keeps_a_dropout_that_does_not_feed_the_head():
+    from skfastretrain._gram import TrainingFeatureTap
+
+    module = nn.Sequential(nn.Dropout(0.5), nn.Linear(4, 4), nn.Linear(4, 2))
+    tap = TrainingFeatureTap(module, module[2])
+    torch.manual_seed(0)
+    x = torch.ones(8, 4)
+    module(x)
+    features = tap.pop()
+    with torch.no_grad():
+        assert not torch.equal(features, module[1](x))
+    assert tap.pop() is None
+    module.eval()
+    module(x)
+    assert tap.pop() is None  # eval-mode forwards are not training features
+    tap.remove()
+    module.train()
+    module(x)
+    assert tap.pop() is None
+
+
 class _LabelSpy(Callback):
     def __init__(self, labels):
         self.labels = labels
