@@ -173,10 +173,12 @@ def main():
         result = json.loads(path.read_text()) if path.exists() else {}
         result.setdefault("measured", {})
         for part in parts:
-            result["machine"] = machine_info()
+            # The contention note quotes the load under "machine".
+            key = "machine" if part == "contention" else f"machine_{part}"
+            result[key] = machine_info()
             result[part] = {"contention": contention, "memory": memory}[part]()
             result["measured"][part] = time.strftime("%Y-%m-%d %H:%M:%S")
-            result["machine"]["loadavg_end"] = list(os.getloadavg())
+            result[key]["loadavg_end"] = list(os.getloadavg())
         RESULTS.mkdir(exist_ok=True)
         path.write_text(json.dumps(result, indent=1))
     text = render(result)

@@ -106,6 +106,12 @@ BENCHMARK_RUNS = {
         "10,000 training and 2,000 test images, 4 epochs",
         "transfer.py --full",
     ),
+    "pilot_variants": (
+        "Variants pilot",
+        "Variants of the method on 4,000 training-split images, evaluated on "
+        "1,000 others (never the test split), 3 epochs",
+        "pilot.py --variants",
+    ),
     "levers": (
         "Speed levers",
         "The Lite0 step under each lever, and float32 Gram accumulation",

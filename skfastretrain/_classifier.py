@@ -62,8 +62,8 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         Gather the head's Gram statistics from the SGD epoch's own forward
         passes instead of a separate eval-mode pass: the solve then costs
         almost nothing, at the price of features taken in train mode while
-        the backbone moves (see :class:`RidgeHeadSolver`'s
-        ``feature_source``).
+        the backbone moves (before a dropout layer that feeds the head; see
+        :class:`RidgeHeadSolver`'s ``feature_source``).
     head_update : {"blend", "residual"}, default="blend"
         ``"blend"``: the top layer moves toward its ridge solution.
         ``"residual"``: the recomputation of dense layers; every dense layer

@@ -131,39 +131,18 @@ def test_sgd_feature_source_needs_no_extra_pass(data):
     assert len(net.history[:, "solve_dur"]) == 2
 
 
-def test_sgd_feature_source_matches_ridge_on_the_epoch_features(data):
+@pytest.mark.parametrize("dropout", [False, True])
+def test_sgd_feature_source_matches_ridge_on_the_epoch_features(data, dropout):
+    # With a dropout feeding the head, the statistics hold the features
+    # before it: what predict sees, not their masked and rescaled copies.
     X, y = data
     solver = RidgeHeadSolver(
         0.5, feature_source="sgd", init_solve=False, calibrate=False, blend=1.0
     )
-    net = _net(solver)
-    net.initialize()
-    seen = []
-    net.module_[2].register_forward_pre_hook(
-        lambda m, a: seen.append(a[0].detach().clone()) if m.training else None
-    )
-    labels = []
-    net.callbacks_.append(("spy", _LabelSpy(labels)))
-    net.partial_fit(X, y)
-    H = torch.cat(seen).double().numpy()
-    T = np.where(np.concatenate(labels)[:, None] == np.arange(3), 1.0, -1.0)
-    ref = Ridge(alpha=0.5).fit(H, T)
-    np.testing.assert_allclose(
-        net.module_[2].weight.detach().double(), ref.coef_, rtol=1e-4, atol=1e-5
-    )
-
-
-def test_sgd_feature_source_looks_through_the_dropout_feeding_the_head(data):
-    # The statistics hold the features before the dropout that feeds the
-    # head: what predict sees, not their masked and rescaled copies.
-    X, y = data
-    solver = RidgeHeadSolver(
-        0.5, feature_source="sgd", init_solve=False, calibrate=False, blend=1.0
-    )
-    module = nn.Sequential(
-        nn.Linear(6, 12), nn.Tanh(), nn.Dropout(0.5), nn.Linear(12, 3)
-    )
-    net = _net(solver, module=module)
+    layers = [nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3)]
+    if dropout:
+        layers.insert(2, nn.Dropout(0.5))
+    net = _net(solver, module=nn.Sequential(*layers))
     net.initialize()
     seen = []
     net.module_[1].register_forward_hook(
@@ -176,7 +155,7 @@ def test_sgd_feature_source_looks_through_the_dropout_feeding_the_head(data):
     T = np.where(np.concatenate(labels)[:, None] == np.arange(3), 1.0, -1.0)
     ref = Ridge(alpha=0.5).fit(H, T)
     np.testing.assert_allclose(
-        net.module_[3].weight.detach().double(), ref.coef_, rtol=1e-4, atol=1e-5
+        net.module_[-1].weight.detach().double(), ref.coef_, rtol=1e-4, atol=1e-5
     )
 
 
