@@ -9,11 +9,16 @@
 3. Gram statistics accumulated in float32 instead of float64, on real Lite0
    features of Fashion-MNIST (d=1280): the relative error of the Gram matrix,
    of the ridge solution and the share of test predictions that change.
+4. A prefix cache, not built: with ``freeze_mode="prefix"`` at 0.5 the
+   frozen prefix of Lite0 ends before block 8, so its output for each
+   training image never changes during the fit. The eval forward and the
+   training step are timed from a stored prefix output against the full
+   network (the projection of what caching it would save).
 
 Each configuration runs in a fresh process with ``OMP_WAIT_POLICY=PASSIVE``.
 Usage::
 
-    python benchmarks/levers.py             # writes results/levers.json, .md
+    python benchmarks/levers.py             # ~6 min; results/levers.json, .md
     python benchmarks/levers.py --parts memory   # re-measure one part
     python benchmarks/levers.py --report    # re-print a saved run
 """
@@ -31,6 +36,7 @@ sys.path.insert(0, str(HERE))
 from _bench_utils import SNIPPET_PRELUDE, machine_info, run_snippet  # noqa: E402
 
 PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
+PARTS = ("steps", "memory", "gram", "prefix_cache")
 
 STEP_CODE = """
 cfg = {cfg!r}
@@ -131,6 +137,63 @@ for _ in range(3):
 print(json.dumps({{"peak_mb": peak(), "step_increase_mb": peak() - base}}))
 """
 
+PREFIX_CODE = """
+torch.manual_seed(0)
+prep, net = LitePreprocess(), _pretrained_lite0(10)
+for block in net._blocks:
+    block.drop_connect = 0.0
+# The block holding the first layer that freeze_prob=0.5 leaves trainable.
+layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+first_trained = layers[round(0.5 * (len(layers) - 1))]  # the head is no candidate
+cut = next(i for i, b in enumerate(net._blocks)
+           if any(m is first_trained for m in b.modules()))
+def prefix(x):
+    x = prep(x)
+    x = net._stem_act(net._bn0(net._conv_stem(x)))
+    for block in net._blocks[:cut]:
+        x = block(x)
+    return x
+def suffix(h):
+    for block in net._blocks[cut:]:
+        h = block(h)
+    h = net._head_act(net._bn1(net._conv_head(h)))
+    return net._fc(net._dropout(net._flatten(net._avg_pooling(h))))
+x = torch.randint(0, 255, (32, 1, 28, 28), dtype=torch.uint8)
+y = torch.randint(0, 10, (32,))
+def median(fn, n=12):
+    for _ in range(2):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter(); fn(); out.append(time.perf_counter() - t)
+    return sorted(out)[n // 2]
+net.eval()
+with torch.inference_mode():
+    cached = prefix(x)
+    full_eval = median(lambda: suffix(prefix(x)))
+    cached_eval = median(lambda: suffix(cached))
+cached = cached.clone()
+trained = [p for b in net._blocks[cut:] for p in b.parameters()]
+trained += [*net._conv_head.parameters(), *net._bn1.parameters(), *net._fc.parameters()]
+opt = torch.optim.SGD(trained, lr=1e-3, momentum=0.9)
+net.train()
+for m in net.modules():
+    if isinstance(m, nn.BatchNorm2d):
+        m.eval()
+def step(h):
+    opt.zero_grad()
+    nn.functional.cross_entropy(suffix(h), y).backward()
+    opt.step()
+def frozen_step():
+    with torch.no_grad():
+        h = prefix(x)
+    step(h)
+print(json.dumps({{"cut_block": cut, "bytes_per_image": cached[0].numel() * 4,
+                  "full_eval_s": full_eval, "cached_eval_s": cached_eval,
+                  "frozen_step_s": median(frozen_step),
+                  "cached_step_s": median(lambda: step(cached))}}))
+"""
+
 #: (name, channels_last, bf16 autocast, torch.compile)
 CONFIGS = [
     ("float32", False, False, False),
@@ -150,7 +213,7 @@ def _snippet(code, **fmt):
 
 
 def measure(parts, result=None):
-    """Measure ``parts`` (of steps, memory, gram) into ``result``."""
+    """Measure ``parts`` (of :data:`PARTS`) into ``result``."""
     result = result or {"machine": machine_info()}
     if "steps" in parts:
         result["steps"] = []
@@ -170,6 +233,9 @@ def measure(parts, result=None):
     if "gram" in parts:
         result["gram"] = _snippet(GRAM_CODE)
         print(result["gram"], flush=True)
+    if "prefix_cache" in parts:
+        result["prefix_cache"] = _snippet(PREFIX_CODE)
+        print(result["prefix_cache"], flush=True)
     result["machine"][f"loadavg_end_{'_'.join(parts)}"] = list(os.getloadavg())
     return result
 
@@ -234,7 +300,38 @@ def render(result):
         f"(d={g['d']}, n={g['n']}, batches of 32): relative error of G "
         f"{g['gram_rel_err']:.1e}; the solves run in float64 either way."
     )
-    return f"{note}\n\n{steps}\n\n{gram_note}\n\n{gram}"
+    text = f"{note}\n\n{steps}\n\n{gram_note}\n\n{gram}"
+    prefix = _prefix_table(result.get("prefix_cache"))
+    return f"{text}\n\n{prefix}" if prefix else text
+
+
+def _prefix_table(r):
+    from _bench_report import markdown_table
+
+    if not r or "error" in r:
+        return f"Prefix cache measurement failed: {r['error']}" if r else ""
+    note = (
+        f"A prefix cache (not built): Lite0 at 64 px, batch 32, the frozen prefix "
+        f"of freeze_prob=0.5 ending before block {r['cut_block']}; its output is "
+        f"{r['bytes_per_image'] / 1024:.1f} KiB per image in float32 "
+        f"({r['bytes_per_image'] * 10_000 / 2**20:.0f} MiB for 10,000 images)."
+    )
+    rows = [
+        [
+            "eval forward (the solve's pass)",
+            f"{r['full_eval_s']:.3f}",
+            f"{r['cached_eval_s']:.3f}",
+            f"{r['full_eval_s'] / r['cached_eval_s']:.2f}x",
+        ],
+        [
+            "training step, prefix frozen",
+            f"{r['frozen_step_s']:.3f}",
+            f"{r['cached_step_s']:.3f}",
+            f"{r['frozen_step_s'] / r['cached_step_s']:.2f}x",
+        ],
+    ]
+    header = ["per batch", "from the images s", "from the cached prefix s", "speed-up"]
+    return f"{note}\n\n{markdown_table(header, rows)}"
 
 
 def _memory_table(records):
@@ -267,8 +364,8 @@ def main(argv=None):
     parser.add_argument("--report", action="store_true", help="re-print a saved run")
     parser.add_argument(
         "--parts",
-        default="steps,memory,gram",
-        help="comma-separated subset of steps,memory,gram; the others are kept "
+        default=",".join(PARTS),
+        help=f"comma-separated subset of {','.join(PARTS)}; the others are kept "
         "from the saved run",
     )
     args = parser.parse_args(argv)
@@ -278,7 +375,7 @@ def main(argv=None):
     else:
         parts = [p.strip() for p in args.parts.split(",") if p.strip()]
         saved = json.loads(path.read_text()) if path.is_file() else None
-        result = measure(parts, None if len(parts) == 3 else saved)
+        result = measure(parts, None if set(parts) >= set(PARTS) else saved)
         RESULTS.mkdir(exist_ok=True)
         path.write_text(json.dumps(result, indent=1))
     text = render(result)
