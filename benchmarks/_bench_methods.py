@@ -138,6 +138,7 @@ _ESTIMATOR_KEYS = (
     "regularizer",
     "head_update",
     "precision",
+    "cache_prefix",
 )
 _HISTORY_KEYS = (
     "dur",

@@ -182,9 +182,8 @@ def variant_rows(methods, order):
             continue
         # A record from another invocation than sgdm's (a --replace-in rerun)
         # compares times taken under other machine conditions.
-        same = methods[name].get("rerun_package") == methods["sgdm"].get(
-            "rerun_package"
-        )
+        sgdm = methods.get("sgdm", {})
+        same = methods[name].get("rerun_package") == sgdm.get("rerun_package")
         row = [name if same else f"{name} (other invocation)"]
         for key in ("P1", "P2_vs_sgdm", "P3", "P5"):
             t = targets.get(key)

@@ -2,7 +2,8 @@
 
 The path from data to prediction has one private module per step:
 ``_data`` (input layout and preprocessing), ``_backbone`` (model resolution
-and head attachment), ``_freezing`` (:class:`RandomFreezer`), ``_sgd_epoch``
+and head attachment), ``_freezing`` (:class:`RandomFreezer`),
+``_prefix_cache`` (:class:`PrefixCache`), ``_sgd_epoch``
 (the skorch SGD loop), ``_gram`` (:class:`GramAccumulator`), ``_solve``
 (:func:`ridge_solve`) and ``_head`` (:class:`RidgeHeadSolver`), all driven by
 :class:`FastRetrainClassifier`.
@@ -18,6 +19,7 @@ from ._freezing import RandomFreezer
 from ._gram import GramAccumulator
 from ._head import RidgeHeadSolver
 from ._plotting import plot_history
+from ._prefix_cache import PrefixCache
 from ._pruning import PruningReport, prune_filters
 from ._regularizers import L2SP, DeltaLoss, DeltaRegularizer
 from ._solve import LAMBDA_GRID, ridge_solve, select_lambda
@@ -32,6 +34,7 @@ __all__ = [
     "FastRetrainClassifier",
     "FastRetrainModule",
     "GramAccumulator",
+    "PrefixCache",
     "PruningReport",
     "RandomFreezer",
     "RidgeHeadSolver",

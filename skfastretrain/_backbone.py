@@ -210,6 +210,13 @@ class FastRetrainModule(nn.Module):
         self.precision = precision
 
     def features(self, x):
+        # A PrefixCache installed for the fit runs only the layers after the
+        # frozen prefix.
+        cache = getattr(self, "_prefix_cache", None)
+        if cache is not None:
+            h = cache.backbone_output(self, x)
+            if h is not None:
+                return torch.flatten(h, 1)
         x = self.preprocess(x)
         if self.precision != "bfloat16":
             return torch.flatten(self.backbone(x), 1)
@@ -223,6 +230,12 @@ class FastRetrainModule(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x))
+
+    def __getstate__(self):
+        # The store of a fit in progress is not part of the model.
+        state = super().__getstate__()
+        state.pop("_prefix_cache", None)
+        return state
 
 
 def make_head(width, n_classes, hidden=()):

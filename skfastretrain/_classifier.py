@@ -46,6 +46,13 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
     freeze_mode : {"random", "prefix"}, default="random"
         ``"random"`` draws the frozen layers uniformly; ``"prefix"`` freezes
         the first layers in forward order, which then need no backward pass.
+    cache_prefix : bool, default=False
+        With ``freeze_mode="prefix"``, store the frozen prefix's output for
+        every training image the first time it runs, so that the SGD epochs
+        and the head solve's feature pass run only the layers after it
+        (:class:`PrefixCache`; the same function, computed once). Costs the
+        memory of one prefix output per image; needs ``augment=None`` and
+        ``precision="float32"``.
     ridge_lambda : float, "auto" or None, default=1.0
         Ridge strength of the head solve (in the units of
         :class:`sklearn.linear_model.Ridge`'s ``alpha``). ``"auto"`` chooses
@@ -211,6 +218,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         weights: str | os.PathLike | None = None,
         freeze_prob: float | Sequence[float] = 0.5,
         freeze_mode: Literal["random", "prefix"] = "random",
+        cache_prefix: bool = False,
         ridge_lambda: float | Literal["auto"] | None = 1.0,
         head_blend: float = 0.5,
         init_head: Literal["ridge", "random"] = "ridge",
@@ -247,6 +255,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         self.weights = weights
         self.freeze_prob = freeze_prob
         self.freeze_mode = freeze_mode
+        self.cache_prefix = cache_prefix
         self.ridge_lambda = ridge_lambda
         self.head_blend = head_blend
         self.init_head = init_head

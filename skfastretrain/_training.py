@@ -20,6 +20,7 @@ from ._data import AugmentCollate, make_augment, model_data
 from ._distributed import DDPEnter, DDPExit, train_sampler
 from ._freezing import RandomFreezer
 from ._head import RidgeHeadSolver
+from ._prefix_cache import PrefixCache
 from ._regularizers import regularizer_components
 from ._sgd_epoch import (
     DivergenceError,
@@ -84,6 +85,9 @@ def train_net(
             ),
         )
     ]
+    if est.cache_prefix:
+        # After the freezer, whose frozen prefix it stores.
+        callbacks.append(("prefix_cache", PrefixCache()))
     if est.ridge_lambda is not None:
         solver = RidgeHeadSolver(
             est.ridge_lambda,

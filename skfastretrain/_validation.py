@@ -155,6 +155,20 @@ def check_params(est):
             _check_number("every value of head_hidden", units, integer=True)
     if not isinstance(est.reuse_features, bool):
         raise TypeError(f"reuse_features must be a bool, got {est.reuse_features!r}.")
+    if not isinstance(est.cache_prefix, bool):
+        raise TypeError(f"cache_prefix must be a bool, got {est.cache_prefix!r}.")
+    if est.cache_prefix:
+        # Random freezing has no fixed prefix; augmented images never repeat;
+        # bf16 autocast is not split.
+        for name, value, needed in (
+            ("freeze_mode", est.freeze_mode, "prefix"),
+            ("augment", est.augment, None),
+            ("precision", est.precision, "float32"),
+        ):
+            if value != needed:
+                raise ValueError(
+                    f"cache_prefix=True needs {name}={needed!r}, got {value!r}."
+                )
     if est.regularizer is not None:
         _check_choice("regularizer", est.regularizer, ("l2sp", "delta", "feature_map"))
     _check_number("reg_alpha", est.reg_alpha, allow_zero=True)
