@@ -9,11 +9,11 @@
 3. Gram statistics accumulated in float32 instead of float64, on real Lite0
    features of Fashion-MNIST (d=1280): the relative error of the Gram matrix,
    of the ridge solution and the share of test predictions that change.
-4. A prefix cache, not built: with ``freeze_mode="prefix"`` at 0.5 the
-   frozen prefix of Lite0 ends before block 8, so its output for each
-   training image never changes during the fit. The eval forward and the
-   training step are timed from a stored prefix output against the full
-   network (the projection of what caching it would save).
+4. The prefix cache (``cache_prefix=True``): with ``freeze_mode="prefix"``
+   at 0.5 the frozen prefix of Lite0 ends before block 8, so its output for
+   each training image never changes during the fit. The eval forward and
+   the training step are timed from a stored prefix output against the full
+   network.
 
 Each configuration runs in a fresh process with ``OMP_WAIT_POLICY=PASSIVE``.
 Usage::
@@ -311,8 +311,9 @@ def _prefix_table(r):
     if not r or "error" in r:
         return f"Prefix cache measurement failed: {r['error']}" if r else ""
     note = (
-        f"A prefix cache (not built): Lite0 at 64 px, batch 32, the frozen prefix "
-        f"of freeze_prob=0.5 ending before block {r['cut_block']}; its output is "
+        "The prefix cache (cache_prefix=True): Lite0 at 64 px, batch 32, the "
+        f"frozen prefix of freeze_prob=0.5 ending before block {r['cut_block']}; "
+        "its output is "
         f"{r['bytes_per_image'] / 1024:.1f} KiB per image in float32 "
         f"({r['bytes_per_image'] * 10_000 / 2**20:.0f} MiB for 10,000 images)."
     )

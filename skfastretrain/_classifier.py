@@ -51,8 +51,8 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         every training image the first time it runs, so that the SGD epochs
         and the head solve's feature pass run only the layers after it
         (:class:`PrefixCache`; the same function, computed once). Costs the
-        memory of one prefix output per image; needs ``augment=None`` and
-        ``precision="float32"``.
+        memory of one prefix output per image; needs ``augment=None``,
+        ``precision="float32"`` and no feature-map regularizer.
     ridge_lambda : float, "auto" or None, default=1.0
         Ridge strength of the head solve (in the units of
         :class:`sklearn.linear_model.Ridge`'s ``alpha``). ``"auto"`` chooses

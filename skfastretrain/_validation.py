@@ -169,6 +169,13 @@ def check_params(est):
                 raise ValueError(
                     f"cache_prefix=True needs {name}={needed!r}, got {value!r}."
                 )
+        if est.regularizer in ("delta", "feature_map"):
+            # Their hooks read feature maps that a stored prefix no longer
+            # computes.
+            raise ValueError(
+                f"cache_prefix=True cannot run with regularizer={est.regularizer!r}, "
+                "which reads the backbone's feature maps; use 'l2sp' or None."
+            )
     if est.regularizer is not None:
         _check_choice("regularizer", est.regularizer, ("l2sp", "delta", "feature_map"))
     _check_number("reg_alpha", est.reg_alpha, allow_zero=True)

@@ -115,6 +115,7 @@ def test_untraceable_backbone_warns_and_fits_without_store(images):
         ({"freeze_mode": "random"}, "freeze_mode='prefix'"),
         ({"augment": "light"}, "augment=None"),
         ({"precision": "bfloat16"}, "precision='float32'"),
+        ({"regularizer": "delta"}, "feature maps"),
         ({"cache_prefix": 1}, "must be a bool"),
     ],
 )
