@@ -78,12 +78,13 @@ class _Split:
                     tensors += [*module.parameters(), *module.buffers()]
             elif node.op in ("call_function", "call_method") and inputs_fixed:
                 fixed.add(node)
+        # The values of the prefix that the rest of the network reads.
         frontier = [
             n
             for n in graph.nodes
             if n in fixed
             and n.op != "get_attr"
-            and any(u not in fixed for u in n.users)
+            and any(user not in fixed for user in n.users)
         ]
         if all(n.op == "placeholder" for n in frontier):
             raise _NothingFrozen("no frozen layer runs before the first trained one")
@@ -132,7 +133,8 @@ class PrefixCache(Callback):
     the rest of the network. The store is dropped when any tensor of the
     prefix changes (an unfrozen layer, loaded weights) and at the end of
     training. Where the backbone cannot be split, a warning says why and
-    the fit runs without the store.
+    the fit runs without the store. The history records
+    ``prefix_cache_rows``, the rows stored when each epoch begins.
 
     Parameters
     ----------
@@ -170,6 +172,10 @@ class PrefixCache(Callback):
         self.max_bytes = max_bytes
 
     def initialize(self):
+        if isinstance(self.max_bytes, bool) or not (
+            isinstance(self.max_bytes, int) and self.max_bytes >= 0
+        ):
+            raise ValueError(f"max_bytes must be an int >= 0, got {self.max_bytes!r}.")
         self._split = None
         self._store = {}
         self._bytes = 0
@@ -186,34 +192,37 @@ class PrefixCache(Callback):
             )
 
     def on_epoch_begin(self, net, dataset_train=None, **kwargs):
-        module = net.module_
         if self._split is None or not self._split.valid():
             self._release()
-            device = torch.device(net.device)
-            devices = [device.index or 0] if device.type == "cuda" else []
-            try:
-                # Fetching a batch seeds the loader from the global generator:
-                # the fit's random stream must not see it.
-                with torch.random.fork_rng(devices=devices):
-                    iterator = net.get_iterator(dataset_train, training=False)
-                    probe = next(iter(iterator))[0]
-                    self._split = _build(module, device, probe)
-                self.status_ = "on"
-            except _NothingFrozen as exc:
-                self.status_ = str(exc)
-                return
-            except (ValueError, TypeError, NotImplementedError, RuntimeError) as exc:
-                # torch.fx raises plain TypeError and NotImplementedError
-                # for forwards it cannot trace.
-                if str(exc) != self.status_:
-                    warnings.warn(
-                        f"PrefixCache is off: {exc}.", RuntimeWarning, stacklevel=2
-                    )
-                self.status_ = str(exc)
-                return
-            self._module = module
-            module._prefix_cache = self
+            self._install(net, dataset_train)
         net.history.record("prefix_cache_rows", self.n_stored_)
+
+    def _install(self, net, dataset_train):
+        module = net.module_
+        device = torch.device(net.device)
+        devices = [device.index or 0] if device.type == "cuda" else []
+        try:
+            # Fetching a batch seeds the loader from the global generator:
+            # the fit's random stream must not see it.
+            with torch.random.fork_rng(devices=devices):
+                iterator = net.get_iterator(dataset_train, training=False)
+                probe = next(iter(iterator))[0]
+                self._split = _build(module, device, probe)
+            self.status_ = "on"
+        except _NothingFrozen as exc:
+            self.status_ = str(exc)
+            return
+        except (ValueError, TypeError, NotImplementedError, RuntimeError) as exc:
+            # torch.fx raises plain TypeError and NotImplementedError
+            # for forwards it cannot trace.
+            if str(exc) != self.status_:
+                warnings.warn(
+                    f"PrefixCache is off: {exc}.", RuntimeWarning, stacklevel=2
+                )
+            self.status_ = str(exc)
+            return
+        self._module = module
+        module._prefix_cache = self
 
     def on_train_end(self, net, **kwargs):
         self._release()

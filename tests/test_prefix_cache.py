@@ -84,6 +84,14 @@ def test_store_is_dropped_when_the_prefix_is_unfrozen(images):
     np.testing.assert_allclose(
         cached.predict_proba(X), plain.predict_proba(X), rtol=1e-5, atol=1e-6
     )
+    # Stored in the first epoch, dropped when nothing is frozen any more.
+    assert cached.history_[:, "prefix_cache_rows"] == [0, 0]
+
+
+@pytest.mark.parametrize("max_bytes", [-1, 1.5, True])
+def test_bad_max_bytes(max_bytes):
+    with pytest.raises(ValueError, match="max_bytes"):
+        PrefixCache(max_bytes=max_bytes).initialize()
 
 
 class _Branchy(nn.Module):
