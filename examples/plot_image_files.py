@@ -5,11 +5,12 @@ Training from image files on disk
 ``X`` can be a list of image file paths instead of an array: the images are
 then opened with PIL batch by batch, so a data set larger than memory can be
 used as it lies on disk (see :ref:`inputs`). This example writes 600
-Fashion-MNIST images (or sklearn's digits, when Debian's
-``dataset-fashion-mnist`` is not installed) as PNG files into a temporary
-folder, fine-tunes the pretrained EfficientNet-Lite0 for one epoch at 64
-pixels on the paths of 500 of them, predicts the other 100 from their paths,
-and shows a few of them with their predicted labels.
+Fashion-MNIST images (from the full release where Debian's
+``dataset-fashion-mnist`` is installed, from the subset bundled with
+skfastretrain otherwise) as PNG files into a temporary folder, fine-tunes the
+pretrained EfficientNet-Lite0 for one epoch at 64 pixels on the paths of 500
+of them, predicts the other 100 from their paths, and shows a few of them
+with their predicted labels.
 """
 
 # %%
@@ -20,9 +21,7 @@ import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 from PIL import Image
-from sklearn.datasets import load_digits
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
 
@@ -30,29 +29,36 @@ from skfastretrain import FastRetrainClassifier
 from skfastretrain.datasets import load_fashion_mnist
 
 
-def load_images(n=600):
-    try:
-        data = load_fashion_mnist(split="train", subset=n)
-        return "Fashion-MNIST", data.data, data.target, list(data.target_names)
-    except FileNotFoundError:
-        print("Fashion-MNIST files not found: using sklearn's digits instead.")
-        X, y = load_digits(return_X_y=True)
-        images = (X[:n].reshape(-1, 8, 8) * 16).clip(0, 255).astype(np.uint8)
-        return "sklearn digits", images, y[:n], [str(d) for d in range(10)]
+def load_data(n=600, n_test=100):
+    """Return ``(name, X_train, y_train, X_test, y_test, class_names)``:
+    ``n`` Fashion-MNIST training images, stratified, split into ``n - n_test``
+    to train on and ``n_test`` to predict. ``name`` says whether they come
+    from the full release or the bundled subset."""
+    data = load_fashion_mnist(split="train", subset=n)
+    X_train, X_test, y_train, y_test = train_test_split(
+        data.data, data.target, test_size=n_test, stratify=data.target, random_state=0
+    )
+    name = f"Fashion-MNIST ({data.source})"
+    return name, X_train, y_train, X_test, y_test, list(data.target_names)
 
 
-name, images, labels, class_names = load_images()
+def write_png_files(images, folder, prefix):
+    """Save uint8 (H, W) images as 8-bit grayscale PNG files; return their
+    paths."""
+    paths = []
+    for i, image in enumerate(images):
+        path = Path(folder) / f"{prefix}_{i:04d}.png"
+        Image.fromarray(image).save(path)
+        paths.append(str(path))
+    return paths
+
+
+name, X_train, y_train, X_test, y_test, class_names = load_data()
 folder = tempfile.TemporaryDirectory()
-paths = []
-for i, image in enumerate(images):
-    path = Path(folder.name) / f"{i:04d}.png"
-    Image.fromarray(image).save(path)  # uint8 (H, W): 8-bit grayscale
-    paths.append(str(path))
-print(f"wrote {len(paths)} {name} images as PNG files to {folder.name}")
-
-paths_train, paths_test, y_train, y_test = train_test_split(
-    paths, labels, test_size=100, stratify=labels, random_state=0
-)
+paths_train = write_png_files(X_train, folder.name, "train")
+paths_test = write_png_files(X_test, folder.name, "test")
+n_files = len(paths_train) + len(paths_test)
+print(f"wrote {n_files} {name} images as PNG files to {folder.name}")
 
 # %%
 # Fit and predict on the paths

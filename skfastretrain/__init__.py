@@ -13,6 +13,7 @@ from . import datasets
 from ._backbone import FastRetrainModule
 from ._checkpoint import TrainingCheckpoint
 from ._classifier import FastRetrainClassifier
+from ._divergence import DivergenceError, DivergenceGuard, DivergenceWarning
 from ._efficientnet_lite import efficientnet_lite
 from ._flops import count_flops, count_params
 from ._freezing import RandomFreezer
@@ -31,6 +32,9 @@ __all__ = [
     "LAMBDA_GRID",
     "DeltaLoss",
     "DeltaRegularizer",
+    "DivergenceError",
+    "DivergenceGuard",
+    "DivergenceWarning",
     "FastRetrainClassifier",
     "FastRetrainModule",
     "GramAccumulator",

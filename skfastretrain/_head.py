@@ -11,9 +11,9 @@ from skorch.callbacks import Callback
 
 from ._backbone import find_head
 from ._distributed import all_gather_rows, all_reduce_head_statistics, local_shard
+from ._divergence import DivergenceError
 from ._gram import HeadStatistics, TrainingFeatureTap, feature_pass
 from ._recompute import dense_layers, recompute_dense
-from ._sgd_epoch import DivergenceError
 from ._solve import ridge_solve, select_lambda
 
 __all__ = ["RidgeHeadSolver"]
@@ -320,8 +320,10 @@ class RidgeHeadSolver(Callback):
         -------
         record : dict
             ``solve_dur`` (seconds), ``train_acc`` (accuracy of the model
-            before this solve, in eval mode, on the whole training set) and
-            ``ridge_lambda`` (the strength used).
+            before this solve, in eval mode, on the whole training set),
+            ``ridge_lambda`` (the strength used) and, with ``calibrate``
+            outside a data-parallel fit, ``solved_acc`` (accuracy of the
+            updated head on the calibration rows).
         """
         if not 0 < blend <= 1:
             raise ValueError(f"blend must be in (0, 1], got {blend!r}.")
@@ -386,4 +388,11 @@ class RidgeHeadSolver(Callback):
                 b = (scale * intercept).to(head.bias)
                 head.bias.add_(blend * (b - head.bias))
         self.stats_, self.scale_, self.ridge_lambda_ = total, scale, alpha
-        return {"train_acc": stats.accuracy, "ridge_lambda": alpha}
+        record = {"train_acc": stats.accuracy, "ridge_lambda": alpha}
+        if kept_y is not None and len(kept_y) and not self.distributed:
+            # The updated head's accuracy on the calibration rows: what
+            # DivergenceGuard scores the model of each epoch by.
+            with torch.no_grad():
+                pred = head(kept_h.to(head.weight)).argmax(1).cpu().numpy()
+            record["solved_acc"] = float(np.mean(pred == kept_y))
+        return record

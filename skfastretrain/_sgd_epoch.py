@@ -2,12 +2,12 @@
 
 import torch
 from skorch import NeuralNetClassifier
-from skorch.callbacks import Callback, ProgressBar
+from skorch.callbacks import ProgressBar
 from torch import nn
 
+from ._divergence import DivergenceGuard
+
 __all__ = [
-    "DivergenceError",
-    "DivergenceGuard",
     "batchnorm_layers",
     "hold_in_eval",
     "is_held_in_eval",
@@ -96,38 +96,6 @@ def set_bn_momentum(module, momentum):
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = momentum
-
-
-class DivergenceError(ValueError):
-    """Training diverged: the loss, or the head's features, became NaN or inf.
-
-    ``epoch`` and ``lr`` say where; FastRetrainClassifier puts the module's
-    weights of the last complete epoch back before raising it and keeps them
-    (on the CPU) in ``state_dict``.
-    """
-
-    def __init__(self, message, *, epoch, lr):
-        super().__init__(message)
-        self.epoch = epoch
-        self.lr = lr
-        self.state_dict = None
-
-
-class DivergenceGuard(Callback):
-    """Stop with a clear error as soon as the training loss is NaN or inf."""
-
-    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
-        if training and loss is not None and not torch.isfinite(loss):
-            epoch = len(net.history)
-            # The optimizer's rate, which a scheduler may have changed.
-            lr = net.optimizer_.param_groups[0].get("lr", net.lr)
-            raise DivergenceError(
-                f"Training diverged: the loss became {loss.item()} in epoch "
-                f"{epoch} (lr={lr}). Lower the learning rate; "
-                "with pretrained weights, 0.001 to 0.003 suits SGD.",
-                epoch=epoch,
-                lr=lr,
-            )
 
 
 def make_net(

@@ -16,20 +16,20 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ._backbone import build_module, first_conv, resolve_backbone
 from ._checkpoint import TrainingCheckpoint, module_copy, read_checkpoint
-from ._data import AugmentCollate, make_augment, model_data
+from ._data import AugmentCollate, input_kind, make_augment, model_data
 from ._distributed import DDPEnter, DDPExit, train_sampler
+from ._divergence import DivergenceError, DivergenceGuard
 from ._freezing import RandomFreezer
 from ._head import RidgeHeadSolver
 from ._prefix_cache import PrefixCache
 from ._regularizers import regularizer_components
 from ._sgd_epoch import (
-    DivergenceError,
     batchnorm_layers,
     hold_in_eval,
     make_net,
     setup_batchnorm,
 )
-from ._validation import check_input_size
+from ._validation import prefix_cache_applies, resolve_input_size
 
 __all__ = ["fit_recovering", "plan_run", "train_net"]
 
@@ -53,8 +53,14 @@ def train_net(
     """
     backbone, spec = resolve_backbone(est.backbone, est.weights)
     conv = first_conv(backbone)
-    size = check_input_size(est.input_size) or spec.input_size
+    # Files and datasets are read at the size resolved without their own
+    # (unknown) size; arrays keep theirs, which "auto" may then use.
+    size = resolve_input_size(est.input_size, spec.input_size, None, device)
     data, targets, sample = model_data(X, y, conv=conv, size=size)
+    if input_kind(X) == "array" and sample.ndim == 4:
+        size = resolve_input_size(
+            est.input_size, spec.input_size, sample.shape[-2:], device
+        )
     module = build_module(
         backbone,
         spec,
@@ -85,7 +91,7 @@ def train_net(
             ),
         )
     ]
-    if est.cache_prefix:
+    if prefix_cache_applies(est):
         # After the freezer, whose frozen prefix it stores.
         callbacks.append(("prefix_cache", PrefixCache()))
     if est.ridge_lambda is not None:
@@ -190,6 +196,14 @@ def fit_recovering(net, X, y, *, epochs):
 def _fall_back_if_stopped(net, ckpt):
     done = ckpt.epochs_
     if len(net.history) <= done:
+        return
+    guard = next(
+        (cb for _, cb in net.callbacks_ if isinstance(cb, DivergenceGuard)), None
+    )
+    if guard is not None and guard.diverged_ is not None:
+        # The guard has put its best model back and warned; only the record
+        # of the epoch it interrupted goes.
+        del net.history[done:]
         return
     if done == 0:
         raise KeyboardInterrupt

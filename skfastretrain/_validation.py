@@ -30,6 +30,8 @@ __all__ = [
     "check_params",
     "check_predict_input",
     "encode_labels",
+    "prefix_cache_applies",
+    "resolve_input_size",
 ]
 
 
@@ -110,9 +112,14 @@ def _check_checkpoint(path):
 
 
 def check_input_size(input_size):
-    """None, or (height, width) from an int or a pair of positive ints."""
-    if input_size is None:
-        return None
+    """None, ``"auto"``, or (height, width) from an int or a pair of ints."""
+    if input_size is None or (isinstance(input_size, str) and input_size == "auto"):
+        return input_size
+    if isinstance(input_size, str):
+        raise ValueError(
+            f"input_size must be 'auto', None, a positive int or (height, width), "
+            f"got {input_size!r}."
+        )
     size = np.atleast_1d(np.asarray(input_size, dtype=object))
     if (
         size.ndim != 1
@@ -155,9 +162,11 @@ def check_params(est):
             _check_number("every value of head_hidden", units, integer=True)
     if not isinstance(est.reuse_features, bool):
         raise TypeError(f"reuse_features must be a bool, got {est.reuse_features!r}.")
-    if not isinstance(est.cache_prefix, bool):
-        raise TypeError(f"cache_prefix must be a bool, got {est.cache_prefix!r}.")
-    if est.cache_prefix:
+    if not isinstance(est.cache_prefix, bool) and est.cache_prefix != "auto":
+        raise TypeError(
+            f"cache_prefix must be a bool or 'auto', got {est.cache_prefix!r}."
+        )
+    if est.cache_prefix is True:
         # Random freezing has no fixed prefix; augmented images never repeat;
         # bf16 autocast is not split.
         for name, value, needed in (
@@ -210,6 +219,50 @@ def check_params(est):
     _check_callbacks(est.callbacks)
     _check_checkpoint(est.checkpoint)
     return resolve_device(est.device)
+
+
+def prefix_cache_applies(est):
+    """Whether ``est`` stores its frozen prefix's output (``cache_prefix``).
+
+    ``"auto"`` stores it wherever ``cache_prefix=True`` would be accepted,
+    since the stored prefix computes the same function for less time.
+    """
+    if isinstance(est.cache_prefix, bool):
+        return est.cache_prefix
+    return (
+        est.freeze_mode == "prefix"
+        and est.augment is None
+        and est.precision == "float32"
+        and est.regularizer not in ("delta", "feature_map")
+    )
+
+
+def resolve_input_size(input_size, pretrained_size, native_size, device):
+    """The (height, width) images are resized to inside the model, or None.
+
+    ``"auto"`` resizes only for a backbone with a pretrained input size: on a
+    GPU to that size; on a CPU to the images' own size, raised to at least
+    64 px (smaller inputs leave too little of the image after the backbone's
+    downsampling) and capped at the pretrained size, because every doubling
+    of the side costs four times the compute. ``native_size`` is None when
+    it is unknown (image files, datasets): the pretrained size is used then.
+    """
+    if input_size is None:
+        return pretrained_size
+    if not isinstance(input_size, str):
+        return check_input_size(input_size)
+    if pretrained_size is None:
+        return None
+    if str(device).startswith("cuda") or native_size is None:
+        return tuple(pretrained_size)
+    return tuple(
+        int(min(cap, max(_CPU_MIN_SIDE, side)))
+        for side, cap in zip(native_size, pretrained_size, strict=True)
+    )
+
+
+#: The smallest side "auto" resizes to on a CPU (see resolve_input_size).
+_CPU_MIN_SIDE = 64
 
 
 def check_array_input(est, X, *, reset, y=None):

@@ -1,19 +1,21 @@
 """Loader for the Fashion-MNIST image classification data set.
 
-The data are read from the four IDX files of the Fashion-MNIST release
-(gzipped or not), by default from the folder where Debian's
-``dataset-fashion-mnist`` package installs them. Nothing is downloaded.
+Two sources, neither downloaded: the IDX files of the Fashion-MNIST release,
+by default from the folder of Debian's ``dataset-fashion-mnist`` package, and
+a stratified tenth of it bundled in ``data/`` so that the loader works on a
+machine with nothing but pip.
 """
 
-import gzip
 import numbers
 import os
-import zlib
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 from sklearn.utils import Bunch
+
+from ._idx import RELEASE_FILES, read_split, release_files
 
 __all__ = ["load_fashion_mnist"]
 
@@ -32,15 +34,19 @@ TARGET_NAMES = (
     "Ankle boot",
 )
 
-# File name stems of the release, per split: (images, labels).
-_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
+_SOURCES = ("auto", "release", "bundled")
 
-_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
-_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
-_GZIP_MAGIC = b"\x1f\x8b"
+# The bundled subset: its file in the package's data folder, and the sizes
+# and seed that tools/make_fashion_mnist_subset.py built it with (also
+# written down in data/README.md).
+BUNDLED_FILENAME = "fashion_mnist_subset.npz"
+BUNDLED_SIZES = {"train": 6000, "test": 1000}
+BUNDLED_SEED = 0
+
+_BUNDLED_NOTE = (
+    " These are the images of the subset bundled with skfastretrain; the full "
+    "release (source='release') has 60000 train and 10000 test images."
+)
 
 _INSTALL_HINT = (
     "Install them with `apt-get install dataset-fashion-mnist` (Debian and "
@@ -48,16 +54,20 @@ _INSTALL_HINT = (
     "four IDX files of the Fashion-MNIST release "
     "(https://github.com/zalandoresearch/fashion-mnist): "
     "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte "
-    "and t10k-labels-idx1-ubyte, each gzipped (.gz) or not."
+    "and t10k-labels-idx1-ubyte, each gzipped (.gz) or not. Without them, "
+    "path=None and source='auto' (the defaults) load the subset bundled with "
+    "skfastretrain (6,000 train and 1,000 test images)."
 )
 
-DESCR = """\
+_DESCR = """\
 .. _fashion_mnist_dataset:
 
 Fashion-MNIST dataset
 ---------------------
 
-**Data Set Characteristics:**
+**Loaded from:** {loaded_from}
+
+**Data Set Characteristics** (of the full release):
 
 :Number of Instances: 60000 (train split) and 10000 (test split)
 :Number of Classes: 10, with 6000 train and 1000 test images each
@@ -92,86 +102,10 @@ label  description
 """
 
 
-def _find_file(folder, stem):
-    """Return the path of ``stem.gz`` or ``stem`` in ``folder``, or None."""
-    for name in (stem + ".gz", stem):
-        candidate = folder / name
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _read_bytes(filename):
-    """Read a file, decompressing it when it starts with the gzip magic."""
-    with open(filename, "rb") as f:
-        raw = f.read()
-    if raw[:2] != _GZIP_MAGIC:
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ValueError(
-            f"{filename} is not a valid gzip file (corrupt or truncated): {exc}"
-        ) from exc
-
-
-def _parse_idx(raw, *, magic, ndim, filename="<bytes>"):
-    """Parse an IDX buffer of unsigned bytes into a uint8 array.
-
-    Parameters
-    ----------
-    raw : bytes
-        The uncompressed file content.
-    magic : int
-        The expected magic number: ``0x00000803`` for 3-D image arrays,
-        ``0x00000801`` for 1-D label arrays.
-    ndim : int
-        The number of dimensions ``magic`` encodes (its lowest byte).
-    filename : str or os.PathLike, default="<bytes>"
-        Used in error messages only.
-
-    Returns
-    -------
-    array : ndarray of uint8
-        The array the header describes. It owns its memory and is writable.
-
-    Raises
-    ------
-    ValueError
-        If the magic number is not ``magic`` or the payload size does not
-        match the dimensions in the header.
-    """
-    header_size = 4 * (1 + ndim)
-    if len(raw) < header_size:
-        raise ValueError(
-            f"{filename} is too short ({len(raw)} bytes) for an IDX header of "
-            f"{header_size} bytes; the file is truncated or not an IDX file."
-        )
-    header = np.frombuffer(raw, dtype=">u4", count=1 + ndim)
-    found = int(header[0])
-    if found != magic:
-        raise ValueError(
-            f"{filename} has IDX magic number {found:#010x}, expected "
-            f"{magic:#010x}; the file is corrupt or not the expected IDX file."
-        )
-    shape = tuple(int(d) for d in header[1:])
-    expected = int(np.prod(shape, dtype=np.int64))
-    payload = len(raw) - header_size
-    if payload != expected:
-        what = "truncated" if payload < expected else "has trailing bytes"
-        raise ValueError(
-            f"{filename} is corrupt: its header announces shape {shape} "
-            f"({expected} bytes of data) but it holds {payload} bytes ({what})."
-        )
-    data = np.frombuffer(raw, dtype=np.uint8, offset=header_size)
-    return data.reshape(shape).copy()
-
-
-def _load_split(folder, split):
+def _load_release(folder, split):
     """Read and check the images and labels of one split from ``folder``."""
-    stems = _FILES[split]
-    found = [_find_file(folder, stem) for stem in stems]
-    missing = [stem for stem, f in zip(stems, found, strict=True) if f is None]
+    found = release_files(folder, split)
+    missing = [s for s, f in zip(RELEASE_FILES[split], found, strict=True) if f is None]
     if missing:
         where = (
             f"The folder {folder} does not exist."
@@ -182,27 +116,34 @@ def _load_split(folder, split):
             f"Fashion-MNIST {split} files not found. {where} "
             + _INSTALL_HINT.format(default=DEFAULT_PATH)
         )
-    images_file, labels_file = found
-    images = _parse_idx(
-        _read_bytes(images_file), magic=_IMAGES_MAGIC, ndim=3, filename=images_file
-    )
-    labels = _parse_idx(
-        _read_bytes(labels_file), magic=_LABELS_MAGIC, ndim=1, filename=labels_file
-    )
-    if images.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"{images_file} holds {images.shape[0]} images but {labels_file} "
-            f"holds {labels.shape[0]} labels."
-        )
-    if labels.size and labels.max() >= len(TARGET_NAMES):
-        raise ValueError(
-            f"{labels_file} holds label {int(labels.max())}; Fashion-MNIST "
-            f"labels are in [0, {len(TARGET_NAMES) - 1}]."
-        )
-    return images, labels.astype(np.int64)
+    images, labels = read_split(*found, n_classes=len(TARGET_NAMES))
+    return images, labels, np.arange(labels.shape[0])
 
 
-def _check_subset(subset, y):
+def _bundled_file():
+    """The bundled subset's npz, as an importlib.resources Traversable."""
+    # Through importlib.resources rather than __file__, so that the file is
+    # found in any installed layout (editable, wheel, zip).
+    return resources.files(__package__).joinpath("data").joinpath(BUNDLED_FILENAME)
+
+
+def _load_bundled(split):
+    """Read one split of the subset bundled with the package."""
+    ref = _bundled_file()
+    try:
+        with ref.open("rb") as f, np.load(f) as npz:
+            images = npz[f"{split}_images"]
+            labels = npz[f"{split}_labels"].astype(np.int64)
+            index = npz[f"{split}_index"].astype(np.int64)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            f"The Fashion-MNIST subset bundled with skfastretrain is missing "
+            f"({ref}): the installation is incomplete; reinstall skfastretrain."
+        ) from exc
+    return images, labels, index
+
+
+def _check_subset(subset, y, *, note=""):
     """Validate ``subset`` against the labels ``y``; return it as an int."""
     if subset is None:
         return None
@@ -221,29 +162,55 @@ def _check_subset(subset, y):
             f"subset={subset} is out of range: a stratified subset of "
             f"{n_samples} images in {n_classes} classes needs between "
             f"{n_classes} and {n_samples - n_classes} images (or exactly "
-            f"{n_samples}, or None, for all of them)."
+            f"{n_samples}, or None, for all of them).{note}"
         )
     return subset
 
 
+def _loaded_from(source, location, split, n_split, n_keep):
+    """The DESCR paragraph that says which data were loaded."""
+    if source == "release":
+        text = (
+            f"the full Fashion-MNIST release in {location} ({split} split, "
+            f"{n_split} images)."
+        )
+    else:
+        text = (
+            f"the subset bundled with skfastretrain ({location}), "
+            f"{BUNDLED_SIZES['train']:,} train / {BUNDLED_SIZES['test']:,} test "
+            f"images, stratified (10% of each class, seed {BUNDLED_SEED}, in "
+            f"the release's order); {split} split, {n_split} images."
+        )
+    if n_keep is not None and n_keep < n_split:
+        text += f" Of these, a stratified random subset of {n_keep} is returned."
+    return text
+
+
 def load_fashion_mnist(
-    path=None, *, split="train", subset=None, random_state=0, return_X_y=False
+    path=None,
+    *,
+    split="train",
+    source="auto",
+    subset=None,
+    random_state=0,
+    return_X_y=False,
 ):
     """Load the Fashion-MNIST images and labels (classification).
 
     Fashion-MNIST [1]_ holds 28x28 grayscale images of Zalando articles in 10
     balanced classes: 60000 in the train split and 10000 in the test split.
+    Nothing is downloaded: the release is read from a local folder (by
+    default that of Debian's ``dataset-fashion-mnist``), and a stratified
+    tenth of it is bundled with skfastretrain, as scikit-learn bundles its
+    digits, so that this loader works without the release.
 
-    =================   ==============
-    Classes                         10
-    Samples per class   6000 (train), 1000 (test)
-    Samples total       60000 (train), 10000 (test)
+    =================   ================================================
+    Classes             10
+    Samples per class   6000 (train), 1000 (test); bundled: 600, 100
+    Samples total       60000 (train), 10000 (test); bundled: 6000, 1000
     Dimensionality      28 x 28
     Features            integers 0-255
-    =================   ==============
-
-    The files are read from ``path`` and never downloaded. The default
-    folder is where Debian's ``dataset-fashion-mnist`` package installs them.
+    =================   ================================================
 
     Parameters
     ----------
@@ -251,20 +218,33 @@ def load_fashion_mnist(
         The folder holding the IDX files of the Fashion-MNIST release
         (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
         ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``), each
-        gzipped with a ``.gz`` suffix or plain. ``None`` means
-        ``/usr/share/datasets/fashion-mnist``. Only the two files of
-        ``split`` need to be present.
+        gzipped with a ``.gz`` suffix or plain. Only the two files of
+        ``split`` need to be present. When given, only this folder is read.
+        ``None`` means ``/usr/share/datasets/fashion-mnist`` for the
+        release, with the fallback that ``source`` describes.
 
     split : {"train", "test"}, default="train"
-        Which split of the release to load.
+        Which split to load.
+
+    source : {"auto", "release", "bundled"}, default="auto"
+        Where the images come from:
+
+        - ``"release"``: the full release in ``path`` (or the default
+          folder); a missing file is an error.
+        - ``"bundled"``: the subset bundled with skfastretrain, even when
+          the release is installed. ``path`` must then be None.
+        - ``"auto"``: with ``path`` given, as ``"release"``. With ``path``
+          None, the release in the default folder when the two files of
+          ``split`` are there, and the bundled subset otherwise.
 
     subset : int, default=None
         If an int, return a stratified random subset of that many images of
         the split, in their original order, so that every class keeps its
         share. It must leave at least one image per class on both sides: at
         least the number of classes, and at most the split's size minus the
-        number of classes, unless it equals the split's size. ``None``
-        returns the whole split.
+        number of classes, unless it equals the split's size. The split's
+        size is that of the source used (6000 or 1000 when bundled).
+        ``None`` returns the whole split.
 
     random_state : int, RandomState instance or None, default=0
         Seeds the choice of the subset; ignored when ``subset`` is None.
@@ -284,8 +264,15 @@ def load_fashion_mnist(
             The labels, in [0, 9].
         target_names : ndarray of str, shape (10,)
             The class names, indexed by label.
+        index : ndarray of int64, shape (n_samples,)
+            Each image's row in the release's split, increasing.
+        source : {"release", "bundled"}
+            Which source the images come from (``source="auto"`` resolved).
+        path : str
+            The folder of the release, or the bundled ``.npz`` file, read.
         DESCR : str
-            The full description of the data set.
+            The description of the data set; its "Loaded from" paragraph,
+            under the title, says which source was read.
 
     (data, target) : tuple if ``return_X_y`` is True
         The two arrays described above.
@@ -293,12 +280,16 @@ def load_fashion_mnist(
     Raises
     ------
     FileNotFoundError
-        If the folder or one of the two files of ``split`` is missing. The
-        message tells how to get them.
+        If the release is to be read (``path`` given, or
+        ``source="release"``) and the folder or one of the two files of
+        ``split`` is missing. The message tells how to get them.
     ValueError
-        If ``split`` or ``subset`` is invalid, or if a file is corrupt: a
-        wrong magic number, a size that does not match its header, a bad
-        gzip stream, or labels out of range.
+        If ``split``, ``source`` or ``subset`` is invalid, if ``path`` is
+        given with ``source="bundled"``, or if a file of the release is
+        corrupt: a wrong magic number, a size that does not match its
+        header, a bad gzip stream, or labels out of range. A corrupt file in
+        the default folder is an error with ``source="auto"`` too: only
+        missing files fall back to the bundled subset.
 
     See Also
     --------
@@ -306,11 +297,22 @@ def load_fashion_mnist(
 
     Notes
     -----
-    The arrays are read with :func:`numpy.frombuffer` after checking each
-    header: images must carry the IDX magic number ``0x00000803`` (unsigned
-    bytes, 3 dimensions) and labels ``0x00000801`` (unsigned bytes,
-    1 dimension). Gzip compression is detected from the file content, not
-    its name.
+    With ``source="auto"`` the number of images depends on the machine: code
+    that needs the full release (a benchmark, say) should pass
+    ``source="release"``, code that must give the same result everywhere
+    ``source="bundled"``.
+
+    The bundled subset is this function's ``subset=6000`` (train) and
+    ``subset=1000`` (test) of the release with ``random_state=0``: 600 and
+    100 images per class in their original order, stored with their rows in
+    the release. ``tools/make_fashion_mnist_subset.py`` in the source
+    repository rebuilds it; its provenance and Fashion-MNIST's MIT license
+    (Zalando SE) are in the package's ``datasets/data/README.md``.
+
+    The release's IDX headers are checked before reading: images must carry
+    the magic number ``0x00000803`` (unsigned bytes, 3 dimensions) and
+    labels ``0x00000801`` (1 dimension). Gzip compression is detected from
+    the file content, not its name.
 
     References
     ----------
@@ -322,32 +324,64 @@ def load_fashion_mnist(
     --------
     >>> import numpy as np
     >>> from skfastretrain.datasets import load_fashion_mnist
-    >>> fmnist = load_fashion_mnist(subset=1000, random_state=0)
-    >>> fmnist.data.shape, fmnist.data.dtype
-    ((1000, 28, 28), dtype('uint8'))
+    >>> fmnist = load_fashion_mnist(source="bundled")
+    >>> fmnist.source, fmnist.data.shape, fmnist.data.dtype
+    ('bundled', (6000, 28, 28), dtype('uint8'))
     >>> np.bincount(fmnist.target)
-    array([100, 100, 100, 100, 100, 100, 100, 100, 100, 100])
+    array([600, 600, 600, 600, 600, 600, 600, 600, 600, 600])
     >>> fmnist.target_names[[0, 9]]
     array(['T-shirt/top', 'Ankle boot'], dtype='<U11')
-    >>> X_test, y_test = load_fashion_mnist(split="test", return_X_y=True)
-    >>> X_test.shape, y_test.shape
-    ((10000, 28, 28), (10000,))
-    """
-    if not isinstance(split, str) or split not in _FILES:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
-    folder = DEFAULT_PATH if path is None else Path(os.fspath(path))
+    >>> X, y = load_fashion_mnist(source="bundled", subset=1000, return_X_y=True)
+    >>> X.shape, np.bincount(y)
+    ((1000, 28, 28), array([100, 100, 100, 100, 100, 100, 100, 100, 100, 100]))
 
-    images, labels = _load_split(folder, split)
-    n_keep = _check_subset(subset, labels)
-    if n_keep is not None and n_keep < labels.shape[0]:
+    With the defaults, the full release when it is installed, else the
+    bundled subset (10000 or 1000 test images):
+
+    >>> test = load_fashion_mnist(split="test")
+    >>> test.source in ("release", "bundled"), test.data.shape[1:]
+    (True, (28, 28))
+    """
+    if not isinstance(split, str) or split not in RELEASE_FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+    if not isinstance(source, str) or source not in _SOURCES:
+        raise ValueError(
+            f"source must be 'auto', 'release' or 'bundled', got {source!r}."
+        )
+    if path is not None and source == "bundled":
+        raise ValueError(
+            f"path={path!r} cannot be combined with source='bundled': the "
+            "bundled subset is read from the package. Pass path=None, or "
+            "source='release' to read the release in that folder."
+        )
+
+    folder = DEFAULT_PATH if path is None else Path(os.fspath(path))
+    if source == "auto" and path is not None:
+        source = "release"  # a folder the user named is read, or raises
+    elif source == "auto":
+        # Only missing files fall back: a corrupt release raises below.
+        complete = None not in release_files(folder, split)
+        source = "release" if complete else "bundled"
+
+    if source == "release":
+        images, labels, index = _load_release(folder, split)
+        location = str(folder)
+    else:
+        images, labels, index = _load_bundled(split)
+        location = str(_bundled_file())
+
+    n_split = labels.shape[0]
+    note = _BUNDLED_NOTE if source == "bundled" else ""
+    n_keep = _check_subset(subset, labels, note=note)
+    if n_keep is not None and n_keep < n_split:
         keep, _ = train_test_split(
-            np.arange(labels.shape[0]),
+            np.arange(n_split),
             train_size=n_keep,
             stratify=labels,
             random_state=random_state,
         )
         keep = np.sort(keep)
-        images, labels = images[keep], labels[keep]
+        images, labels, index = images[keep], labels[keep], index[keep]
 
     if return_X_y:
         return images, labels
@@ -355,5 +389,10 @@ def load_fashion_mnist(
         data=images,
         target=labels,
         target_names=np.array(TARGET_NAMES),
-        DESCR=DESCR,
+        index=index,
+        source=source,
+        path=location,
+        DESCR=_DESCR.format(
+            loaded_from=_loaded_from(source, location, split, n_split, n_keep)
+        ),
     )
