@@ -156,17 +156,29 @@ def load_data(setting, *, holdout=False):
         from sklearn.model_selection import train_test_split
 
         X, y = load_fashion_mnist(
-            split="train", subset=n_train + n_test, random_state=1, return_X_y=True
+            split="train",
+            subset=n_train + n_test,
+            random_state=1,
+            source="release",
+            return_X_y=True,
         )
         X_tr, X_te, y_tr, y_te = train_test_split(
             X, y, test_size=n_test, stratify=y, random_state=SEED
         )
         return X_tr, y_tr, X_te, y_te
     X_tr, y_tr = load_fashion_mnist(
-        split="train", subset=n_train, random_state=SEED, return_X_y=True
+        split="train",
+        subset=n_train,
+        random_state=SEED,
+        source="release",
+        return_X_y=True,
     )
     X_te, y_te = load_fashion_mnist(
-        split="test", subset=n_test, random_state=SEED, return_X_y=True
+        split="test",
+        subset=n_test,
+        random_state=SEED,
+        source="release",
+        return_X_y=True,
     )
     return X_tr, y_tr, X_te, y_te
 
@@ -178,7 +190,7 @@ def validation_rows(X_train, n, *, seed=SEED):
     model was trained on would make its accuracy look better than it is, and
     the test split stays unseen.
     """
-    X, y = load_fashion_mnist(split="train", return_X_y=True)
+    X, y = load_fashion_mnist(split="train", source="release", return_X_y=True)
     used = {img.tobytes() for img in X_train}
     free = np.flatnonzero([img.tobytes() not in used for img in X])
     rows = np.random.default_rng(seed).choice(free, size=n, replace=False)

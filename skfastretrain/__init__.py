@@ -19,6 +19,7 @@ from ._flops import count_flops, count_params
 from ._freezing import RandomFreezer
 from ._gram import GramAccumulator
 from ._head import RidgeHeadSolver
+from ._lr_probe import LR_CANDIDATES, LRProbe
 from ._plotting import plot_history
 from ._prefix_cache import PrefixCache
 from ._pruning import PruningReport, prune_filters
@@ -30,6 +31,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "L2SP",
     "LAMBDA_GRID",
+    "LR_CANDIDATES",
     "DeltaLoss",
     "DeltaRegularizer",
     "DivergenceError",
@@ -38,6 +40,7 @@ __all__ = [
     "FastRetrainClassifier",
     "FastRetrainModule",
     "GramAccumulator",
+    "LRProbe",
     "PrefixCache",
     "PruningReport",
     "RandomFreezer",

@@ -167,11 +167,13 @@ def resolve_backbone(backbone, weights=None):
             "backbone must be a model name, a torch.nn.Module or a callable "
             f"returning one; got {type(backbone).__name__}."
         )
-    if weights is not None:
+    # "DEFAULT" (the estimator's default) keeps a module's own weights, as
+    # None does: a module has no pretrained weights other than its own.
+    if weights is not None and weights != "DEFAULT":
         if not _is_weights_path(weights):
             raise ValueError(
-                "For a module backbone, weights must be None or a path to a "
-                f"state_dict file; got {weights!r}."
+                "For a module backbone, weights must be 'DEFAULT' or None (its "
+                f"own weights) or a path to a state_dict file; got {weights!r}."
             )
         load_state_dict_file(module, weights)
     return module, BackboneSpec()

@@ -6,6 +6,8 @@ import warnings
 import torch
 from skorch.callbacks import Callback
 
+from ._distributed import is_distributed
+
 __all__ = ["DivergenceError", "DivergenceGuard", "DivergenceWarning"]
 
 
@@ -37,19 +39,10 @@ def _lr(net):
     return net.optimizer_.param_groups[0].get("lr", net.lr)
 
 
-def _hint(lr):
+def _hint():
     return (
-        f"Lower the learning rate (lr={lr:.3g}); with pretrained weights 0.001 "
-        "to 0.003 suits SGD, and a backbone trained from scratch takes up to "
-        "about 0.05."
-    )
-
-
-def _distributed():
-    # Each rank sees only its own batches: a decision taken on them alone
-    # could stop one rank and leave the others waiting in a collective.
-    return torch.distributed.is_available() and (
-        torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+        "Lower the learning rate; with pretrained weights 0.001 to 0.003 suits "
+        "SGD, and a backbone trained from scratch takes up to about 0.05."
     )
 
 
@@ -64,11 +57,11 @@ class DivergenceGuard(Callback):
     - the training loss, smoothed over batches, exceeds ``max_loss_ratio``
       times the larger of the loss of the fit's first batch (computed before
       any step) and the loss of a uniform guess, ``log(n_classes)``;
-    - the training accuracy after an epoch (``train_acc``, recorded by
-      :class:`RidgeHeadSolver` before its solve) has lost more than
-      ``max_acc_drop`` of the starting head's margin over chance
-      (``init_solved_acc``, the accuracy of the ridge head solved before the
-      first epoch).
+    - the features after an epoch have lost more than ``max_acc_drop`` of
+      the starting head's accuracy margin over chance: the training accuracy
+      of the epoch's ridge solution (``ridge_acc``, recorded by
+      :class:`RidgeHeadSolver` on its calibration rows) against that of the
+      head solved before the first epoch (``init_solved_acc``).
 
     States are scored by ``solved_acc`` (training accuracy after each solve)
     where the history has it, else by the epoch's ``train_loss``. The finite
@@ -89,7 +82,8 @@ class DivergenceGuard(Callback):
     Attributes
     ----------
     diverged_ : str or None
-        Why training was stopped, or None.
+        Why training was stopped, or None. The history's last row records it
+        as ``diverged``, with ``kept_epoch``.
     best_epoch_ : int or None
         The epoch whose model was put back (0: the start of the fit).
 
@@ -158,14 +152,14 @@ class DivergenceGuard(Callback):
             epoch = len(net.history)
             raise DivergenceError(
                 f"Training diverged: the loss became {loss.item()} in epoch "
-                f"{epoch}. {_hint(_lr(net))}",
+                f"{epoch} (lr={_lr(net):.3g}). {_hint()}",
                 epoch=epoch,
                 lr=_lr(net),
             )
         y_pred = kwargs.get("y_pred")
         if self._n_classes is None and y_pred is not None and y_pred.ndim == 2:
             self._n_classes = y_pred.shape[1]
-        if self.diverged_ is not None or _distributed():
+        if self.diverged_ is not None or is_distributed():
             return
         value = float(loss.detach())
         if self._reference is None:
@@ -203,20 +197,21 @@ class DivergenceGuard(Callback):
             self._start = None
             score = -math.inf if start_acc is None else start_acc
             self._best = (score, epoch, state)
-        acc = row.get("train_acc")
+        acc = row.get("ridge_acc")
         if (
             start_acc is not None
             and acc is not None
             and self._n_classes
-            and not _distributed()
+            and not is_distributed()
         ):
             chance = 1.0 / self._n_classes
             floor = chance + (1 - self.max_acc_drop) * (start_acc - chance)
             if acc < floor:
                 self._stop(
                     net,
-                    f"the training accuracy fell from {start_acc:.3f} (the "
-                    f"starting head) to {acc:.3f} after epoch {row['epoch']}",
+                    f"the training accuracy of a ridge head on the features fell "
+                    f"from {start_acc:.3f} (at the start) to {acc:.3f} after "
+                    f"epoch {row['epoch']}",
                     raise_stop=not last,
                 )
                 return
@@ -232,10 +227,12 @@ class DivergenceGuard(Callback):
             net.module_.load_state_dict(state)
         self.best_epoch_ = epoch
         self.diverged_ = reason
+        net.history.record("diverged", reason)
+        net.history.record("kept_epoch", epoch)
         warnings.warn(
             f"Training diverged: {reason}. Stopped, and kept the model of "
-            f"{'the start of the fit' if epoch == self._first else f'epoch {epoch}'}. "
-            f"{_hint(lr)}",
+            f"{'the start of the fit' if epoch == self._first else f'epoch {epoch}'} "
+            f"(lr={lr:.3g}). {_hint()}",
             DivergenceWarning,
             stacklevel=2,
         )

@@ -321,9 +321,10 @@ class RidgeHeadSolver(Callback):
         record : dict
             ``solve_dur`` (seconds), ``train_acc`` (accuracy of the model
             before this solve, in eval mode, on the whole training set),
-            ``ridge_lambda`` (the strength used) and, with ``calibrate``
-            outside a data-parallel fit, ``solved_acc`` (accuracy of the
-            updated head on the calibration rows).
+            ``ridge_lambda`` (the strength used) and, with ``calibrate``,
+            ``ridge_acc`` (accuracy of the ridge solution on the calibration
+            rows) and, outside a data-parallel fit, ``solved_acc`` (accuracy
+            of the updated head on them).
         """
         if not 0 < blend <= 1:
             raise ValueError(f"blend must be in (0, 1], got {blend!r}.")
@@ -389,6 +390,10 @@ class RidgeHeadSolver(Callback):
                 head.bias.add_(blend * (b - head.bias))
         self.stats_, self.scale_, self.ridge_lambda_ = total, scale, alpha
         record = {"train_acc": stats.accuracy, "ridge_lambda": alpha}
+        if kept_y is not None and len(kept_y):
+            # How linearly separable the features still are: a collapse of
+            # the backbone shows here (DivergenceGuard watches it).
+            record["ridge_acc"] = float(np.mean(logits.argmax(1) == kept_y))
         if kept_y is not None and len(kept_y) and not self.distributed:
             # The updated head's accuracy on the calibration rows: what
             # DivergenceGuard scores the model of each epoch by.

@@ -21,6 +21,7 @@ from ._distributed import DDPEnter, DDPExit, train_sampler
 from ._divergence import DivergenceError, DivergenceGuard
 from ._freezing import RandomFreezer
 from ._head import RidgeHeadSolver
+from ._lr_probe import LRProbe
 from ._prefix_cache import PrefixCache
 from ._regularizers import regularizer_components
 from ._sgd_epoch import (
@@ -31,7 +32,7 @@ from ._sgd_epoch import (
 )
 from ._validation import prefix_cache_applies, resolve_input_size
 
-__all__ = ["fit_recovering", "plan_run", "train_net"]
+__all__ = ["AUTO_LR", "fit_recovering", "plan_run", "probes_lr", "train_net"]
 
 # Parameters that may change between a run and its resumption: they do not
 # change the arithmetic on one device (max_epochs may grow to train longer).
@@ -91,6 +92,9 @@ def train_net(
             ),
         )
     ]
+    if probes_lr(est):
+        # After the freezer, so that the probe trains what epoch 1 trains.
+        callbacks.append(("lr_probe", LRProbe(random_state=seed)))
     if prefix_cache_applies(est):
         # After the freezer, whose frozen prefix it stores.
         callbacks.append(("prefix_cache", PrefixCache()))
@@ -143,7 +147,8 @@ def train_net(
         module,
         callbacks=callbacks,
         criterion=criterion,
-        lr=est.lr,
+        # The probe sets the rate before the first step.
+        lr=AUTO_LR if isinstance(est.lr, str) else est.lr,
         momentum=est.momentum,
         weight_decay=est.weight_decay,
         batch_size=est.batch_size,
@@ -166,6 +171,26 @@ def train_net(
             ddp.on_train_end(net)
     names = [n for n, m in module.named_modules() if any(m is h for h in held_bns)]
     return net, tuple(sample.shape[1:]), names
+
+
+#: What ``lr="auto"`` is without a probe, and where the probe starts: the
+#: best fixed rate for pretrained backbones in benchmarks/defaults.py.
+AUTO_LR = 1e-3
+
+
+def probes_lr(est):
+    """Whether ``lr="auto"`` runs :class:`LRProbe`.
+
+    The probe compares each rate's loss with that of a solved head; from a
+    random head every rate that trains the head quickly looks good, however
+    much it harms the backbone (a pretrained Lite0 lost its features at the
+    0.03 the probe chose then), so such fits take ``AUTO_LR``.
+    """
+    return (
+        isinstance(est.lr, str)
+        and est.ridge_lambda is not None
+        and est.init_head == "ridge"
+    )
 
 
 def fit_recovering(net, X, y, *, epochs):
@@ -201,9 +226,8 @@ def _fall_back_if_stopped(net, ckpt):
         (cb for _, cb in net.callbacks_ if isinstance(cb, DivergenceGuard)), None
     )
     if guard is not None and guard.diverged_ is not None:
-        # The guard has put its best model back and warned; only the record
-        # of the epoch it interrupted goes.
-        del net.history[done:]
+        # The guard has put its best model back, warned, and recorded why in
+        # the interrupted epoch's row, which stays.
         return
     if done == 0:
         raise KeyboardInterrupt

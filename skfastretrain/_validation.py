@@ -196,7 +196,8 @@ def check_params(est):
         raise TypeError(
             f"reg_layers must be a sequence of layer names, got {est.reg_layers!r}."
         )
-    _check_number("lr", est.lr)
+    if not (isinstance(est.lr, str) and est.lr == "auto"):
+        _check_number("lr", est.lr)
     _check_number("momentum", est.momentum, allow_zero=True)
     _check_number("weight_decay", est.weight_decay, allow_zero=True)
     _check_number("batch_size", est.batch_size, integer=True)

@@ -48,7 +48,14 @@ def _clf(path=None, **kwargs):
     [
         {},
         {"freeze_mode": "prefix", "bn_mode": "train"},
-        {"ridge_lambda": "auto", "head_update": "residual", "head_hidden": (8,)},
+        # lr 0.05 blows this MLP head up (DivergenceGuard stops it).
+        {
+            "ridge_lambda": "auto",
+            "head_update": "residual",
+            "head_hidden": (8,),
+            "lr": 0.01,
+        },
+        {"lr": "auto"},
         {"reuse_features": True, "regularizer": "l2sp"},
         {"regularizer": "delta", "reg_layers": ["2", "5"], "augment": "light"},
     ],

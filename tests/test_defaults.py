@@ -1,0 +1,104 @@
+"""The defaults: the configuration benchmarks/defaults.py measured best."""
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_tiny_cnn
+from skorch.callbacks import Callback
+
+from skfastretrain import FastRetrainClassifier
+from skfastretrain._validation import prefix_cache_applies, resolve_input_size
+
+
+def _cnn(**kwargs):
+    params = {"backbone": make_tiny_cnn, "max_epochs": 1, "random_state": 0}
+    return FastRetrainClassifier(**{**params, "lr": 0.05, **kwargs})
+
+
+def _pilot_base():
+    """The configuration benchmarks/defaults.py measured as the defaults."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "defaults.py"
+    tree = ast.parse(path.read_text())
+    node = next(
+        n
+        for n in tree.body
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "BASE"
+    )
+    return ast.literal_eval(node.value)
+
+
+def test_defaults_are_the_benchmarked_configuration():
+    params = FastRetrainClassifier().get_params()
+    base = _pilot_base()
+    assert {k: params[k] for k in base} == base
+
+
+def test_default_estimator_fine_tunes_pretrained_lite0(digit_images):
+    X, y, X_test, y_test = digit_images
+
+    class Probe(Callback):
+        def on_train_begin(self, net, **kwargs):
+            self.score_ = np.mean(net.predict(X_test[:, None]) == y_test)
+
+    clf = FastRetrainClassifier(
+        max_epochs=1, random_state=0, callbacks=[("probe", Probe())]
+    ).fit(X[:600], y[:600])
+    # 8x8 digits on a CPU: 64 px, the learning rate the probe finds for
+    # pretrained Lite0, and the frozen prefix stored.
+    assert clf.input_size_ == (64, 64)
+    assert clf.lr_ == pytest.approx(1e-3)
+    assert "prefix_cache_rows" in clf.history_[-1]
+    assert clf.history_[0, "frozen_fraction"] == 0.5
+    # Pretrained features: the ridge start is already far above chance,
+    # and the fine-tuned model does not fall below it.
+    probe = dict(clf.net_.callbacks_)["probe"].score_
+    assert probe > 0.85
+    assert clf.score(X_test, y_test) >= probe - 0.02
+
+
+@pytest.mark.parametrize(
+    ("native", "device", "expected"),
+    [
+        ((8, 8), "cpu", (64, 64)),
+        ((28, 28), "cpu", (64, 64)),
+        ((96, 80), "cpu", (96, 80)),
+        ((500, 375), "cpu", (224, 224)),
+        ((28, 28), "cuda", (224, 224)),
+        (None, "cpu", (224, 224)),
+    ],
+)
+def test_input_size_auto(native, device, expected):
+    assert resolve_input_size("auto", (224, 224), native, device) == expected
+    # Without a pretrained input size nothing is resized, as with None.
+    assert resolve_input_size("auto", None, native, device) is None
+    assert resolve_input_size(None, (224, 224), native, device) == (224, 224)
+    assert resolve_input_size(32, (224, 224), native, device) == (32, 32)
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({}, True),
+        ({"freeze_mode": "random"}, False),
+        ({"augment": "light"}, False),
+        ({"precision": "bfloat16"}, False),
+        ({"regularizer": "delta"}, False),
+        ({"regularizer": "l2sp"}, True),
+        ({"cache_prefix": False}, False),
+    ],
+)
+def test_cache_prefix_auto(params, expected):
+    assert prefix_cache_applies(FastRetrainClassifier(**params)) is expected
+
+
+def test_cache_prefix_auto_fits_as_without_cache(small_images):
+    X, y = small_images
+    cached = _cnn(freeze_mode="prefix", max_epochs=2).fit(X, y)
+    assert "prefix_cache_rows" in cached.history_[-1]
+    plain = _cnn(freeze_mode="prefix", max_epochs=2, cache_prefix=False).fit(X, y)
+    assert "prefix_cache_rows" not in plain.history_[-1]
+    np.testing.assert_allclose(
+        cached.predict_proba(X), plain.predict_proba(X), rtol=1e-4, atol=1e-5
+    )
