@@ -129,22 +129,28 @@ class LRProbe(Callback):
     def on_epoch_begin(self, net, dataset_train=None, **kwargs):
         if len(net.history) != 1 or dataset_train is None:
             return
-        batches = self._batches(net, dataset_train)
         module_state = _cpu_copy(net.module_.state_dict())
         optimizer_state = net.optimizer_.state_dict()
+        modes = [m.training for m in net.module_.modules()]
         losses = {}
         # Every candidate, and the starting loss, see the same dropout masks
         # (common random numbers), so that their losses differ by the rate
-        # alone; the fit's own random stream is left as it was.
+        # alone; the fit's own random stream is left as it was (a
+        # DataLoader draws its seed from it too).
         seed = int(check_random_state(self.random_state).randint(2**31))
         try:
             with torch.random.fork_rng(devices=_devices(net)):
+                batches = self._batches(net, dataset_train)
                 torch.manual_seed(seed)
                 self.start_loss_ = _rank_mean(self._start_loss(net, batches))
                 losses = self._search(net, batches, module_state, seed)
         finally:
             net.module_.load_state_dict(module_state)
             net.optimizer_.load_state_dict(optimizer_state)
+            for module, mode in zip(net.module_.modules(), modes, strict=True):
+                module.training = mode
+            for param in net.module_.parameters():
+                param.grad = None
         self.losses_ = losses
         bound = self.max_loss_ratio * self.start_loss_
         safe = [lr for lr, loss in self.losses_.items() if loss <= bound]

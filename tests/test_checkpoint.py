@@ -48,12 +48,12 @@ def _clf(path=None, **kwargs):
     [
         {},
         {"freeze_mode": "prefix", "bn_mode": "train"},
-        # lr 0.05 blows this MLP head up (DivergenceGuard stops it).
+        # lr 0.05 and 0.01 blow this MLP head up (DivergenceGuard stops them).
         {
             "ridge_lambda": "auto",
             "head_update": "residual",
             "head_hidden": (8,),
-            "lr": 0.01,
+            "lr": 0.001,
         },
         {"lr": "auto"},
         {"reuse_features": True, "regularizer": "l2sp"},

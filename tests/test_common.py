@@ -16,7 +16,7 @@ EXPECTED_FAILED_CHECKS = {
 
 
 @parametrize_with_checks(
-    [FastRetrainClassifier(make_mlp, max_epochs=5, lr=0.05, random_state=0)],
+    [FastRetrainClassifier(make_mlp, max_epochs=5, random_state=0)],
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
 )
 def test_sklearn_compatible_estimator(estimator, check):

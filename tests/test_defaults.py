@@ -50,7 +50,8 @@ def test_default_estimator_fine_tunes_pretrained_lite0(digit_images):
     assert clf.input_size_ == (64, 64)
     assert clf.lr_ == pytest.approx(1e-3)
     assert "prefix_cache_rows" in clf.history_[-1]
-    assert clf.history_[0, "frozen_fraction"] == 0.5
+    # Half of Lite0's 49 conv and linear layers, rounded.
+    assert clf.history_[0, "frozen_fraction"] == pytest.approx(0.5, abs=0.02)
     # Pretrained features: the ridge start is already far above chance,
     # and the fine-tuned model does not fall below it.
     probe = dict(clf.net_.callbacks_)["probe"].score_

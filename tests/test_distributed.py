@@ -238,7 +238,7 @@ def test_grid_search_on_dask_equals_sequential(digits):
     X, y = digits[0][:300], digits[1][:300]
     search = GridSearchCV(
         FastRetrainClassifier(make_mlp, max_epochs=2, random_state=0),
-        {"lr": [0.01, 0.05], "freeze_prob": [0.0, 0.5]},
+        {"lr": [0.003, 0.01], "freeze_prob": [0.0, 0.5]},
         cv=2,
     )
     sequential = search.fit(X, y).cv_results_

@@ -137,9 +137,14 @@ def test_probe_checks_its_parameters(blobs, params, match):
         _net([LRProbe(**params)]).fit(*blobs)
 
 
+def _cnn_with_dropout():
+    return nn.Sequential(make_tiny_cnn(), nn.Dropout(0.5))
+
+
 def test_estimator_lr_auto_is_a_fit_at_the_chosen_rate(small_images):
     X, y = small_images
-    params = {"backbone": make_tiny_cnn, "max_epochs": 2, "random_state": 0}
+    # Dropout: the probe must leave the fit's random stream as it was.
+    params = {"backbone": _cnn_with_dropout, "max_epochs": 2, "random_state": 0}
     auto = FastRetrainClassifier(**params).fit(X, y)
     assert auto.lr_ == auto.history_[0, "probe_lr"]
     assert auto.lr_ in dict(auto.net_.callbacks_)["lr_probe"].losses_

@@ -19,6 +19,10 @@ def _fit(X, y, backbone="efficientnet_lite0", **params):
         "random_state": 0,
         "freeze_prob": 0.5,
         "freeze_mode": "prefix",
+        # Fixed rate and strength: the probe of lr="auto" would add its
+        # steps to the counted rows.
+        "lr": 0.01,
+        "ridge_lambda": 1.0,
         **params,
     }
     return FastRetrainClassifier(backbone, **params).fit(X, y)
