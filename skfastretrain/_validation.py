@@ -196,7 +196,10 @@ def check_params(est):
         raise TypeError(
             f"reg_layers must be a sequence of layer names, got {est.reg_layers!r}."
         )
-    if not (isinstance(est.lr, str) and est.lr == "auto"):
+    if isinstance(est.lr, str):
+        if est.lr != "auto":
+            raise ValueError(f"lr must be a number > 0 or 'auto', got {est.lr!r}.")
+    else:
         _check_number("lr", est.lr)
     _check_number("momentum", est.momentum, allow_zero=True)
     _check_number("weight_decay", est.weight_decay, allow_zero=True)

@@ -181,7 +181,7 @@ INVALID = {
     "reg_alpha": _not_nonneg,
     "reg_beta": _not_nonneg,
     "reg_layers": st.sampled_from(["2", [1], [None]]),
-    "lr": st.one_of(_not_positive, _text, st.none()),
+    "lr": st.one_of(_not_positive, _text.filter(lambda t: t != "auto"), st.none()),
     "momentum": _not_nonneg,
     "weight_decay": _not_nonneg,
     "batch_size": st.one_of(_not_positive, _not_int),
