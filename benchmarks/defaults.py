@@ -27,13 +27,13 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from skorch.callbacks import Callback
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
@@ -41,6 +41,7 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 
 from _bench_report import markdown_table, text_table, update_readme  # noqa: E402
+from _bench_utils import TestAccuracy  # noqa: E402
 
 from skfastretrain import FastRetrainClassifier  # noqa: E402
 from skfastretrain.datasets import load_fashion_mnist  # noqa: E402
@@ -171,43 +172,16 @@ def load_task(task):
     return X_fit, y_fit, X_hold, y_hold
 
 
-class HoldoutAccuracy(Callback):
-    """Held-out accuracy at the start and after every epoch (time excluded)."""
-
-    def __init__(self, X, y):
-        self.X = X
-        self.y = y
-
-    def initialize(self):
-        self.points_ = []
-        self.eval_time_ = 0.0
-        return self
-
-    def _measure(self, net):
-        start = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
-            pred = net.predict(self.X[:, None])
-        self.points_.append(float(np.mean(pred == self.y)))
-        self.eval_time_ += time.perf_counter() - start
-
-    def on_train_begin(self, net, **kwargs):
-        self._measure(net)
-
-    def on_epoch_end(self, net, **kwargs):
-        self._measure(net)
-
-
 def run_one(task, label):
     X_fit, y_fit, X_hold, y_hold = load_task(task)
     params = {**BASE, **RUNS.get(label, {}), **SCRATCH_RUNS.get(label, {})}
-    callback = HoldoutAccuracy(X_hold, np.searchsorted(np.unique(y_fit), y_hold))
+    # Its "test" rows are the held-out training-split rows here.
+    callback = TestAccuracy(X_hold, np.searchsorted(np.unique(y_fit), y_hold))
     clf = FastRetrainClassifier(
         **params, random_state=0, callbacks=[("holdout", callback)]
     )
-    start = time.perf_counter()
+    start = callback.t0 = time.perf_counter()
     note = ""
-    import warnings
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -221,7 +195,7 @@ def run_one(task, label):
         note = "divergence warning"
     return {
         "params": _jsonable(params),
-        "holdout_acc": done.points_,
+        "holdout_acc": [p["test_acc"] for p in done.points_],
         "final_acc": float(clf.score(X_hold, y_hold)),
         "fit_s": fit_s - done.eval_time_,
         "train_loss": [
@@ -292,14 +266,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     path = RESULTS / "defaults.json"
     result = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    if args.report:
+        report(result)
+        return
     result["machine"] = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "loadavg": list(os.getloadavg()),
     }
-    if args.report:
-        report(result)
-        return
     tasks = ["fashion", "digits"] if args.task == "both" else [args.task]
     for task in tasks:
         labels = args.runs.split(",") if args.runs else TASK_RUNS[task]

@@ -50,7 +50,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
     freeze_mode : {"random", "prefix"}, default="prefix"
         ``"random"`` draws the frozen layers uniformly, as in the paper;
         ``"prefix"`` freezes the first layers in forward order, which then
-        need no backward pass (as accurate and 1.5x faster in our pilot).
+        need no backward pass (as accurate and 1.1-1.3x faster in our pilot).
     cache_prefix : bool or "auto", default="auto"
         True stores the frozen prefix's output for every training image the
         first time it runs, so that the SGD epochs and the head solve's
@@ -149,8 +149,8 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         backbone's pretrained input size (none without weights). ``"auto"``
         resizes only for a backbone with a pretrained input size: on a GPU to
         that size; on a CPU to the images' own size, at least 64 px and at
-        most the pretrained size (28 px Fashion-MNIST: 64 px, 2.2x faster
-        than 96 px for 1 pt less in our pilot). The size used is
+        most the pretrained size (28 px Fashion-MNIST: 64 px, 1.4x faster
+        than 96 px and as accurate in our pilot). The size used is
         ``input_size_``.
     augment : None, "light" or callable, default=None
         Per-sample augmentation in the SGD epochs only (never in the head
