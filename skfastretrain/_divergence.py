@@ -6,6 +6,7 @@ import warnings
 import torch
 from skorch.callbacks import Callback
 
+from ._checkpoint import module_copy
 from ._distributed import is_distributed
 
 __all__ = ["DivergenceError", "DivergenceGuard", "DivergenceWarning"]
@@ -141,7 +142,7 @@ class DivergenceGuard(Callback):
         if self._start is None and len(net.history) == self._first + 1:
             # Every callback's on_train_begin has run: this is the model the
             # fit starts from (with the initial ridge head, if any).
-            self._start = (self._first, self._copy(net))
+            self._start = (self._first, module_copy(net.module_))
         elif len(net.history) > self._first + 1:
             self._check_epoch(net, net.history[-2])
 
@@ -183,10 +184,6 @@ class DivergenceGuard(Callback):
         # The copies are only needed during the fit.
         self._best = self._start = None
 
-    def _copy(self, net):
-        state = net.module_.state_dict()
-        return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
     def _check_epoch(self, net, row, last=False):
         """Score the model now in ``net`` (after ``row``'s epoch) and check it."""
         if self.diverged_ is not None or "train_loss" not in row:
@@ -217,7 +214,11 @@ class DivergenceGuard(Callback):
                 return
         score = row.get("solved_acc", -row["train_loss"])
         if self._best is None or score > self._best[0]:
-            self._best = (score, row["epoch"], None if last else self._copy(net))
+            self._best = (
+                score,
+                row["epoch"],
+                None if last else module_copy(net.module_),
+            )
 
     def _stop(self, net, reason, raise_stop=True):
         lr = _lr(net)

@@ -8,6 +8,7 @@ from sklearn.utils import check_random_state
 from skorch.callbacks import Callback, LRScheduler
 from torch.utils.data import Subset
 
+from ._checkpoint import module_copy
 from ._distributed import is_distributed
 
 __all__ = ["LR_CANDIDATES", "LRProbe"]
@@ -129,7 +130,7 @@ class LRProbe(Callback):
     def on_epoch_begin(self, net, dataset_train=None, **kwargs):
         if len(net.history) != 1 or dataset_train is None:
             return
-        module_state = _cpu_copy(net.module_.state_dict())
+        module_state = module_copy(net.module_)
         optimizer_state = net.optimizer_.state_dict()
         modes = [m.training for m in net.module_.modules()]
         losses = {}
@@ -195,7 +196,10 @@ class LRProbe(Callback):
         net.module_.train()
         losses = []
         with torch.no_grad():
-            for Xi, yi in batches[: self.n_steps]:
+            # The batches of _try's steps, in their order (cycled when the
+            # training set holds fewer than n_steps batches).
+            for step in range(self.n_steps):
+                Xi, yi = batches[step % len(batches)]
                 y_pred = net.infer(Xi)
                 losses.append(float(net.get_loss(y_pred, yi, X=Xi, training=True)))
         return float(np.mean(losses[len(losses) // 2 :]))
@@ -243,7 +247,3 @@ def _rank_mean(value):
 def _devices(net):
     device = torch.device(net.device)
     return [device] if device.type == "cuda" else []
-
-
-def _cpu_copy(state):
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
