@@ -4,12 +4,11 @@ import time
 
 import numpy as np
 import torch
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax
 from sklearn.utils import check_random_state
 from skorch.callbacks import Callback
 
 from ._backbone import find_head
+from ._calibration import calibrated_scale
 from ._distributed import all_gather_rows, all_reduce_head_statistics, local_shard
 from ._divergence import DivergenceError
 from ._gram import HeadStatistics, TrainingFeatureTap, feature_pass
@@ -17,24 +16,6 @@ from ._recompute import dense_layers, recompute_dense
 from ._solve import ridge_solve, select_lambda
 
 __all__ = ["RidgeHeadSolver"]
-
-
-def _calibrated_scale(logits, y, max_scale):
-    # Ridge outputs sit near +-1, so their softmax is nearly flat and the
-    # cross-entropy gradients that the next SGD epoch sends into the backbone
-    # are large. One temperature, fitted on training rows, fixes the scale
-    # without changing any argmax. It is capped: the head's norm multiplies
-    # the gradients the backbone receives, and on well-separated training
-    # rows the unconstrained optimum runs off toward hard labels, which made
-    # SGD diverge in our runs.
-    def loss(log_s):
-        z = np.exp(log_s) * logits
-        return -log_softmax(z, axis=1)[np.arange(len(y)), y].mean()
-
-    res = minimize_scalar(
-        loss, bounds=(np.log(1e-2), np.log(max_scale)), method="bounded"
-    )
-    return float(np.exp(res.x))
 
 
 class RidgeHeadSolver(Callback):
@@ -381,7 +362,7 @@ class RidgeHeadSolver(Callback):
         if self.distributed:
             logits, kept_y = all_gather_rows(logits, kept_y)
         if kept_y is not None and len(kept_y):
-            scale = _calibrated_scale(logits, kept_y, self.max_scale)
+            scale = calibrated_scale(logits, kept_y, self.max_scale)
         with torch.no_grad():
             w = (scale * coef.T).to(head.weight)
             head.weight.add_(blend * (w - head.weight))
