@@ -1,5 +1,8 @@
 """Seeded, small fixtures shared by the test modules."""
 
+import gzip
+import struct
+
 import numpy as np
 import pytest
 import torch
@@ -23,6 +26,43 @@ def make_tiny_cnn():
         nn.ReLU(),
         nn.AdaptiveAvgPool2d(2),
     )
+
+
+# Fashion-MNIST release files, written small by the dataset tests.
+STEMS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+N_FAKE = 40  # 4 images of each of the 10 classes
+
+
+def idx_bytes(array, magic):
+    """The IDX encoding of a uint8 array, with the given magic number."""
+    array = np.asarray(array, dtype=np.uint8)
+    header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def write(folder, stem, payload, gzipped):
+    """Write ``payload`` as ``stem`` (plain) or ``stem.gz`` in ``folder``."""
+    if gzipped:
+        (folder / (stem + ".gz")).write_bytes(gzip.compress(payload))
+    else:
+        (folder / stem).write_bytes(payload)
+
+
+def fake_split(n=N_FAKE, seed=0):
+    """Random 28x28 uint8 images and balanced labels 0..9."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    labels = rng.permutation(np.arange(n) % 10).astype(np.uint8)
+    return images, labels
+
+
+def write_split(folder, split, images, labels, gzipped):
+    image_stem, label_stem = STEMS[split]
+    write(folder, image_stem, idx_bytes(images, 0x803), gzipped)
+    write(folder, label_stem, idx_bytes(labels, 0x801), gzipped)
 
 
 @pytest.fixture(autouse=True)
