@@ -65,6 +65,20 @@ def write_split(folder, split, images, labels, gzipped):
     write(folder, label_stem, idx_bytes(labels, 0x801), gzipped)
 
 
+def tiny_cnn_classifier(**kwargs):
+    """A FastRetrainClassifier over make_tiny_cnn, quick to fit on digits."""
+    from skfastretrain import FastRetrainClassifier
+
+    params = {
+        "backbone": make_tiny_cnn,
+        "max_epochs": 1,
+        "random_state": 0,
+        "batch_size": 32,
+        "lr": 0.05,
+    }
+    return FastRetrainClassifier(**{**params, **kwargs})
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     torch.manual_seed(0)

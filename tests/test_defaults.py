@@ -5,16 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_tiny_cnn
+from conftest import tiny_cnn_classifier as _cnn
 from skorch.callbacks import Callback
 
 from skfastretrain import FastRetrainClassifier
 from skfastretrain._validation import prefix_cache_applies, resolve_input_size
-
-
-def _cnn(**kwargs):
-    params = {"backbone": make_tiny_cnn, "max_epochs": 1, "random_state": 0}
-    return FastRetrainClassifier(**{**params, "lr": 0.05, **kwargs})
 
 
 def _pilot_base():

@@ -3,6 +3,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_cnn_classifier
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
 from torch import nn
@@ -155,3 +156,10 @@ def test_estimator_with_lr_1_keeps_the_ridge_started_model(digit_images):
     np.testing.assert_allclose(clf.predict_proba(X_test), start, rtol=1e-5, atol=1e-6)
     # Not near chance (0.1): the pretrained features' ridge head.
     assert clf.score(X_test, y_test) > 0.7
+
+
+def test_divergence_is_never_silent(small_images):
+    # A finite blow-up is caught before the loss reaches NaN.
+    with pytest.warns(DivergenceWarning, match=r"diverged.*\(lr=1e\+03\)"):
+        clf = tiny_cnn_classifier(lr=1e3, max_epochs=3).fit(*small_images)
+    assert clf.history_[-1, "kept_epoch"] == 0
