@@ -3,10 +3,12 @@
 The path from data to prediction has one private module per step:
 ``_data`` (input layout and preprocessing), ``_backbone`` (model resolution
 and head attachment), ``_freezing`` (:class:`RandomFreezer`),
-``_prefix_cache`` (:class:`PrefixCache`), ``_sgd_epoch``
-(the skorch SGD loop), ``_gram`` (:class:`GramAccumulator`), ``_solve``
-(:func:`ridge_solve`) and ``_head`` (:class:`RidgeHeadSolver`), all driven by
-:class:`FastRetrainClassifier`.
+``_prefix_cache`` (:class:`PrefixCache`), ``_lr_probe`` (:class:`LRProbe`,
+the rate of ``lr="auto"``), ``_sgd_epoch`` (the skorch SGD loop) guarded by
+``_divergence`` (:class:`DivergenceGuard`), ``_gram``
+(:class:`GramAccumulator`), ``_solve`` (:func:`ridge_solve`), ``_calibration``
+(the solved head's temperature) and ``_head`` (:class:`RidgeHeadSolver`), all
+driven by :class:`FastRetrainClassifier`.
 """
 
 from . import datasets
