@@ -319,10 +319,10 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like, sequence of paths or torch Dataset
-            Images as an array of shape (n, H, W), (n, H, W, C) or
-            (n, C, H, W) (uint8 in [0, 255] or float), feature vectors of
-            shape (n, d), image file paths (read lazily with PIL), or a torch
-            Dataset (or skorch SliceDataset) of images or (image, label) items.
+            Images (n, H, W), (n, H, W, C) or (n, C, H, W) of any integer dtype
+            in [0, 255] (scaled by 1/255) or float (taken as is; no bool);
+            feature vectors (n, d); image file paths (read lazily with PIL); or
+            a torch Dataset (or SliceDataset) of images or (image, label) items.
         y : array-like of shape (n,) or None, default=None
             Class labels of any type scikit-learn accepts. None only when X
             is a Dataset of (image, label) items.

@@ -16,6 +16,7 @@ __all__ = [
     "AugmentCollate",
     "ImageDataset",
     "Preprocess",
+    "as_pixels",
     "check_paths",
     "dataset_labels",
     "input_kind",
@@ -25,14 +26,43 @@ __all__ = [
 ]
 
 
+def as_pixels(X):
+    """Integer images as uint8 pixel intensities; anything else unchanged.
+
+    Integer images of any dtype hold intensities in [0, 255], scaled by 1/255
+    inside the model as uint8 is; other values would be fed unscaled as if
+    they were floats in [0, 1], so they raise. Only images (arrays or tensors
+    of 3 or more dimensions) are read so: 2-D integer arrays are feature
+    vectors, numbers rather than pixels.
+    """
+    if isinstance(X, torch.Tensor):
+        integer = not (X.dtype.is_floating_point or X.dtype.is_complex)
+        integer = integer and X.dtype not in (torch.bool, torch.uint8)
+    else:
+        integer = X.dtype.kind in "iu" and X.dtype != np.uint8
+    if X.ndim < 3 or not integer or 0 in X.shape:
+        return X
+    lo, hi = int(X.min()), int(X.max())
+    if lo < 0 or hi > 255:
+        raise ValueError(
+            f"Integer images are read as pixel intensities in [0, 255], but X "
+            f"has dtype {X.dtype} with values in [{lo}, {hi}]. Convert such "
+            "images to float in [0, 1] first, e.g. X / 65535 for 16-bit images."
+        )
+    if isinstance(X, torch.Tensor):
+        return X.to(torch.uint8)
+    return X.astype(np.uint8)
+
+
 def to_model_layout(X, *, expects_images):
     """Put a validated array in the layout the backbone takes.
 
     Images come as (n, H, W), (n, H, W, C) or (n, C, H, W) and leave as
     (n, C, H, W). Four-dimensional arrays are read as channels-first when
-    their second axis has at most 4 entries, else as channels-last. uint8 is
-    kept (it is scaled by 1/255 per batch, saving 4x memory); other dtypes
-    become float32. 2-D arrays are tabular and only change dtype.
+    their second axis has at most 4 entries, else as channels-last. Integer
+    images become uint8 (:func:`as_pixels`); uint8 is kept (it is scaled by
+    1/255 per batch, saving 4x memory); other dtypes become float32. 2-D
+    arrays are tabular and only change dtype (2-D uint8 stays uint8).
     """
     if X.ndim == 2:
         if expects_images:
@@ -58,6 +88,7 @@ def to_model_layout(X, *, expects_images):
             f"X must be 2-D (n, features) or images with 3 or 4 dimensions; got "
             f"{X.ndim} dimensions, shape {X.shape}."
         )
+    X = as_pixels(X)
     dtype = np.uint8 if X.dtype == np.uint8 else np.float32
     return np.ascontiguousarray(X, dtype=dtype)
 
@@ -130,14 +161,15 @@ def input_kind(X):
 def _to_chw(image):
     """A PIL image, array (H, W[, C]) or tensor (C, H, W) as a CHW tensor."""
     if isinstance(image, Image.Image):
-        return TF.pil_to_tensor(image)
+        return as_pixels(TF.pil_to_tensor(image))
     if isinstance(image, torch.Tensor):
-        return image if image.ndim == 3 else image[None]
+        return as_pixels(image if image.ndim == 3 else image[None])
     array = np.asarray(image)
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3:
         raise ValueError(f"An image must be 2-D or 3-D, got shape {array.shape}.")
+    array = as_pixels(array)
     if array.dtype != np.uint8:
         array = array.astype(np.float32)
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))

@@ -1,5 +1,6 @@
 """The head step: a closed-form ridge refinement of the classifier head."""
 
+import numbers
 import time
 
 import numpy as np
@@ -210,7 +211,9 @@ class RidgeHeadSolver(Callback):
     def _check_lambda(self):
         auto = isinstance(self.ridge_lambda, str) and self.ridge_lambda == "auto"
         if not auto and not (
-            isinstance(self.ridge_lambda, (int, float)) and self.ridge_lambda > 0
+            isinstance(self.ridge_lambda, numbers.Real)
+            and not isinstance(self.ridge_lambda, bool)
+            and self.ridge_lambda > 0
         ):
             raise ValueError(
                 f"ridge_lambda must be > 0 or 'auto', got {self.ridge_lambda!r}."

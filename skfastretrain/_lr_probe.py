@@ -1,6 +1,7 @@
 """Choosing the SGD learning rate: a short probe of candidate rates."""
 
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -120,7 +121,8 @@ class LRProbe(Callback):
                 f"candidates must be a non-empty sequence of rates > 0, got "
                 f"{self.candidates!r}."
             )
-        if not (isinstance(self.start, (int, float)) and self.start > 0):
+        real = isinstance(self.start, numbers.Real) and not isinstance(self.start, bool)
+        if not (real and self.start > 0):
             raise ValueError(f"start must be a rate > 0, got {self.start!r}.")
         if isinstance(self.n_steps, bool) or not (
             isinstance(self.n_steps, int) and self.n_steps >= 1

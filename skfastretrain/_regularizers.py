@@ -1,6 +1,7 @@
 """L2-SP (a callback) and DELTA (a callback and a criterion) for skorch nets."""
 
 import copy
+import numbers
 from functools import partial
 from itertools import product
 
@@ -19,7 +20,8 @@ class _Regularizer(Callback):
 
     def _setup(self, net):
         for key, value in (("alpha", self.alpha), ("beta", self.beta)):
-            if not isinstance(value, (int, float)) or value < 0:
+            real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if not real or value < 0:
                 raise ValueError(f"{key} must be a float >= 0, got {value!r}.")
         head = find_head(net.module_, self.head)
         if not isinstance(head, nn.Linear):

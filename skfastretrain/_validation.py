@@ -16,6 +16,7 @@ from skorch.callbacks import Callback
 
 from ._data import (
     ImageDataset,
+    as_pixels,
     check_paths,
     dataset_labels,
     input_kind,
@@ -273,16 +274,21 @@ def check_array_input(est, X, *, reset, y=None):
     """validate_data for arrays of images or feature vectors.
 
     Images are validated flattened, so ``n_features_in_`` counts the values
-    of one sample; sparse input goes straight to validate_data's error.
+    of one sample; integer images become uint8 (:func:`as_pixels`); sparse
+    input goes straight to validate_data's error.
     """
     if not sp.issparse(X):
-        X = np.asarray(X)
+        # Before validate_data, which would turn integer images into floats
+        # in [0, 255] where floats in [0, 1] are expected.
+        X = as_pixels(np.asarray(X))
     if X.dtype.kind in "bUS":
-        # validate_data would turn booleans into 0/1 pixels and strings of
-        # digits into numbers.
+        # validate_data would turn booleans into 0/1 pixels (near black if
+        # read as intensities, white if read as floats) and strings of digits
+        # into numbers.
         raise TypeError(
-            f"X has dtype {X.dtype}; pass real numbers (uint8 or float images, "
-            "or float feature vectors)."
+            f"X has dtype {X.dtype}; pass real numbers (integer images in "
+            "[0, 255], float images or float feature vectors). For a boolean "
+            "mask, pass X.astype(np.float32) to get 0 and 1."
         )
     shape = X.shape
     flat = X if len(shape) <= 2 else X.reshape(shape[0], int(np.prod(shape[1:])))

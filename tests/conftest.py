@@ -1,5 +1,6 @@
 """Seeded, small fixtures shared by the test modules."""
 
+import copy
 import gzip
 import struct
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
+from skorch.callbacks import Callback
 from torch import nn
 
 
@@ -77,6 +79,27 @@ def tiny_cnn_classifier(**kwargs):
         "lr": 0.05,
     }
     return FastRetrainClassifier(**{**params, **kwargs})
+
+
+class Recorder(Callback):
+    """Keeps the module as training starts, every training batch, and the
+    head as it stands after the last SGD step (before the epoch's solve)."""
+
+    def initialize(self):
+        self.start, self.batches, self.head = None, [], None
+        return self
+
+    def on_train_begin(self, net, **kwargs):
+        self.start = copy.deepcopy(net.module_)
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if training:
+            self.batches.append((batch[0].clone(), batch[1].clone()))
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training:
+            state = net.module_.head.state_dict()
+            self.head = {k: v.detach().clone() for k, v in state.items()}
 
 
 @pytest.fixture(autouse=True)

@@ -60,13 +60,19 @@ def test_torchvision_weights_from_cache(tmp_path, monkeypatch):
     assert spec.mean == tuple(enum.transforms().mean)
 
 
-def test_missing_torchvision_weights_name_file_and_folder(tmp_path, monkeypatch):
+def _offline(*args, **kwargs):
+    raise OSError("network unreachable")
+
+
+@pytest.fixture
+def no_downloads(tmp_path, monkeypatch):
+    """An empty torch.hub cache, and torch.hub downloads that fail."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _offline)
+    return tmp_path
 
-    def offline(*args, **kwargs):
-        raise OSError("network unreachable")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+def test_missing_torchvision_weights_name_file_and_folder(no_downloads):
     with pytest.raises(OSError, match=r"resnet18-.*\.pth.*checkpoints"):
         resolve_backbone("resnet18", weights="DEFAULT")
 
@@ -103,6 +109,8 @@ def test_backbone_failure_is_a_value_error():
         )
 
 
+# timm models are built with pretrained=False and weights come from files the
+# tests write: nothing is downloaded.
 def test_timm_backbone(tmp_path):
     timm = pytest.importorskip("timm")
     model, spec = resolve_backbone("timm:resnet18")
@@ -111,10 +119,69 @@ def test_timm_backbone(tmp_path):
     reference = timm.create_model("resnet18")
     torch.save(reference.state_dict(), path)
     model, spec = resolve_backbone("timm:resnet18", weights=path)
-    torch.testing.assert_close(model.conv1.weight, reference.conv1.weight)
+    # Every tensor, BatchNorm statistics included, comes from the file.
+    torch.testing.assert_close(model.state_dict(), reference.state_dict())
     assert spec.input_size == (224, 224)
     with pytest.raises(ValueError, match="Unknown timm model"):
         resolve_backbone("timm:not_a_model")
+
+
+def test_timm_weights_that_do_not_fit_are_a_value_error(tmp_path):
+    pytest.importorskip("timm")
+    path = tmp_path / "tiny_cnn.pt"
+    torch.save(make_tiny_cnn().state_dict(), path)
+    with pytest.raises(ValueError, match="do not fit the backbone"):
+        resolve_backbone("timm:test_resnet", weights=path)
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth"):
+        resolve_backbone("timm:test_resnet", weights=str(tmp_path / "missing.pth"))
+    with pytest.raises(ValueError, match="None, 'DEFAULT' or a path"):
+        resolve_backbone("timm:test_resnet", weights="IMAGENET1K_V1")
+
+
+def test_timm_default_weights_offline_name_the_cache(no_downloads, monkeypatch):
+    pytest.importorskip("timm")
+    from huggingface_hub import constants
+
+    # Offline mode makes every Hugging Face request raise, and an empty cache
+    # holds nothing to fall back on; torch.hub URLs fail the same way.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(no_downloads))
+    with pytest.raises(OSError, match=r"'resnet18'.*Hugging Face cache \(HF_HOME\)"):
+        resolve_backbone("timm:resnet18", weights="DEFAULT")
+
+
+@pytest.mark.usefixtures("one_thread")  # a small model: threads only contend
+def test_estimator_starts_a_timm_backbone_from_a_weights_file(small_images, tmp_path):
+    timm = pytest.importorskip("timm")
+    from skorch.callbacks import Callback
+
+    from skfastretrain import FastRetrainClassifier
+
+    class StartingBackbone(Callback):
+        def on_train_begin(self, net, **kwargs):
+            state = net.module_.backbone.state_dict()
+            self.state_ = {k: v.detach().clone() for k, v in state.items()}
+
+    path = tmp_path / "test_resnet.pth"
+    reference = timm.create_model("test_resnet")
+    torch.save(reference.state_dict(), path)
+    clf = FastRetrainClassifier(
+        "timm:test_resnet",
+        weights=path,
+        input_size=32,
+        max_epochs=1,
+        random_state=0,
+        device="cpu",
+        callbacks=[StartingBackbone()],
+    ).fit(*small_images)
+    start = dict(clf.net_.callbacks_)["StartingBackbone"].state_
+    # fc became the estimator's head; every other weight came from the file.
+    expected = {k: v for k, v in reference.state_dict().items() if k in start}
+    assert set(start) == {k for k in expected if not k.startswith("fc.")}
+    for name, value in expected.items():
+        if "running" not in name and "num_batches" not in name:
+            torch.testing.assert_close(start[name], value, msg=name)
+    assert clf.predict(small_images[0][:5]).shape == (5,)
 
 
 def test_timm_missing_is_a_clear_import_error(monkeypatch):

@@ -1,11 +1,14 @@
 import numpy as np
 import pytest
 import torch
+from conftest import make_mlp, tiny_cnn_classifier
 
+from skfastretrain import FastRetrainClassifier
 from skfastretrain._data import (
     AugmentCollate,
     ImageDataset,
     Preprocess,
+    as_pixels,
     check_paths,
     dataset_labels,
     input_kind,
@@ -118,3 +121,110 @@ def test_augment_collate_transforms_each_sample():
     assert xs.shape == (2, 1, 8, 8) and ys.tolist() == [1, 0]
     with pytest.raises(ValueError, match="augment"):
         make_augment("heavy", (8, 8))
+
+
+@pytest.fixture
+def uint8_fit(digit_images, one_thread):
+    """A tiny CNN fitted on uint8 digits, with its test predictions.
+
+    Per test and on one thread: a fit then takes ~0.1 s, where on two
+    threads of shared cores OpenMP synchronization made one take up to 10 s.
+    """
+    X, y, X_test, _ = digit_images
+    clf = tiny_cnn_classifier(device="cpu").fit(X[:200], y[:200])
+    return clf, clf.predict_proba(X_test[:200]), clf.predict(X_test[:200])
+
+
+def _as_dtype(images, dtype):
+    """The uint8 ``images`` as pixel values (integers) or in [0, 1] (floats)."""
+    if np.issubdtype(dtype, np.integer):
+        return images.astype(dtype)
+    return (images / 255).astype(dtype)
+
+
+@pytest.mark.parametrize("at", ["fit", "predict"])
+@pytest.mark.parametrize(
+    "dtype", [np.uint8, np.int16, np.int64, np.uint16, np.float32, np.float64]
+)
+def test_dtype_match(uint8_fit, digit_images, dtype, at):
+    # The same images in any integer dtype, or as floats in [0, 1], are the
+    # same input: at fit (one fit per dtype, same seed) and at predict.
+    X, y, X_test, _ = digit_images
+    X_test = X_test[:200]
+    clf, proba, labels = uint8_fit
+    if at == "fit":
+        clf = tiny_cnn_classifier(device="cpu").fit(_as_dtype(X[:200], dtype), y[:200])
+    got = clf.predict_proba(_as_dtype(X_test, dtype))
+    if np.issubdtype(dtype, np.integer):
+        # Converted to uint8 before anything else: the very same arithmetic.
+        np.testing.assert_array_equal(got, proba)
+    else:
+        # v / 255 rounds to the float32 that uint8 scaling computes, so these
+        # agree exactly too today; the tolerance allows only float32 rounding.
+        np.testing.assert_allclose(got, proba, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(clf.predict(_as_dtype(X_test, dtype)), labels)
+
+
+@pytest.mark.parametrize(
+    "dtype, low, high", [(np.uint16, 0, 4095), (np.int16, -3, 255), (np.int64, 0, 256)]
+)
+def test_integer_images_outside_0_255_raise(uint8_fit, digit_images, dtype, low, high):
+    X, y, _, _ = digit_images
+    X = X[:40].astype(dtype)
+    X[0, 0, :2] = low, high
+    match = (
+        rf"dtype {np.dtype(dtype).name} with values in \[{low}, {high}\]"
+        r".*float in \[0, 1\].*X / 65535"
+    )
+    with pytest.raises(ValueError, match=match):
+        tiny_cnn_classifier(device="cpu").fit(X, y[:40])
+    with pytest.raises(ValueError, match=match):
+        uint8_fit[0].predict(X)
+
+
+def test_as_pixels_leaves_vectors_floats_and_uint8():
+    features = np.arange(600, dtype=np.int64).reshape(2, 300)
+    assert as_pixels(features) is features  # numbers, not pixels
+    for X in (np.zeros((2, 4, 4)), np.zeros((2, 4, 4), np.uint8)):
+        assert as_pixels(X) is X
+    out = as_pixels(torch.full((1, 2, 2), 255, dtype=torch.int32))
+    assert out.dtype == torch.uint8 and int(out.max()) == 255
+
+
+def test_integer_feature_vectors_are_numbers(digits, one_thread):
+    # Only images are pixels: 2-D int64 features are taken unscaled, as
+    # floats of the same values are. 2-D uint8 keeps its behaviour from before
+    # integer images were read as pixels: it is scaled by 1/255.
+    X, y = digits
+    X, y = (X[:300] * 16).round(), y[:300]
+    layout = to_model_layout(X.astype(np.int64), expects_images=False)
+    assert layout.dtype == np.float32
+    np.testing.assert_array_equal(layout, X)
+
+    def logits(X):
+        clf = FastRetrainClassifier(
+            make_mlp, max_epochs=1, random_state=0, device="cpu"
+        )
+        return clf.fit(X, y).decision_function(X)
+
+    np.testing.assert_array_equal(
+        logits(X.astype(np.int64)), logits(X.astype(np.float32))
+    )
+    np.testing.assert_array_equal(
+        logits(X.astype(np.uint8)), logits((X / 255).astype(np.float32))
+    )
+
+
+def test_integer_images_in_datasets_are_pixels():
+    pairs = [(np.full((3, 3), 7 * i, np.int64), i) for i in range(3)]
+    x, _ = ImageDataset(pairs, np.arange(3))[2]
+    assert x.dtype == torch.uint8 and int(x.max()) == 14
+    bad = [(np.full((3, 3), 1000, np.uint16), 0)]
+    with pytest.raises(ValueError, match="uint16 with values in"):
+        ImageDataset(bad, np.zeros(1))
+
+
+def test_boolean_images_are_rejected(small_images):
+    X, y = small_images
+    with pytest.raises(TypeError, match="astype"):
+        tiny_cnn_classifier(device="cpu").fit(X > 100, y)

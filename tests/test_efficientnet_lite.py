@@ -88,6 +88,26 @@ def test_pretrained_classifies_chelsea_as_egyptian_cat(name):
     assert proba[EGYPTIAN_CAT].item() == pytest.approx(CAT_PROB[name], abs=CAT_TOL)
 
 
+@pytest.mark.parametrize("size", [None, 97])
+@pytest.mark.parametrize("name", NAMES)
+def test_logits_match_timm_tensorflow_port(name, size):
+    """An independent implementation: timm's TF-compatible EfficientNet-Lite
+    (TF "SAME" padding, BN eps 1e-3, ReLU6) with the same weights, mapped
+    tensor by tensor in registration order (both register them in forward
+    order, with equal shapes)."""
+    timm = pytest.importorskip("timm")
+    _require_weights(name)
+    reference = timm.create_model(f"tf_{name}", pretrained=False).eval()
+    ours = _pretrained(name)
+    theirs = [k for k in reference.state_dict() if not k.endswith("_tracked")]
+    state = [v for k, v in ours.state_dict().items() if not k.endswith("_tracked")]
+    assert [reference.state_dict()[k].shape for k in theirs] == [v.shape for v in state]
+    reference.load_state_dict(dict(zip(theirs, state, strict=True)), strict=False)
+    x = _chelsea(size or LITE_SPECS[name].resolution)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("name", "n_params", "n_blocks", "head_in"),
     [

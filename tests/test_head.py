@@ -111,10 +111,17 @@ def test_head_must_be_linear(data):
         _net(RidgeHeadSolver(), module=module).fit(*data)
 
 
-@pytest.mark.parametrize("kwargs", [{"ridge_lambda": 0.0}, {"ridge_lambda": -1}])
-def test_bad_lambda(data, kwargs):
-    with pytest.raises(ValueError, match="ridge_lambda"):
-        _net(RidgeHeadSolver(**kwargs)).fit(*data)
+@pytest.mark.parametrize("ridge_lambda", [0.0, -1, "Auto", None, True, [1.0]])
+def test_bad_lambda(data, ridge_lambda):
+    with pytest.raises(ValueError, match="ridge_lambda must be > 0 or 'auto', got"):
+        _net(RidgeHeadSolver(ridge_lambda)).fit(*data)
+
+
+@pytest.mark.parametrize("ridge_lambda", [np.float32(0.5), np.int64(2), 3])
+def test_numpy_and_integer_lambdas_are_accepted(data, ridge_lambda):
+    solver = RidgeHeadSolver(ridge_lambda, init_solve=False)
+    net = _net(solver).fit(*data)
+    assert net.history[-1, "ridge_lambda"] == ridge_lambda
 
 
 def test_sgd_feature_source_needs_no_extra_pass(data):

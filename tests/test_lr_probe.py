@@ -145,6 +145,7 @@ def test_estimator_lr_auto_is_a_fit_at_the_chosen_rate(small_images):
     X, y = small_images
     # Dropout: the probe must leave the fit's random stream as it was.
     params = {"backbone": _cnn_with_dropout, "max_epochs": 2, "random_state": 0}
+    params["device"] = "cpu"  # the two fits are compared to 1e-5
     auto = FastRetrainClassifier(**params).fit(X, y)
     assert auto.lr_ == auto.history_[0, "probe_lr"]
     assert auto.lr_ in dict(auto.net_.callbacks_)["lr_probe"].losses_

@@ -58,10 +58,11 @@ def _one_thread():
 def fitted(digit_images):
     X, y, _, _ = digit_images
     torch.manual_seed(0)
+    # cpu: the round trips below compare predictions exactly.
     clf = FastRetrainClassifier(
         make_cnn(), max_epochs=3, lr=0.02, freeze_prob=0.0, random_state=0
     )
-    return clf.fit(X, y)
+    return clf.set_params(device="cpu").fit(X, y)
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +325,7 @@ def test_untraceable_backbone_raises():
 
 def test_tabular_model_has_nothing_to_prune(digits):
     X, y = digits
-    clf = FastRetrainClassifier(make_mlp(), max_epochs=1, random_state=0)
+    clf = FastRetrainClassifier(make_mlp(), max_epochs=1, random_state=0, device="cpu")
     clf.fit(X[:200], y[:200])
     small = prune_filters(clf, X[:200], y[:200], random_state=0)
     assert small.pruning_report_.stop_reason == "no prunable layer left"

@@ -92,3 +92,26 @@ def test_unknown_backbone_name_lists_names(small_images):
 def test_invalid_hyperparameters(small_images, params, error, match):
     with pytest.raises(error, match=match):
         _cnn(**{"max_epochs": 2, **params}).fit(*small_images)
+
+
+def test_numpy_scalars_are_accepted_wherever_numbers_are(small_images):
+    # np.float32 is not a Python float: the callbacks once rejected it.
+    f32, i64 = np.float32, np.int64
+    params = {
+        "freeze_prob": f32(0.5),
+        "ridge_lambda": f32(0.5),
+        "head_blend": f32(0.5),
+        "regularizer": "l2sp",
+        "reg_alpha": f32(0.01),
+        "reg_beta": f32(0.01),
+        "lr": f32(0.05),
+        "momentum": f32(0.9),
+        "weight_decay": f32(1e-4),
+        "batch_size": i64(32),
+        "max_epochs": i64(1),
+        "solve_every": i64(1),
+        "bn_momentum": f32(0.1),
+    }
+    clf = _cnn(device="cpu", **params).fit(*small_images)
+    assert clf.history_[-1, "ridge_lambda"] == params["ridge_lambda"]
+    assert clf.net_.optimizer_.param_groups[0]["lr"] == params["lr"]

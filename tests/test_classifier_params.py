@@ -1,0 +1,318 @@
+"""Every constructor parameter of FastRetrainClassifier changes what it says.
+
+One check per parameter: a fit with a non-default value against a fit with
+the base settings, looking at what the parameter should change (the history,
+the model's structure, the optimizer, the predictions or files written).
+``tests/test_training.py`` holds the numerical references for the head solve
+and plain SGDM; the checks here see that each value gets where it is used.
+"""
+
+import inspect
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import Recorder, make_tiny_cnn, tiny_cnn_classifier
+from torch import nn
+
+from skfastretrain import FastRetrainClassifier
+
+N_ROWS = 200
+BASE = {"max_epochs": 2, "device": "cpu"}
+# A check of a fit that DivergenceGuard stopped would compare a start model.
+pytestmark = pytest.mark.filterwarnings("error::skfastretrain.DivergenceWarning")
+
+
+@pytest.fixture(scope="module")
+def data(digit_images):
+    X, y, _, _ = digit_images
+    return X[:N_ROWS], y[:N_ROWS]
+
+
+@pytest.fixture(scope="module")
+def base(data):
+    return tiny_cnn_classifier(**BASE).fit(*data)
+
+
+class Case:
+    """What a check gets: the data, the base fit, and a fit with changes."""
+
+    def __init__(self, data, base, tmp_path, capsys):
+        self.X, self.y = data
+        self.base, self.tmp_path, self.capsys = base, tmp_path, capsys
+
+    def fit(self, **params):
+        return tiny_cnn_classifier(**{**BASE, **params}).fit(self.X, self.y)
+
+    def proba(self, est):
+        return est.predict_proba(self.X[:50])
+
+
+def callback(est, name):
+    return dict(est.net_.callbacks_).get(name)
+
+
+def conv_weights(module):
+    return [m.weight for m in module.modules() if isinstance(m, nn.Conv2d)]
+
+
+def check_backbone(c):
+    narrow = c.fit(backbone=lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten()))
+    assert narrow.module_.head.in_features == 4 * 6 * 6
+    assert c.base.module_.head.in_features == 16 * 2 * 2
+
+
+def check_weights(c):
+    torch.manual_seed(123)
+    path = c.tmp_path / "weights.pt"
+    torch.save(make_tiny_cnn().state_dict(), path)
+    est = c.fit(weights=path, callbacks=[("rec", Recorder())])
+    start = dict(callback(est, "rec").start.backbone.named_parameters())
+    saved = torch.load(path)
+    # Parameters only: the first head solve re-estimates BatchNorm statistics.
+    for name, value in start.items():
+        torch.testing.assert_close(value, saved[name])
+
+
+def check_freeze_prob(c):
+    est = c.fit(freeze_prob=0.0, callbacks=[("rec", Recorder())])
+    assert est.history_[:, "frozen_fraction"] == [0.0, 0.0]
+    assert c.base.history_[:, "frozen_fraction"] == [0.5, 0.5]
+    start = conv_weights(callback(est, "rec").start)
+    assert not torch.equal(start[0], conv_weights(est.module_)[0])
+
+
+def check_freeze_mode(c):
+    est = c.fit(freeze_mode="random", freeze_prob=0.5)
+    assert callback(est, "freezer").mode == "random"
+    # A random draw leaves no fixed prefix to store.
+    assert callback(est, "prefix_cache") is None
+    assert callback(c.base, "prefix_cache").status_ == "on"
+
+
+def check_cache_prefix(c):
+    assert callback(c.fit(cache_prefix=False), "prefix_cache") is None
+    assert callback(c.fit(cache_prefix=True), "prefix_cache").status_ == "on"
+
+
+def check_ridge_lambda(c):
+    assert "solve_dur" not in c.fit(ridge_lambda=None).history_[-1]
+    assert c.fit(ridge_lambda=5.0).history_[:, "ridge_lambda"] == [5.0, 5.0]
+    assert c.base.history_[-1, "ridge_lambda"] != 5.0
+
+
+def check_head_blend(c):
+    np.testing.assert_raises(
+        AssertionError,
+        np.testing.assert_allclose,
+        c.proba(c.fit(head_blend=1.0)),
+        c.proba(c.base),
+    )
+
+
+def check_init_head(c):
+    assert "init_solve_dur" in c.base.history_[0]
+    assert "init_solve_dur" not in c.fit(init_head="random").history_[0]
+
+
+def check_solve_every(c):
+    est = c.fit(solve_every=2)
+    assert ["solve_dur" in row for row in est.history_] == [False, True]
+
+
+def check_reuse_features(c):
+    est = c.fit(reuse_features=True)
+    assert callback(est, "ridge_head").feature_source == "sgd"
+    assert not np.allclose(c.proba(est), c.proba(c.base))
+
+
+def check_head_update(c):
+    assert "layer_lambdas" in c.fit(head_update="residual").history_[-1]
+    assert "layer_lambdas" not in c.base.history_[-1]
+
+
+def check_head_hidden(c):
+    # SGD through the random hidden layer under a ridge-solved top layer
+    # blows the loss up (even at lr=0.01).
+    head = c.fit(head_hidden=(8,), ridge_lambda=None).module_.head
+    assert [m.out_features for m in head if isinstance(m, nn.Linear)] == [8, 10]
+
+
+def check_reinit_layers(c):
+    torch.manual_seed(7)
+    module = make_tiny_cnn()
+    est = c.fit(backbone=module, reinit_layers=1, callbacks=[("rec", Recorder())])
+    first, last = conv_weights(callback(est, "rec").start)
+    given_first, given_last = conv_weights(module)
+    assert torch.equal(first, given_first) and not torch.equal(last, given_last)
+
+
+def drift(est):
+    start = conv_weights(callback(est, "rec").start)
+    pairs = zip(conv_weights(est.module_), start, strict=True)
+    return sum(float((a - b).norm()) for a, b in pairs)
+
+
+L2SP = {"regularizer": "l2sp", "freeze_prob": 0.0, "ridge_lambda": None}
+
+
+def check_regularizer(c):
+    est = c.fit(**L2SP)
+    assert callback(est, "regularizer") is not None
+    assert callback(c.base, "regularizer") is None
+
+
+def check_reg_alpha(c):
+    weak = c.fit(**L2SP, reg_alpha=0.0, callbacks=[("rec", Recorder())])
+    strong = c.fit(**L2SP, reg_alpha=50.0, callbacks=[("rec", Recorder())])
+    assert drift(strong) < 0.5 * drift(weak)
+
+
+def check_reg_beta(c):
+    weak = c.fit(**L2SP, reg_beta=0.0).module_.head.weight.detach().norm()
+    strong = c.fit(**L2SP, reg_beta=20.0).module_.head.weight.detach().norm()
+    assert strong < 0.5 * weak
+
+
+def check_reg_layers(c):
+    est = c.fit(regularizer="delta", reg_layers=["2"], max_epochs=1)
+    assert list(est.attention_) == ["backbone.2"]
+
+
+def check_max_epochs(c):
+    est = c.fit(max_epochs=3)
+    assert (est.n_iter_, len(est.history_), c.base.n_iter_) == (3, 3, 2)
+
+
+def check_lr(c):
+    est = c.fit(lr=0.01)
+    assert est.lr_ == est.net_.optimizer_.param_groups[0]["lr"] == 0.01
+    assert c.base.lr_ == 0.05
+
+
+def check_lr_schedule(c):
+    group = c.fit(lr_schedule="cosine").net_.optimizer_.param_groups[0]
+    assert group["lr"] < 1e-3 * 0.05
+    assert c.base.net_.optimizer_.param_groups[0]["lr"] == 0.05
+
+
+def check_precision(c):
+    est = c.fit(precision="bfloat16")
+    assert est.module_.precision == "bfloat16"
+    assert not np.array_equal(c.proba(est), c.proba(c.base))
+
+
+def check_momentum(c):
+    est = c.fit(momentum=0.0)
+    assert est.net_.optimizer_.param_groups[0]["momentum"] == 0.0
+    assert not np.allclose(c.proba(est), c.proba(c.base))
+
+
+def check_weight_decay(c):
+    est = c.fit(weight_decay=0.1)
+    assert est.net_.optimizer_.param_groups[0]["weight_decay"] == 0.1
+    assert not np.allclose(c.proba(est), c.proba(c.base))
+
+
+def check_batch_size(c):
+    est = c.fit(batch_size=64)
+    n_batches = [len(row["batches"]) for row in est.history_]
+    assert n_batches == [math.ceil(N_ROWS / 64)] * 2
+    assert len(c.base.history_[0]["batches"]) == math.ceil(N_ROWS / 32)
+
+
+def check_bn_mode(c):
+    # With BatchNorm fixed at its initial statistics, SGD from the ridge
+    # head blows the loss up (even at lr=0.01) on this random network.
+    held = c.fit(bn_mode="eval", ridge_lambda=None).held_batchnorm_
+    assert held == ["backbone.1", "backbone.4"]
+    # The tiny CNN's statistics are at their initial values: "auto" trains them.
+    assert c.base.held_batchnorm_ == []
+
+
+def check_bn_momentum(c):
+    bns = [
+        m for m in c.fit(bn_momentum=0.5).module_.modules() if hasattr(m, "momentum")
+    ]
+    assert [m.momentum for m in bns if isinstance(m, nn.BatchNorm2d)] == [0.5, 0.5]
+
+
+def check_input_size(c):
+    est = c.fit(input_size=16)
+    assert est.input_size_ == est.module_.preprocess.size == (16, 16)
+    assert c.base.input_size_ is None  # a module has no pretrained size
+
+
+def check_augment(c):
+    est = c.fit(augment="light", callbacks=[("rec", Recorder())])
+    seen = torch.cat([xb for xb, _ in callback(est, "rec").batches])
+    rows = {bytes(x) for x in c.X}
+    # Light augmentation crops and flips: few batches rows are raw images.
+    assert sum(bytes(x.numpy().astype(np.uint8)) in rows for x in seen) < len(seen) / 2
+
+
+def check_num_workers(c):
+    est = c.fit(num_workers=1)
+    assert est.net_.iterator_train__num_workers == 1
+    # Workers load the same rows in the same order.
+    np.testing.assert_array_equal(c.proba(est), c.proba(c.base))
+
+
+def check_pin_memory(c):
+    with pytest.warns(UserWarning, match="pin"):
+        est = c.fit(pin_memory=True) if not torch.cuda.is_available() else None
+    assert est.net_.iterator_train__pin_memory is True
+    assert c.base.net_.iterator_train__pin_memory is False
+
+
+def check_device(c):
+    est = c.fit(device="auto")
+    assert est.net_.device == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_distributed(c):
+    with pytest.raises(RuntimeError, match="torchrun"):
+        c.fit(distributed=True)
+
+
+def check_random_state(c):
+    assert not np.allclose(c.proba(c.fit(random_state=1)), c.proba(c.base))
+
+
+def check_verbose(c):
+    c.capsys.readouterr()
+    c.fit(verbose=1)
+    assert "train_loss" in c.capsys.readouterr().out
+    c.fit(verbose=0)
+    assert c.capsys.readouterr().out == ""
+
+
+def check_callbacks(c):
+    given = Recorder()
+    est = c.fit(callbacks=[("rec", given)])
+    assert len(callback(est, "rec").batches) == 2 * math.ceil(N_ROWS / 32)
+    assert not hasattr(given, "batches")  # copied at fit, not used in place
+
+
+def check_checkpoint(c):
+    path = c.tmp_path / "fit.ckpt"
+    c.fit(checkpoint=path)
+    assert path.stat().st_size > 0
+
+
+CHECKS = {
+    name[len("check_") :]: check
+    for name, check in list(globals().items())
+    if name.startswith("check_")
+}
+
+
+def test_every_parameter_has_a_check():
+    params = inspect.signature(FastRetrainClassifier).parameters
+    assert sorted(CHECKS) == sorted(params)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_parameter_changes_what_it_should(name, data, base, tmp_path, capsys):
+    CHECKS[name](Case(data, base, tmp_path, capsys))
