@@ -128,7 +128,9 @@ def check_reuse_features(c):
 
 
 def check_head_update(c):
-    assert "layer_lambdas" in c.fit(head_update="residual").history_[-1]
+    est = c.fit(head_update="residual", ridge_lambda=0.3)
+    # The dense recomputation solves every head layer at the given strength.
+    assert est.history_[-1, "layer_lambdas"] == [0.3]
     assert "layer_lambdas" not in c.base.history_[-1]
 
 
