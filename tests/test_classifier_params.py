@@ -177,6 +177,25 @@ def check_reg_beta(c):
     assert strong < 0.5 * weak
 
 
+@pytest.mark.parametrize(
+    ("ridge_lambda", "init_head", "fit_head"),
+    [(None, "ridge", True), ("auto", "random", True), ("auto", "ridge", False)],
+)
+def test_delta_fits_its_own_head_without_a_ridge_start(
+    data, ridge_lambda, init_head, fit_head
+):
+    # DELTA's attention needs a trained head; the ridge start gives one.
+    est = tiny_cnn_classifier(
+        regularizer="delta",
+        reg_layers=["2"],
+        ridge_lambda=ridge_lambda,
+        init_head=init_head,
+        max_epochs=1,
+        device="cpu",
+    ).fit(*data)
+    assert callback(est, "regularizer").fit_head is fit_head
+
+
 def check_reg_layers(c):
     est = c.fit(regularizer="delta", reg_layers=["2"], max_epochs=1)
     assert list(est.attention_) == ["backbone.2"]
