@@ -143,9 +143,12 @@ def check_params(est):
     _check_choice("freeze_mode", est.freeze_mode, ("random", "prefix"))
     _check_choice("lr_schedule", est.lr_schedule, ("constant", "cosine"))
     _check_choice("precision", est.precision, ("float32", "bfloat16"))
-    if est.ridge_lambda is not None and not (
-        isinstance(est.ridge_lambda, str) and est.ridge_lambda == "auto"
-    ):
+    if isinstance(est.ridge_lambda, str) and est.ridge_lambda != "auto":
+        raise TypeError(
+            "ridge_lambda must be a number > 0, 'auto' or None, got "
+            f"{est.ridge_lambda!r}."
+        )
+    if est.ridge_lambda is not None and not isinstance(est.ridge_lambda, str):
         _check_number("ridge_lambda", est.ridge_lambda)
     _check_number("head_blend", est.head_blend)
     if est.head_blend > 1:
