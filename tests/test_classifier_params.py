@@ -212,6 +212,25 @@ def check_lr(c):
     assert c.base.lr_ == 0.05
 
 
+@pytest.mark.parametrize(
+    ("ridge_lambda", "init_head", "probes"),
+    [("auto", "ridge", True), (None, "ridge", False), ("auto", "random", False)],
+)
+def test_auto_lr_probes_only_from_a_ridge_started_head(
+    data, ridge_lambda, init_head, probes
+):
+    est = tiny_cnn_classifier(
+        lr="auto", ridge_lambda=ridge_lambda, init_head=init_head, **BASE
+    ).fit(*data)
+    assert ("probe_lr" in est.history_[0]) is probes
+    if not probes:
+        # A random head makes every rate look good to the probe: the fixed
+        # starting rate is used instead.
+        assert est.lr_ == est.net_.optimizer_.param_groups[0]["lr"] == 1e-3
+    else:
+        assert est.lr_ == est.history_[0, "probe_lr"]
+
+
 def check_lr_schedule(c):
     group = c.fit(lr_schedule="cosine").net_.optimizer_.param_groups[0]
     assert group["lr"] < 1e-3 * 0.05
