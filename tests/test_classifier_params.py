@@ -103,12 +103,7 @@ def check_ridge_lambda(c):
 
 
 def check_head_blend(c):
-    np.testing.assert_raises(
-        AssertionError,
-        np.testing.assert_allclose,
-        c.proba(c.fit(head_blend=1.0)),
-        c.proba(c.base),
-    )
+    assert not np.allclose(c.proba(c.fit(head_blend=1.0)), c.proba(c.base))
 
 
 def check_init_head(c):
@@ -300,8 +295,12 @@ def check_num_workers(c):
 
 
 def check_pin_memory(c):
-    with pytest.warns(UserWarning, match="pin"):
-        est = c.fit(pin_memory=True) if not torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        est = c.fit(pin_memory=True)
+    else:
+        # torch warns that there is nothing to pin for without an accelerator.
+        with pytest.warns(UserWarning, match="pin"):
+            est = c.fit(pin_memory=True)
     assert est.net_.iterator_train__pin_memory is True
     assert c.base.net_.iterator_train__pin_memory is False
 

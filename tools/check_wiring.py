@@ -53,7 +53,7 @@ def owners():
 
 
 def reads():
-    """(file, line number, column, text) of every read, in file order."""
+    """(path, line number, regex match) of every read, in file order."""
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         for number, line in enumerate(path.read_text().splitlines(), 1):
