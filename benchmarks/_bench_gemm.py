@@ -5,7 +5,7 @@ import time
 import torch
 
 from skfastretrain import GramAccumulator, ridge_solve, select_lambda
-from skfastretrain._gram import update_folds
+from skfastretrain.linalg._gram import update_folds
 
 N_ROWS = 10_000
 N_CLASSES = 10

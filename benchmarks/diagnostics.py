@@ -61,7 +61,7 @@ import json, resource, sys, torch
 sys.path.insert(0, {here!r})
 from _bench_gemm import _accumulate, _synthetic
 from skfastretrain import ridge_solve, select_lambda
-from skfastretrain._gram import sum_statistics
+from skfastretrain.linalg._gram import sum_statistics
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 H, T = _synthetic(1280, n={n})

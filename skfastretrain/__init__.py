@@ -1,32 +1,38 @@
 """skfastretrain: fast transfer learning with a scikit-learn API.
 
-The path from data to prediction has one private module per step:
-``_data`` (input layout and preprocessing), ``_backbone`` (model resolution
-and head attachment), ``_freezing`` (:class:`RandomFreezer`),
-``_prefix_cache`` (:class:`PrefixCache`), ``_lr_probe`` (:class:`LRProbe`,
-the rate of ``lr="auto"``), ``_sgd_epoch`` (the skorch SGD loop) guarded by
-``_divergence`` (:class:`DivergenceGuard`), ``_gram``
-(:class:`GramAccumulator`), ``_solve`` (:func:`ridge_solve`), ``_calibration``
-(the solved head's temperature) and ``_head`` (:class:`RidgeHeadSolver`), all
-driven by :class:`FastRetrainClassifier`.
+The path from data to prediction, one place per step (see the Design page):
+
+- data: ``_data.py`` (input layout, preprocessing) and :mod:`.datasets`;
+- backbone: :mod:`.backbones` (names, weights, :class:`FastRetrainModule`);
+- freezing, the learning-rate probe, the prefix cache, the head solve and the
+  transfer regularizers: skorch callbacks in :mod:`.callbacks`;
+- the SGD epoch: the skorch net assembled in ``_net.py``;
+- Gram statistics and the ridge solve: :mod:`.linalg`;
+- pruning: :mod:`.pruning`;
+
+all driven by :class:`FastRetrainClassifier`.
 """
 
-from . import datasets
-from ._backbone import FastRetrainModule
-from ._checkpoint import TrainingCheckpoint
+from . import backbones, callbacks, datasets, linalg, pruning
 from ._classifier import FastRetrainClassifier
-from ._divergence import DivergenceError, DivergenceGuard, DivergenceWarning
-from ._efficientnet_lite import efficientnet_lite
-from ._flops import count_flops, count_params
-from ._freezing import RandomFreezer
-from ._gram import GramAccumulator
-from ._head import RidgeHeadSolver
-from ._lr_probe import LR_CANDIDATES, LRProbe
 from ._plotting import plot_history
-from ._prefix_cache import PrefixCache
-from ._pruning import PruningReport, prune_filters
-from ._regularizers import L2SP, DeltaLoss, DeltaRegularizer
-from ._solve import LAMBDA_GRID, ridge_solve, select_lambda
+from .backbones import FastRetrainModule, efficientnet_lite
+from .callbacks import (
+    L2SP,
+    LR_CANDIDATES,
+    DeltaLoss,
+    DeltaRegularizer,
+    DivergenceError,
+    DivergenceGuard,
+    DivergenceWarning,
+    LRProbe,
+    PrefixCache,
+    RandomFreezer,
+    RidgeHeadSolver,
+    TrainingCheckpoint,
+)
+from .linalg import LAMBDA_GRID, GramAccumulator, ridge_solve, select_lambda
+from .pruning import PruningReport, count_flops, count_params, prune_filters
 
 __version__ = "0.1.0.dev0"
 
@@ -49,12 +55,16 @@ __all__ = [
     "RidgeHeadSolver",
     "TrainingCheckpoint",
     "__version__",
+    "backbones",
+    "callbacks",
     "count_flops",
     "count_params",
     "datasets",
     "efficientnet_lite",
+    "linalg",
     "plot_history",
     "prune_filters",
+    "pruning",
     "ridge_solve",
     "select_lambda",
 ]

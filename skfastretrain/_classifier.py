@@ -12,8 +12,8 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ._distributed import broadcast_seed, setup_distributed
+from ._net import AUTO_LR, plan_run, probes_lr, train_net
 from ._predict import PredictMixin
-from ._training import AUTO_LR, plan_run, probes_lr, train_net
 from ._validation import check_fit_input, check_params, encode_labels
 
 __all__ = ["FastRetrainClassifier"]

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
@@ -22,7 +23,6 @@ from ._data import (
     input_kind,
     to_model_layout,
 )
-from ._sgd_epoch import resolve_device
 
 __all__ = [
     "check_array_input",
@@ -32,6 +32,7 @@ __all__ = [
     "check_predict_input",
     "encode_labels",
     "prefix_cache_applies",
+    "resolve_device",
     "resolve_input_size",
 ]
 
@@ -110,6 +111,23 @@ def _check_checkpoint(path):
         raise ValueError(
             f"checkpoint must be a file in an existing directory, got {path!r}."
         )
+
+
+def resolve_device(device):
+    """``"auto"`` is cuda when available, else cpu; anything else is checked."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"Invalid device {device!r}: {exc}") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was requested but CUDA is not available.")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r}: there are {torch.cuda.device_count()} CUDA devices."
+        )
+    return str(resolved)
 
 
 def check_input_size(input_size):

@@ -3,7 +3,7 @@
 One check per parameter: a fit with a non-default value against a fit with
 the base settings, looking at what the parameter should change (the history,
 the model's structure, the optimizer, the predictions or files written).
-``tests/test_training.py`` holds the numerical references for the head solve
+``tests/test_net.py`` holds the numerical references for the head solve
 and plain SGDM; the checks here see that each value gets where it is used.
 """
 

@@ -182,7 +182,7 @@ def test_fit_gives_every_rank_the_same_model(torchrun_run, prefix):
 
 
 def test_rank0_alone_writes_the_checkpoint(torchrun_run):
-    from skfastretrain._checkpoint import read_checkpoint
+    from skfastretrain.callbacks._checkpoint import read_checkpoint
 
     state = read_checkpoint(torchrun_run / "run.pt")
     assert state["epoch"] == 3  # the resumed fit's last epoch

@@ -33,8 +33,8 @@ READ = re.compile(rf"\b(est|self)\.({'|'.join(NAMES)})\b(?!\s*=[^=])")
 # The tests that see wiring fastest run first, and the whole suite only when
 # they pass (pytest would merge the files into the folder's own order).
 TESTS = [
-    ["tests/test_training.py", "tests/test_classifier_params.py"],
-    ["tests/test_validation.py", "tests/test_head.py", "tests/test_freezing.py"],
+    ["tests/test_net.py", "tests/test_classifier_params.py"],
+    ["tests/test_validation.py", "tests/callbacks/test_ridge_head.py", "tests/callbacks/test_freezing.py"],
     ["tests/test_lr_probe.py", "tests/test_regularizers.py"],
     [],
 ]
@@ -48,7 +48,7 @@ def owners():
     return {
         "_classifier.py": sk.FastRetrainClassifier,
         "_freezing.py": sk.RandomFreezer,
-        "_head.py": sk.RidgeHeadSolver,
+        "_ridge_head.py": sk.RidgeHeadSolver,
     }
 
 

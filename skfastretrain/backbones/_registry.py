@@ -1,0 +1,138 @@
+"""Backbone names and what they resolve to: torchvision, timm, EfficientNet-Lite."""
+
+import copy
+import os
+from dataclasses import dataclass
+
+import torch
+import torchvision
+from torch import nn
+
+from ._efficientnet_lite import LITE_MEAN, LITE_SPECS, LITE_STD, efficientnet_lite
+from ._weights import is_weights_path, load_state_dict_file
+
+__all__ = ["BackboneSpec", "resolve_backbone"]
+
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a named backbone expects: normalization and default input size."""
+
+    mean: tuple | None = None
+    std: tuple | None = None
+    input_size: tuple | None = None
+
+
+def _torchvision_model(name, weights):
+    if weights is None or is_weights_path(weights):
+        model = torchvision.models.get_model(name, weights=None)
+        if weights is not None:
+            load_state_dict_file(model, weights)
+        return model, BackboneSpec(_IMAGENET_MEAN, _IMAGENET_STD, None)
+    try:
+        enum = torchvision.models.get_model_weights(name).verify(weights)
+    except (ValueError, KeyError) as exc:
+        valid = [w.name for w in torchvision.models.get_model_weights(name)]
+        raise ValueError(
+            f"Unknown weights {weights!r} for {name!r}; valid: 'DEFAULT', {valid}."
+        ) from exc
+    folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+    filename = os.path.basename(enum.url)
+    try:
+        model = torchvision.models.get_model(name, weights=enum)
+    except OSError as exc:  # URLError is an OSError: no network, no cache
+        raise OSError(
+            f"Could not load {enum} for {name!r}: {filename!r} is not in the "
+            f"torchvision cache and downloading it failed ({exc}). Copy "
+            f"{filename!r} into {folder!r} (set TORCH_HOME to move the cache)."
+        ) from exc
+    preset = enum.transforms()
+    size = tuple(preset.crop_size) * (2 // len(preset.crop_size))
+    return model, BackboneSpec(tuple(preset.mean), tuple(preset.std), size)
+
+
+def _timm_model(name, weights):
+    try:
+        import timm
+    except ImportError as exc:
+        raise ImportError(
+            f"Backbone 'timm:{name}' needs timm: pip install timm."
+        ) from exc
+    if name not in timm.list_models():
+        raise ValueError(f"Unknown timm model {name!r}; see timm.list_models().")
+    pretrained = weights is not None and not is_weights_path(weights)
+    if pretrained and weights != "DEFAULT":
+        raise ValueError(
+            f"For timm backbones weights must be None, 'DEFAULT' or a path; "
+            f"got {weights!r}."
+        )
+    try:
+        model = timm.create_model(name, pretrained=pretrained)
+    except OSError as exc:  # no network and nothing in the Hugging Face cache
+        raise OSError(
+            f"Could not load pretrained timm weights for {name!r}: {exc}. Put them "
+            "in the Hugging Face cache (HF_HOME) or pass weights=<state_dict path>."
+        ) from exc
+    if weights is not None and not pretrained:
+        load_state_dict_file(model, weights)
+    config = timm.data.resolve_data_config({}, model=model)
+    size = tuple(config["input_size"][1:]) if weights is not None else None
+    return model, BackboneSpec(tuple(config["mean"]), tuple(config["std"]), size)
+
+
+def _named_backbone(name, weights):
+    if name.startswith("timm:"):
+        return _timm_model(name.removeprefix("timm:"), weights)
+    if name.startswith("efficientnet_lite"):
+        model = efficientnet_lite(name, weights=weights)
+        # Stochastic depth drops whole residual branches in train mode, so the
+        # features SGD sees stray far from the eval-mode ones the head is
+        # solved on; on digits at 32 px it turned the training loss upward
+        # (2.1 -> 2.9 over two epochs; 2.0 -> 1.2 without it).
+        for block in model._blocks:
+            block.drop_connect = 0.0
+        size = None if weights is None else (LITE_SPECS[name].resolution,) * 2
+        return model, BackboneSpec(LITE_MEAN, LITE_STD, size)
+    if name in torchvision.models.list_models():
+        return _torchvision_model(name, weights)
+    valid = sorted([*LITE_SPECS, *torchvision.models.list_models()])
+    raise ValueError(
+        f"Unknown backbone {name!r}. Valid names: {', '.join(valid)}, and "
+        "'timm:<name>' for timm models."
+    )
+
+
+def resolve_backbone(backbone, weights=None):
+    """Turn the ``backbone`` parameter into a fresh module and its spec."""
+    if isinstance(backbone, str):
+        return _named_backbone(backbone, weights)
+    if isinstance(backbone, nn.Module):
+        module = copy.deepcopy(backbone)
+    elif callable(backbone):
+        module = backbone()
+        if not isinstance(module, nn.Module):
+            raise TypeError(
+                "A callable backbone must return a torch.nn.Module, got "
+                f"{type(module).__name__}."
+            )
+    else:
+        raise TypeError(
+            "backbone must be a model name, a torch.nn.Module or a callable "
+            f"returning one; got {type(backbone).__name__}."
+        )
+    # "DEFAULT" (the estimator's default) keeps a module's own weights, as
+    # None does: a module has no pretrained weights other than its own.
+    if weights is not None and weights != "DEFAULT":
+        if not is_weights_path(weights):
+            raise ValueError(
+                "For a module backbone, weights must be 'DEFAULT' or None (its "
+                f"own weights) or a path to a state_dict file; got {weights!r}."
+            )
+        load_state_dict_file(module, weights)
+    return module, BackboneSpec()

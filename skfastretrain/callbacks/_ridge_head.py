@@ -1,0 +1,388 @@
+"""The head step: a closed-form ridge refinement of the classifier head."""
+
+import numbers
+import time
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+from skorch.callbacks import Callback
+
+from .._distributed import all_gather_rows, all_reduce_head_statistics, local_shard
+from ..backbones._module import find_head
+from ..linalg._calibration import calibrated_scale
+from ..linalg._gram import HeadStatistics
+from ..linalg._solve import ridge_solve, select_lambda
+from ._divergence import DivergenceError
+from ._features import TrainingFeatureTap, feature_pass
+from ._residual_head import dense_layers, recompute_dense
+
+__all__ = ["RidgeHeadSolver"]
+
+
+class RidgeHeadSolver(Callback):
+    """Refine a linear classifier head in closed form after SGD epochs.
+
+    One pass over the training set in eval mode, under
+    :func:`torch.inference_mode` and without augmentation, captures the head's
+    input features ``H`` batch by batch into a :class:`GramAccumulator`. The
+    ridge solution ``W*`` (intercept unpenalized, as in
+    :class:`sklearn.linear_model.Ridge`) of one-hot targets in {-1, +1} is then
+    blended into the head: ``W <- W + blend * (W* - W)``.
+
+    The {-1, +1} targets regress the head's outputs toward +1 for the true class
+    and -1 for the others: those outputs are logits on a small scale. With
+    ``calibrate=True`` the solution is multiplied by the temperature that
+    minimizes the cross-entropy of its softmax on a random subset of the
+    training rows, capped at ``max_scale``, so ``predict_proba`` and the next
+    SGD epoch see logits on a sensible scale. Predictions (the argmax) do not
+    change.
+
+    With ``recalibrate_bn=True`` the same pass re-estimates the running
+    statistics of the trainable BatchNorm layers: they run on batch statistics,
+    as in the SGD epochs, while their running averages are reset and
+    recomputed exactly over the pass. The solved head then matches the
+    features that SGD sees, and eval-mode features (used by predict) match
+    the current weights. It costs no extra pass.
+
+    Works in any skorch net whose module ends in an ``nn.Linear`` head and is
+    trained on integer class labels.
+
+    Parameters
+    ----------
+    ridge_lambda : float or "auto", default=1.0
+        Ridge strength. ``"auto"`` picks it at every solve by ``n_folds``-fold
+        cross-validation computed from per-fold Gram statistics alone (see
+        :func:`select_lambda`; the grid is :data:`LAMBDA_GRID` times the mean
+        eigenvalue of the centered Gram matrix).
+    blend : float, default=0.5
+        Step ``eta`` in (0, 1] toward the solution.
+    solve_every : int, default=1
+        Solve after every ``solve_every``-th epoch.
+    init_solve : bool, default=True
+        Also solve once before the first epoch, replacing the head entirely
+        (a linear probe on the starting features).
+    head : str or None, default=None
+        Name of the head submodule; None means the last leaf ``nn.Linear``.
+    calibrate : bool, default=True
+        Rescale the solution's logits as described above.
+    gram_dtype : torch.dtype, default=torch.float64
+        Accumulation dtype of the Gram statistics.
+    max_scale : float, default=4.0
+        Upper bound of the calibrated temperature.
+    recalibrate_bn : bool, default=True
+        Re-estimate BatchNorm running statistics during the feature pass.
+    calibration_samples : int, default=2048
+        Training rows kept (at most) for the temperature fit.
+    n_folds : int, default=5
+        Folds of ``ridge_lambda="auto"``; rows are assigned round-robin.
+    feature_source : {"pass", "sgd"}, default="pass"
+        ``"pass"`` runs the separate eval-mode feature pass described above.
+        ``"sgd"`` gathers the statistics from the SGD epoch's own forward
+        passes instead (train mode, while the backbone moves; a dropout
+        layer feeding the head is looked through), which removes the pass's
+        cost; the solve before the first epoch still uses a pass.
+    update : {"blend", "residual"}, default="blend"
+        ``"blend"`` moves the top layer toward its ridge solution as above.
+        ``"residual"`` is the recomputation of dense layers: every
+        ``nn.Linear`` of the head is corrected by a ridge solve on the
+        softmax residual, pulled back through the layers above, with a random
+        keep-mask (the dense-layer recomputation of :ref:`methods`); ``blend``
+        is then the rate of the correction.
+    keep_prob : float, default=0.9
+        Fraction of weights updated by a ``"residual"`` correction.
+    random_state : int, RandomState instance or None, default=None
+        Chooses the calibration rows and the keep-masks.
+    distributed : bool, default=False
+        In a data-parallel net under an initialized torch.distributed process
+        group: each rank's feature pass covers its own shard of the training
+        set, and the Gram statistics (every fold's), the accuracy counts and
+        the re-estimated BatchNorm statistics are reduced over the ranks
+        before the solve, and the calibration logits gathered, so every rank
+        computes the same head. ``random_state`` must be the same on every
+        rank.
+
+    Attributes
+    ----------
+    stats_ : GramAccumulator
+        Statistics of the last solve.
+    scale_ : float
+        Temperature of the last solve (1.0 without calibration).
+    ridge_lambda_ : float
+        Ridge strength of the last solve.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from skorch import NeuralNetClassifier
+    >>> from skfastretrain import RidgeHeadSolver
+    >>> module = torch.nn.Sequential(
+    ...     torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    >>> net = NeuralNetClassifier(
+    ...     module, criterion=torch.nn.CrossEntropyLoss, max_epochs=2,
+    ...     train_split=None, verbose=0,
+    ...     callbacks=[RidgeHeadSolver(ridge_lambda=1.0, random_state=0)])
+    >>> X = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    >>> net = net.fit(X, (X[:, 0] > 0).astype("int64"))
+    >>> len(net.history[:, "solve_dur"])
+    2
+    """
+
+    def __init__(
+        self,
+        ridge_lambda=1.0,
+        *,
+        blend=0.5,
+        solve_every=1,
+        init_solve=True,
+        head=None,
+        calibrate=True,
+        max_scale=4.0,
+        gram_dtype=torch.float64,
+        recalibrate_bn=True,
+        calibration_samples=2048,
+        n_folds=5,
+        feature_source="pass",
+        update="blend",
+        keep_prob=0.9,
+        random_state=None,
+        distributed=False,
+    ):
+        self.ridge_lambda = ridge_lambda
+        self.blend = blend
+        self.solve_every = solve_every
+        self.init_solve = init_solve
+        self.head = head
+        self.calibrate = calibrate
+        self.max_scale = max_scale
+        self.gram_dtype = gram_dtype
+        self.recalibrate_bn = recalibrate_bn
+        self.calibration_samples = calibration_samples
+        self.n_folds = n_folds
+        self.feature_source = feature_source
+        self.update = update
+        self.keep_prob = keep_prob
+        self.random_state = random_state
+        self.distributed = distributed
+
+    def initialize(self):
+        self.stats_ = None
+        self.scale_ = 1.0
+        self.ridge_lambda_ = None
+        self._rng = check_random_state(self.random_state)
+        self._generator = torch.Generator().manual_seed(
+            int(self._rng.randint(np.iinfo(np.int32).max))
+        )
+        self._init_record = {}
+        self._collecting = None
+        return self
+
+    def _layers(self, net):
+        head = find_head(net.module_, self.head)
+        layers = [] if head is None else dense_layers(head)
+        if not layers:
+            raise ValueError(
+                "RidgeHeadSolver needs an nn.Linear head: the module's last leaf "
+                "is not one, so name it with head=<submodule name>."
+            )
+        return layers
+
+    def _head(self, net):
+        # The solved layer: the head itself, or the last Linear of a deeper head.
+        return self._layers(net)[-1]
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self._check_lambda()
+        if self.update not in ("blend", "residual"):
+            raise ValueError(
+                f"update must be 'blend' or 'residual', got {self.update!r}."
+            )
+        if self.feature_source not in ("pass", "sgd"):
+            raise ValueError(
+                f"feature_source must be 'pass' or 'sgd', got {self.feature_source!r}."
+            )
+        self._collecting = None
+        if self.init_solve:
+            # The first solve fits the top layer outright, whatever the update
+            # rule: there is no trained head yet to correct.
+            self._init_record = self.solve(
+                net, net.get_dataset(X, y), blend=1.0, residual=False
+            )
+
+    def _check_lambda(self):
+        auto = isinstance(self.ridge_lambda, str) and self.ridge_lambda == "auto"
+        if not auto and not (
+            isinstance(self.ridge_lambda, numbers.Real)
+            and not isinstance(self.ridge_lambda, bool)
+            and self.ridge_lambda > 0
+        ):
+            raise ValueError(
+                f"ridge_lambda must be > 0 or 'auto', got {self.ridge_lambda!r}."
+            )
+        return auto
+
+    def _new_statistics(self, head, n_rows):
+        keep = None
+        if self.calibrate:
+            keep = np.zeros(n_rows, dtype=bool)
+            m = min(n_rows, self.calibration_samples)
+            keep[self._rng.choice(n_rows, size=m, replace=False)] = True
+        return HeadStatistics(
+            head.out_features,
+            n_folds=self.n_folds if self._check_lambda() else 1,
+            keep=keep,
+            dtype=self.gram_dtype,
+        )
+
+    def on_epoch_begin(self, net, dataset_train=None, **kwargs):
+        epoch = len(net.history)
+        if (
+            self.feature_source != "sgd"
+            or self.update == "residual"
+            or epoch % self.solve_every
+        ):
+            return
+        # Gather the statistics from the SGD epoch's own forward passes: the
+        # backbone moves while they are collected, but no extra pass is run.
+        head = self._head(net)
+        stats = self._new_statistics(head, len(dataset_train))
+        self._collecting = (stats, TrainingFeatureTap(net.module_, head))
+
+    def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
+        if not training or not self._collecting:
+            return
+        stats, tap = self._collecting
+        features = tap.pop()
+        if features is not None:
+            stats.add(features, batch[1], y_pred)
+
+    def on_epoch_end(self, net, dataset_train=None, **kwargs):
+        epoch = len(net.history)
+        record = {}
+        if epoch == 1:
+            record.update({f"init_{k}": v for k, v in self._init_record.items()})
+        if self._collecting:
+            stats, tap = self._collecting
+            tap.remove()
+            self._collecting = None
+            start = time.perf_counter()
+            record.update(self._apply(net, stats, self.blend))
+            record["solve_dur"] = time.perf_counter() - start
+        elif epoch % self.solve_every == 0:
+            record.update(self.solve(net, dataset_train, blend=self.blend))
+        for key, value in record.items():
+            net.history.record(key, value)
+
+    def on_train_end(self, net, **kwargs):
+        # An interrupted epoch leaves its collecting hook on the head.
+        if self._collecting:
+            self._collecting[1].remove()
+            self._collecting = None
+
+    def _feature_pass(self, net, dataset, head, n_rows):
+        captured = []
+        hook = head.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
+        # A shard keeps its share of the calibration rows: the mask spans
+        # the whole training set.
+        stats = self._new_statistics(head, n_rows)
+        batches = feature_pass(
+            net,
+            dataset,
+            recalibrate_bn=self.recalibrate_bn,
+            distributed=self.distributed,
+        )
+        try:
+            for logits, yi in batches:
+                stats.add(captured.pop(), yi, logits)
+        finally:
+            hook.remove()
+        return stats
+
+    def solve(self, net, dataset, *, blend, residual=True):
+        """Run the feature pass and the solve, and move the head toward it.
+
+        Returns
+        -------
+        record : dict
+            ``solve_dur`` (seconds), ``train_acc`` (accuracy of the model
+            before this solve, in eval mode, on the whole training set),
+            ``ridge_lambda`` (the strength used) and, with ``calibrate``,
+            ``ridge_acc`` (accuracy of the ridge solution on the calibration
+            rows) and, outside a data-parallel fit, ``solved_acc`` (accuracy
+            of the updated head on them).
+        """
+        if not 0 < blend <= 1:
+            raise ValueError(f"blend must be in (0, 1], got {blend!r}.")
+        start = time.perf_counter()
+        n_rows = len(dataset)
+        if self.distributed:
+            dataset = local_shard(dataset)
+        if self.update == "residual" and residual:
+            acc, alphas = recompute_dense(
+                net,
+                dataset,
+                self._layers(net),
+                alpha=self.ridge_lambda,
+                rate=blend,
+                keep_prob=self.keep_prob,
+                generator=self._generator,
+                recalibrate_bn=self.recalibrate_bn,
+                n_folds=self.n_folds,
+                distributed=self.distributed,
+            )
+            return {
+                "solve_dur": time.perf_counter() - start,
+                "train_acc": acc,
+                "ridge_lambda": alphas[-1],
+                "layer_lambdas": alphas,
+            }
+        stats = self._feature_pass(net, dataset, self._head(net), n_rows)
+        record = self._apply(net, stats, blend)
+        return {"solve_dur": time.perf_counter() - start, **record}
+
+    def _apply(self, net, stats, blend):
+        head = self._head(net)
+        if self.distributed:
+            all_reduce_head_statistics(stats)
+        total = stats.total()
+        if not all(torch.isfinite(t).all() for t in total.tensors()):
+            raise DivergenceError(
+                f"Training diverged: the head's input features hold NaN or inf "
+                f"after epoch {len(net.history)} (lr={net.lr}). Lower the "
+                "learning rate; with pretrained weights, 0.001 to 0.003 suits SGD.",
+                epoch=len(net.history),
+                lr=net.lr,
+            )
+        alpha = (
+            select_lambda(stats.folds)[0] if stats.n_folds > 1 else self.ridge_lambda
+        )
+        coef, intercept = ridge_solve(total, alpha, fit_intercept=head.bias is not None)
+        scale = 1.0
+        kept_h, kept_y = stats.sample()
+        logits = None
+        if kept_y is not None:
+            logits = (kept_h.to(coef.device) @ coef + intercept).cpu().numpy()
+            kept_y = kept_y.numpy()
+        if self.distributed:
+            logits, kept_y = all_gather_rows(logits, kept_y)
+        if kept_y is not None and len(kept_y):
+            scale = calibrated_scale(logits, kept_y, self.max_scale)
+        with torch.no_grad():
+            w = (scale * coef.T).to(head.weight)
+            head.weight.add_(blend * (w - head.weight))
+            if head.bias is not None:
+                b = (scale * intercept).to(head.bias)
+                head.bias.add_(blend * (b - head.bias))
+        self.stats_, self.scale_, self.ridge_lambda_ = total, scale, alpha
+        record = {"train_acc": stats.accuracy, "ridge_lambda": alpha}
+        if kept_y is not None and len(kept_y):
+            # How linearly separable the features still are: a collapse of
+            # the backbone shows here (DivergenceGuard watches it).
+            record["ridge_acc"] = float(np.mean(logits.argmax(1) == kept_y))
+        if kept_y is not None and len(kept_y) and not self.distributed:
+            # The updated head's accuracy on the calibration rows: what
+            # DivergenceGuard scores the model of each epoch by.
+            with torch.no_grad():
+                pred = head(kept_h.to(head.weight)).argmax(1).cpu().numpy()
+            record["solved_acc"] = float(np.mean(pred == kept_y))
+        return record

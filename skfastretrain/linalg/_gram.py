@@ -1,0 +1,285 @@
+"""Batch-by-batch accumulation of the Gram statistics of the head solve.
+
+Pure tensor arithmetic: no hooks, no skorch, no torch.distributed.
+"""
+
+import torch
+
+__all__ = [
+    "GramAccumulator",
+    "HeadStatistics",
+    "sum_statistics",
+    "update_folds",
+]
+
+
+class GramAccumulator:
+    """Running sums for a ridge regression that never holds the feature matrix.
+
+    For features ``H`` (n, d) and targets ``T`` (n, k) seen in mini-batches it
+    keeps ``G = sum H_b^T H_b``, ``B = sum H_b^T T_b``, the column sums of ``H``
+    and ``T``, the sum of squared targets and the row count ``n``. These are
+    exactly the statistics of a full-batch ridge fit with an intercept, so
+    :func:`~skfastretrain.ridge_solve` gives the same answer as solving on all
+    of ``H`` at once. Batches are gathered until :attr:`CHUNK_ROWS` rows
+    wait, then added in one product (small products run at a fraction of
+    the GEMM rate); reading any sum adds the rest first.
+
+    Parameters
+    ----------
+    n_features : int
+        Width ``d`` of the features.
+    n_targets : int
+        Number ``k`` of target columns.
+    dtype : torch.dtype, default=torch.float64
+        Accumulation dtype. float64 keeps the centering exact enough for a
+        ridge strength near zero; float32 halves memory and is faster on GPUs.
+    device : str or torch.device, default="cpu"
+        Where the sums live: keep them beside the features to avoid copies.
+
+    Attributes
+    ----------
+    gram : torch.Tensor of shape (d, d)
+    cross : torch.Tensor of shape (d, k)
+    feature_sum : torch.Tensor of shape (d,)
+    target_sum : torch.Tensor of shape (k,)
+    target_sq_sum : torch.Tensor of shape ()
+    n_samples : int
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skfastretrain import GramAccumulator
+    >>> acc = GramAccumulator(3, 2)
+    >>> H, T = torch.ones(4, 3), torch.zeros(4, 2)
+    >>> acc.update(H[:2], T[:2])
+    >>> acc.update(H[2:], T[2:])
+    >>> acc.n_samples, acc.gram[0, 0].item()
+    (4, 4.0)
+    """
+
+    #: Rows gathered before they are added to the sums: one update of 256
+    #: rows runs near the GEMM rate, eight of 32 at about half of it
+    #: (benchmarks/README.md, P4).
+    CHUNK_ROWS = 256
+
+    def __init__(
+        self,
+        n_features: int,
+        n_targets: int,
+        *,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
+    ):
+        self.n_features = n_features
+        self.n_targets = n_targets
+        self.dtype = dtype
+        self.device = torch.device(device)
+        kw = {"dtype": dtype, "device": self.device}
+        self._sums = (
+            torch.zeros(n_features, n_features, **kw),
+            torch.zeros(n_features, n_targets, **kw),
+            torch.zeros(n_features, **kw),
+            torch.zeros(n_targets, **kw),
+            torch.zeros((), **kw),
+        )
+        self._pending = []
+        self.n_samples = 0
+
+    def update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add one batch.
+
+        Parameters
+        ----------
+        features : torch.Tensor of shape (b, d)
+        targets : torch.Tensor of shape (b, k)
+        """
+        if features.ndim != 2 or features.shape[1] != self.n_features:
+            raise ValueError(
+                f"features must have shape (b, {self.n_features}), "
+                f"got {tuple(features.shape)}"
+            )
+        if targets.shape != (features.shape[0], self.n_targets):
+            raise ValueError(
+                f"targets must have shape ({features.shape[0]}, {self.n_targets}), "
+                f"got {tuple(targets.shape)}"
+            )
+        h = features.detach().to(device=self.device, dtype=self.dtype, copy=True)
+        t = targets.detach().to(device=self.device, dtype=self.dtype, copy=True)
+        self._pending.append((h, t))
+        self.n_samples += h.shape[0]
+        if sum(len(p[0]) for p in self._pending) >= self.CHUNK_ROWS:
+            self._flush()
+
+    def _flush(self):
+        if not self._pending:
+            return
+        h = torch.cat([p[0] for p in self._pending])
+        t = torch.cat([p[1] for p in self._pending])
+        self._pending = []
+        gram, cross, feature_sum, target_sum, target_sq_sum = self._sums
+        # Sums made under inference mode (a feature pass) can only be
+        # updated in it, and this may run after the pass has ended.
+        with torch.inference_mode(gram.is_inference()):
+            gram.addmm_(h.T, h)
+            cross.addmm_(h.T, t)
+            feature_sum += h.sum(0)
+            target_sum += t.sum(0)
+            target_sq_sum += (t * t).sum()
+
+    def _combine(self, other, sign):
+        if (self.n_features, self.n_targets) != (other.n_features, other.n_targets):
+            raise ValueError("Cannot combine accumulators of different shapes.")
+        out = GramAccumulator(
+            self.n_features, self.n_targets, dtype=self.dtype, device=self.device
+        )
+        for mine, theirs, new in zip(
+            self.tensors(), other.tensors(), out.tensors(), strict=True
+        ):
+            new.copy_(mine + sign * theirs.to(mine))
+        out.n_samples = self.n_samples + sign * other.n_samples
+        return out
+
+    def __add__(self, other):
+        """Statistics of the union of both sets of rows."""
+        return self._combine(other, 1)
+
+    def __sub__(self, other):
+        """Statistics of these rows without ``other``'s (a subset of them)."""
+        return self._combine(other, -1)
+
+    def tensors(self):
+        """The sums as a tuple, in a fixed order (for all-reduce or saving)."""
+        self._flush()
+        return self._sums
+
+    gram = property(lambda self: self.tensors()[0])
+    cross = property(lambda self: self.tensors()[1])
+    feature_sum = property(lambda self: self.tensors()[2])
+    target_sum = property(lambda self: self.tensors()[3])
+    target_sq_sum = property(lambda self: self.tensors()[4])
+
+    def centered(self):
+        """Gram and cross products of the column-centered ``H`` and ``T``.
+
+        They are computed in float64 whatever the accumulation dtype (the
+        float64 final step of a float32 accumulation), into one new d x d
+        matrix.
+
+        Returns
+        -------
+        gram_c : torch.Tensor of shape (d, d)
+        cross_c : torch.Tensor of shape (d, k)
+        feature_mean : torch.Tensor of shape (d,)
+        target_mean : torch.Tensor of shape (k,)
+        """
+        if self.n_samples == 0:
+            raise ValueError("GramAccumulator is empty: call update() first.")
+        n = self.n_samples
+        sums = self.tensors()
+        cross, feature_sum, target_sum = (t.to(torch.float64) for t in sums[1:4])
+        mu_h = feature_sum / n
+        mu_t = target_sum / n
+        # In place on a copy: an outer product would be a second d x d matrix.
+        gram_c = sums[0].to(torch.float64, copy=True)
+        gram_c.addr_(mu_h, mu_h, alpha=-n)
+        cross_c = cross - n * torch.outer(mu_h, mu_t)
+        return gram_c, cross_c, mu_h, mu_t
+
+
+def sum_statistics(accumulators):
+    """One :class:`GramAccumulator` holding the sums of several, added in place."""
+    first = accumulators[0]
+    total = GramAccumulator(
+        first.n_features, first.n_targets, dtype=first.dtype, device=first.device
+    )
+    for acc in accumulators:
+        if (acc.n_features, acc.n_targets) != (total.n_features, total.n_targets):
+            raise ValueError("Cannot combine accumulators of different shapes.")
+        for mine, theirs in zip(total.tensors(), acc.tensors(), strict=True):
+            mine += theirs.to(mine)
+        total.n_samples += acc.n_samples
+    return total
+
+
+def update_folds(folds, start, features, targets):
+    """Add rows to per-fold statistics, assigned round-robin by position.
+
+    Row ``i`` of the batch is row ``start + i`` of the pass and goes to fold
+    ``(start + i) % len(folds)``, so the folds do not depend on batch size.
+    """
+    if len(folds) == 1:
+        folds[0].update(features, targets)
+        return
+    fold = torch.arange(start, start + len(features), device=features.device)
+    fold = fold % len(folds)
+    for f, acc in enumerate(folds):
+        acc.update(features[fold == f], targets[fold == f])
+
+
+class HeadStatistics:
+    """What a head solve gathers batch by batch from features and labels.
+
+    Per-fold :class:`GramAccumulator` s (rows assigned round-robin by their
+    position, for ``ridge_lambda="auto"``), a sample of rows for the
+    temperature fit, and the accuracy of the current head's logits.
+
+    Parameters
+    ----------
+    n_classes : int
+    n_folds : int, default=1
+    keep : ndarray of bool or None, default=None
+        Positions (in arrival order) of the rows kept as a sample.
+    dtype : torch.dtype, default=torch.float64
+        Accumulation dtype.
+    """
+
+    def __init__(self, n_classes, *, n_folds=1, keep=None, dtype=torch.float64):
+        self.n_classes = n_classes
+        self.n_folds = n_folds
+        self.keep = keep
+        self.dtype = dtype
+        self.folds = None
+        self.kept_h, self.kept_y = [], []
+        self.correct = 0
+        self.n_seen = 0
+
+    def add(self, features, labels, logits=None):
+        """Add a batch of features (b, d), integer labels (b,) and logits."""
+        h = features.detach()
+        y = torch.as_tensor(labels, device=h.device).long()
+        if self.folds is None:
+            self.folds = [
+                GramAccumulator(
+                    h.shape[1], self.n_classes, dtype=self.dtype, device=h.device
+                )
+                for _ in range(self.n_folds)
+            ]
+        # One-hot targets in {-1, +1}: 2 * onehot - 1.
+        t = torch.full((len(y), self.n_classes), -1.0, device=h.device)
+        t[torch.arange(len(y), device=h.device), y] = 1.0
+        update_folds(self.folds, self.n_seen, h, t)
+        if logits is not None:
+            self.correct += int((logits.detach().argmax(1) == y).sum())
+        if self.keep is not None:
+            mask = self.keep[self.n_seen : self.n_seen + len(y)]
+            mask = torch.from_numpy(mask).to(h.device)
+            self.kept_h.append(h[mask].double().cpu())
+            self.kept_y.append(y[mask].cpu())
+        self.n_seen += len(y)
+
+    def total(self):
+        """The statistics of all rows."""
+        if self.folds is None:
+            raise ValueError("No batch was added.")
+        return sum_statistics(self.folds)
+
+    def sample(self):
+        """The kept rows as (features float64, labels) on the CPU."""
+        if not self.kept_y:
+            return None, None
+        return torch.cat(self.kept_h), torch.cat(self.kept_y)
+
+    @property
+    def accuracy(self):
+        return self.correct / max(self.n_seen, 1)

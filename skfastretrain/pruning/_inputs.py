@@ -1,0 +1,79 @@
+"""Input checks for :func:`prune_filters`: estimator, data and parameters."""
+
+import numbers
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+from sklearn.utils.validation import (
+    check_consistent_length,
+    check_is_fitted,
+    column_or_1d,
+)
+
+from .._classifier import FastRetrainClassifier
+from .._data import input_kind
+from .._validation import _check_number, check_predict_input
+
+__all__ = []
+
+
+def _encode(estimator, X, y):
+    if input_kind(X) != "array":
+        raise TypeError("prune_filters takes X as an array of images or features.")
+    data = check_predict_input(estimator, X)
+    y = column_or_1d(y, warn=True)
+    check_consistent_length(data, y)
+    classes = estimator.classes_
+    codes = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
+    if not np.array_equal(classes[codes], y):
+        raise ValueError("y has labels the estimator was not fitted on.")
+    return data, codes.astype(np.int64)
+
+
+def _check_inputs(estimator, X, y, validation, random_state):
+    """Model-layout fine-tuning and validation sets with encoded labels."""
+    if not isinstance(estimator, FastRetrainClassifier):
+        raise TypeError(
+            "prune_filters takes a fitted FastRetrainClassifier, got "
+            f"{type(estimator).__name__}."
+        )
+    check_is_fitted(estimator)
+    data, codes = _encode(estimator, X, y)
+    if not isinstance(validation, numbers.Real):
+        return data, codes, *_encode(estimator, *validation)
+    index = np.arange(len(codes))
+    try:
+        fit, val = train_test_split(
+            index, test_size=validation, stratify=codes, random_state=random_state
+        )
+    except ValueError:  # a class too small to stratify
+        fit, val = train_test_split(
+            index, test_size=validation, random_state=random_state
+        )
+    return data[fit], codes[fit], data[val], codes[val]
+
+
+def _check_params(params):
+    for name in ("min_filters", "max_rounds"):
+        _check_number(name, params[name], integer=True)
+    for name in ("history_epochs", "pull_epochs", "finetune_epochs"):
+        _check_number(name, params[name], integer=True, allow_zero=True)
+    _check_number("pull_strength", params["pull_strength"], allow_zero=True)
+    _check_number("max_accuracy_drop", params["max_accuracy_drop"], allow_zero=True)
+    _check_number("pair_fraction", params["pair_fraction"])
+    if params["pair_fraction"] > 0.5:
+        raise ValueError(
+            f"pair_fraction must be in (0, 0.5], got {params['pair_fraction']!r}."
+        )
+    _check_number("validation_fraction", params["validation_fraction"])
+    if params["validation_fraction"] >= 1:
+        raise ValueError(
+            "validation_fraction must be in (0, 1), got "
+            f"{params['validation_fraction']!r}."
+        )
+    if params["pull_terms"] not in ("layer", "pair"):
+        raise ValueError(
+            f"pull_terms must be 'layer' or 'pair', got {params['pull_terms']!r}."
+        )
+    if not isinstance(params["merge"], bool):
+        raise TypeError(f"merge must be a bool, got {params['merge']!r}.")

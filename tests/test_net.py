@@ -1,0 +1,191 @@
+"""The estimator's training path against independent references.
+
+Each test fits FastRetrainClassifier through its public parameters and checks
+the result against what scikit-learn, scipy or a plain torch loop computes
+from the same inputs, so a parameter that is read wrongly (or not at all)
+between the estimator and its callbacks makes a test fail.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import Recorder, tiny_cnn_classifier
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+from sklearn.linear_model import RidgeClassifier, RidgeCV
+from sklearn.model_selection import PredefinedSplit
+from sklearn.preprocessing import LabelBinarizer
+
+from skfastretrain.linalg._solve import LAMBDA_GRID
+
+
+def fit_recorded(X, y, **params):
+    est = tiny_cnn_classifier(device="cpu", callbacks=[("recorder", Recorder())])
+    est.set_params(**params).fit(X, y)
+    return est, dict(est.net_.callbacks_)["recorder"]
+
+
+def fitted_features(est, X):
+    """The fitted backbone's features of raw images X, in float64."""
+    module = est.module_.eval()
+    with torch.no_grad():
+        return module.features(torch.as_tensor(X[:, None])).double().numpy()
+
+
+def reference_temperature(logits, y, max_scale=4.0):
+    """argmin over s in [0.01, max_scale] of the cross-entropy of
+    softmax(s * logits), searched in s itself (the package searches log s)."""
+
+    def loss(s):
+        return -log_softmax(s * logits, axis=1)[np.arange(len(y)), y].mean()
+
+    res = minimize_scalar(
+        loss, bounds=(0.01, max_scale), method="bounded", options={"xatol": 1e-9}
+    )
+    return res.x
+
+
+def expected_head(W0, b0, coef, intercept, H, y, blend):
+    """W0 + blend * (s W* - W0) with W* from scikit-learn and s the fitted
+    temperature: every training row is a calibration row below 2,048 rows."""
+    s = reference_temperature(H @ coef.T + intercept, y)
+    W = W0 + blend * (s * coef - W0)
+    b = b0 + blend * (s * intercept - b0)
+    return W, b
+
+
+# bn_mode="eval": the solve's pass then computes the same eval-mode features
+# that the fitted model gives afterwards (no BatchNorm re-estimation).
+SOLVE = {"bn_mode": "eval", "max_epochs": 1, "lr": 0.05}
+
+
+@pytest.mark.parametrize("head_blend", [0.25, 1.0])
+@pytest.mark.parametrize("ridge_lambda", [0.3, 30.0])
+def test_head_is_blended_sklearn_ridge_solution(small_images, ridge_lambda, head_blend):
+    X, y = small_images
+    est, rec = fit_recorded(
+        X, y, ridge_lambda=ridge_lambda, head_blend=head_blend, **SOLVE
+    )
+    H = fitted_features(est, X)
+    # RidgeClassifier codes the classes one-hot in {-1, +1}, the documented
+    # targets of the head solve, with an unpenalized intercept.
+    ridge = RidgeClassifier(alpha=ridge_lambda, solver="svd").fit(H, y)
+    W0, b0 = (rec.head[k].double().numpy() for k in ("weight", "bias"))
+    W, b = expected_head(W0, b0, ridge.coef_, ridge.intercept_, H, y, head_blend)
+    head = est.module_.head
+    scale = np.abs(W).max()
+    np.testing.assert_allclose(head.weight.detach(), W, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_allclose(head.bias.detach(), b, rtol=1e-4, atol=1e-5 * scale)
+    assert est.history_[-1, "ridge_lambda"] == ridge_lambda
+
+
+def test_auto_lambda_is_ridgecv_choice_on_the_same_folds(small_images):
+    X, y = small_images
+    # "auto" picks a ridge so weak that the head fits the rows almost exactly;
+    # with the features of a random backbone, SGD at a usual rate then blows
+    # up from it (DivergenceGuard keeps the start, with no last solve).
+    params = {**SOLVE, "lr": 1e-4}
+    est, rec = fit_recorded(X, y, ridge_lambda="auto", head_blend=0.5, **params)
+    H = fitted_features(est, X)
+    T = LabelBinarizer(neg_label=-1).fit_transform(y)
+    # The candidates are relative to the mean eigenvalue of the centered Gram
+    # matrix; rows go to folds round-robin, in the order of the training set.
+    Hc = H - H.mean(0)
+    grid = LAMBDA_GRID * np.trace(Hc.T @ Hc) / H.shape[1]
+    assert len(y) % 5 == 0  # equal folds: mean fold MSE ranks as pooled SSE
+    cv = PredefinedSplit(np.arange(len(y)) % 5)
+    ridge = RidgeCV(alphas=grid, cv=cv, scoring="neg_mean_squared_error").fit(H, T)
+    chosen = est.history_[-1, "ridge_lambda"]
+    np.testing.assert_allclose(chosen, ridge.alpha_, rtol=1e-9)
+    W0, b0 = (rec.head[k].double().numpy() for k in ("weight", "bias"))
+    W, b = expected_head(W0, b0, ridge.coef_, ridge.intercept_, H, y, 0.5)
+    scale = np.abs(W).max()
+    head = est.module_.head
+    np.testing.assert_allclose(head.weight.detach(), W, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_allclose(head.bias.detach(), b, rtol=1e-4, atol=1e-5 * scale)
+
+
+def torch_sgdm(start, batches, *, lr, momentum, weight_decay):
+    """Plain fine-tuning: torch.optim.SGD over every parameter, train mode."""
+    model = copy.deepcopy(start).train()
+    opt = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+    )
+    for xb, yb in batches:
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+    return model
+
+
+@pytest.mark.parametrize(
+    ("lr", "momentum", "weight_decay"),
+    [(0.02, 0.5, 1e-3), (0.1, 0.0, 0.0), (0.03, 0.95, 0.05)],
+)
+def test_plain_mode_is_torch_sgd_momentum(small_images, lr, momentum, weight_decay):
+    """freeze_prob=0, ridge_lambda=None is plain SGDM, as the README says."""
+    X, y = small_images
+    est, rec = fit_recorded(
+        X,
+        y,
+        freeze_prob=0.0,
+        ridge_lambda=None,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        max_epochs=2,
+    )
+    assert len(rec.batches) == 2 * int(np.ceil(len(y) / 32))
+    reference = torch_sgdm(
+        rec.start, rec.batches, lr=lr, momentum=momentum, weight_decay=weight_decay
+    )
+    got = est.module_.state_dict()
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    assert est.lr_ == lr
+    group = est.net_.optimizer_.param_groups[0]
+    assert (group["momentum"], group["weight_decay"]) == (momentum, weight_decay)
+
+
+def _conv_weights(module):
+    convs = [m for m in module.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    return [c.weight.detach().clone() for c in convs]
+
+
+def deep_cnn():
+    # Four candidate layers, so that freeze_prob takes several values apart.
+    layers, inputs = [], 1
+    for width in (4, 8, 8, 8):
+        layers += [torch.nn.Conv2d(inputs, width, 3, padding=1), torch.nn.ReLU()]
+        inputs = width
+    return torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(2))
+
+
+@pytest.mark.parametrize("freeze_mode", ["prefix", "random"])
+@pytest.mark.parametrize("freeze_prob", [0.25, 0.5, 0.75])
+def test_freeze_prob_freezes_that_share_of_layers(
+    small_images, freeze_prob, freeze_mode
+):
+    X, y = small_images
+    est, rec = fit_recorded(
+        X,
+        y,
+        backbone=deep_cnn,
+        freeze_prob=freeze_prob,
+        freeze_mode=freeze_mode,
+        # No head solve: from a ridge head, SGD on this BatchNorm-free
+        # random network blows up, and the guard would restore the start.
+        ridge_lambda=None,
+        max_epochs=1,
+        lr=0.01,
+    )
+    before, after = _conv_weights(rec.start), _conv_weights(est.module_)
+    untouched = [bool(torch.equal(b, a)) for b, a in zip(before, after, strict=True)]
+    n_frozen = round(freeze_prob * 4)
+    assert sum(untouched) == n_frozen
+    if freeze_mode == "prefix":
+        assert untouched == [True] * n_frozen + [False] * (4 - n_frozen)
+    assert est.history_[0, "frozen_fraction"] == n_frozen / 4
