@@ -13,6 +13,7 @@ from _bench_utils import (
     LitePreprocess,
     TestAccuracy,
     current_rss_mb,
+    estimator_kwargs,
     load_data,
     machine_info,
     rss_mb,
@@ -125,6 +126,8 @@ def run_linear_probe(params, data, epochs):
     return [point], history, fit_wall, eval_time, pred.tolist(), None
 
 
+#: The record keys run_estimator reads, in their flat names (estimator_kwargs
+#: turns them into the estimator's parameters and components).
 _ESTIMATOR_KEYS = (
     "freeze_prob",
     "freeze_mode",
@@ -156,11 +159,13 @@ def run_estimator(params, data, epochs):
     """FastRetrainClassifier with one of the ablation's settings."""
     X_tr, y_tr, X_te, y_te = data
     acc_cb = TestAccuracy(X_te, y_te)
-    kwargs = {k: params[k] for k in _ESTIMATOR_KEYS if k in params}
+    settings = {k: params[k] for k in _ESTIMATOR_KEYS if k in params}
     # The recorded runs predate the defaults pilot (benchmarks/defaults.py):
     # a method states every setting it depends on, and the new defaults that
     # would change it are pinned to the values those runs had.
-    kwargs = {"cache_prefix": False, "lr": 0.01, **kwargs}
+    settings = {"cache_prefix": False, "lr": 0.01, **settings}
+    # Flat settings (the records' names) -> sgd=SGDEpoch(...), head=RidgeHead(...)
+    kwargs = estimator_kwargs(settings)
     clf = FastRetrainClassifier(
         "efficientnet_lite0",
         weights="DEFAULT",

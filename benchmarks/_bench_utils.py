@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from skorch.callbacks import Callback
 from torch import nn
 
+from skfastretrain import L2SP, DeltaRegularizer, RidgeHead, SGDEpoch
 from skfastretrain.datasets import load_fashion_mnist
 
 SEED = 0
@@ -142,6 +143,73 @@ EXTRA_METHODS = {
         "freeze_prob": [0.0, 0.25, 0.5, 0.75],
     },
 }
+
+
+#: The flat setting names of the records (the estimator's parameters before
+#: they moved into its components) -> the component's parameter name.
+SGD_SETTINGS = {
+    "momentum": "momentum",
+    "weight_decay": "weight_decay",
+    "lr_schedule": "lr_schedule",
+    "bn_mode": "bn_mode",
+    "bn_momentum": "bn_momentum",
+    "cache_prefix": "cache_prefix",
+}
+HEAD_SETTINGS = {
+    "head_update": "update",
+    "head_blend": "blend",
+    "init_head": "init",
+    "solve_every": "solve_every",
+    "reuse_features": "reuse_features",
+    "head_hidden": "hidden",
+    "reinit_layers": "reinit_layers",
+}
+REGULARIZER_SETTINGS = {
+    "reg_alpha": "alpha",
+    "reg_beta": "beta",
+    "reg_layers": "layers",
+}
+#: The ``regularizer`` names and the callback each stands for.
+_REGULARIZERS = {
+    "l2sp": (L2SP, {}),
+    "delta": (DeltaRegularizer, {}),
+    "feature_map": (DeltaRegularizer, {"weighted": False}),
+}
+
+
+def _pop(settings, names):
+    return {new: settings.pop(old) for old, new in names.items() if old in settings}
+
+
+def estimator_kwargs(settings):
+    """FastRetrainClassifier keyword arguments for a record's flat settings.
+
+    The records (METHODS, the pilots' runs, the saved JSON) keep one flat,
+    JSON-serializable dict per run, in the names the estimator had before its
+    head, SGD epoch and regularizer became objects: ``cache_prefix``,
+    ``lr_schedule``, ``bn_mode``, ... go into one :class:`SGDEpoch` (``sgd``);
+    ``init_head``, ``head_blend``, ``head_update``, ``reuse_features``, ...
+    into one :class:`RidgeHead` (``head``); ``reg_alpha``, ``reg_beta`` and
+    ``reg_layers`` into the :class:`L2SP` or :class:`DeltaRegularizer` that
+    ``regularizer`` names. Every other key is passed as it is.
+    """
+    kwargs = dict(settings)
+    sgd = _pop(kwargs, SGD_SETTINGS)
+    head = _pop(kwargs, HEAD_SETTINGS)
+    reg = _pop(kwargs, REGULARIZER_SETTINGS)
+    if sgd:
+        kwargs["sgd"] = SGDEpoch(**sgd)
+    if head:
+        if kwargs.get("head") == "residual":
+            head = {"update": "residual", **head}
+        kwargs["head"] = RidgeHead(**head)
+    if reg:
+        name = kwargs.get("regularizer")
+        if name not in _REGULARIZERS:
+            raise ValueError(f"{sorted(reg)} need a regularizer name, got {name!r}")
+        cls, fixed = _REGULARIZERS[name]
+        kwargs["regularizer"] = cls(**fixed, **reg)
+    return kwargs
 
 
 def load_data(setting, *, holdout=False):

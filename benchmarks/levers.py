@@ -9,9 +9,10 @@
 3. Gram statistics accumulated in float32 instead of float64, on real Lite0
    features of Fashion-MNIST (d=1280): the relative error of the Gram matrix,
    of the ridge solution and the share of test predictions that change.
-4. The prefix cache (``cache_prefix=True``): with ``freeze_mode="prefix"``
-   at 0.5 the frozen prefix of Lite0 ends before block 8, so its output for
-   each training image never changes during the fit. The eval forward and
+4. The prefix cache (``sgd=SGDEpoch(cache_prefix=True)``): with
+   ``freeze_mode="prefix"`` at 0.5 the frozen prefix of Lite0 ends before
+   block 8, so its output for each training image never changes during the
+   fit. The eval forward and
    the training step are timed from a stored prefix output against the full
    network.
 

@@ -38,7 +38,8 @@ SGDM_GRID = {"train": (0.03, 0.01, 0.003, 0.001), "eval": (0.01, 0.003, 0.001)}
 SGDM_NO_SD = (("train", 0.01), ("eval", 0.003), ("eval", 0.001))
 OURS_LRS = (0.001, 0.003)
 
-#: The variants pilot: its setting and what each variant changes in ours.
+#: The variants pilot: its setting and what each variant changes in ours, in
+#: the records' flat names (estimator_kwargs builds the RidgeHead and SGDEpoch).
 VARIANTS_SETTING = {"n_train": 4000, "n_test": 1000, "epochs": 3}
 VARIANTS = {
     "ours": {},

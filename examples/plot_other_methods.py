@@ -2,13 +2,14 @@
 The other methods of the research under one API
 ================================================
 
-Recomputation of dense layers (``head_update="residual"``), L2-SP and DELTA
-(``regularizer=...``) are parameters of the same estimator, so they compare
-on one task. L2-SP and DELTA run as regularizers of plain fine-tuning, as in
-their papers. Each fine-tunes ImageNet
-EfficientNet-Lite0 at 32 px on 600 of sklearn's digits for two epochs and is
-scored on 400 held-out digits. DELTA's channel attention is shown for its last
-compared layer.
+Recomputation of dense layers (``head="residual"``), L2-SP and DELTA
+(``regularizer="l2sp"`` and ``"delta"``, or :class:`~skfastretrain.L2SP` and
+:class:`~skfastretrain.DeltaRegularizer` instances to set their strengths)
+are parameters of the same estimator, so they compare on one task. L2-SP
+and DELTA run as regularizers of plain fine-tuning, as in their papers. Each
+fine-tunes ImageNet EfficientNet-Lite0 at 32 px on 600 of sklearn's digits
+for two epochs and is scored on 400 held-out digits. DELTA's channel
+attention is shown for its last compared layer.
 """
 
 import matplotlib.pyplot as plt
@@ -16,7 +17,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from skfastretrain import FastRetrainClassifier
+from skfastretrain import FastRetrainClassifier, RidgeHead, SGDEpoch
 
 X, y = load_digits(return_X_y=True)
 images = (X.reshape(-1, 8, 8) * 16).clip(0, 255).astype(np.uint8)
@@ -41,13 +42,13 @@ common = {
 fine_tune = {
     "freeze_prob": 0.0,
     "ridge_lambda": None,
-    "init_head": "random",
+    "head": RidgeHead(init="random"),
     "lr": 0.003,
-    "lr_schedule": "cosine",
+    "sgd": SGDEpoch(lr_schedule="cosine"),
 }
 methods = {
     "fast retraining": {},
-    "dense recomputation": {"head_update": "residual"},
+    "dense recomputation": {"head": "residual"},
     "L2-SP": {**fine_tune, "regularizer": "l2sp"},
     "DELTA": {**fine_tune, "regularizer": "delta"},
 }

@@ -6,7 +6,8 @@ The path from data to prediction, one place per step (see the Design page):
 - backbone: :mod:`.backbones` (names, weights, :class:`FastRetrainModule`);
 - freezing, the learning-rate probe, the prefix cache, the head solve and the
   transfer regularizers: skorch callbacks in :mod:`.callbacks`;
-- the SGD epoch: the skorch net assembled in ``_net.py``;
+- the SGD epoch: the skorch net assembled in ``_net.py``, configured by
+  :class:`SGDEpoch`; the head by :class:`RidgeHead`;
 - Gram statistics and the ridge solve: :mod:`.linalg`;
 - pruning: :mod:`.pruning`;
 
@@ -15,6 +16,7 @@ all driven by :class:`FastRetrainClassifier`.
 
 from . import backbones, callbacks, datasets, linalg, pruning
 from ._classifier import FastRetrainClassifier
+from ._components import RidgeHead, SGDEpoch
 from ._plotting import plot_history
 from .backbones import FastRetrainModule, efficientnet_lite
 from .callbacks import (
@@ -52,7 +54,9 @@ __all__ = [
     "PrefixCache",
     "PruningReport",
     "RandomFreezer",
+    "RidgeHead",
     "RidgeHeadSolver",
+    "SGDEpoch",
     "TrainingCheckpoint",
     "__version__",
     "backbones",

@@ -2,19 +2,32 @@
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from ._components import HEAD_SHORTCUTS, RidgeHead, SGDEpoch
 from ._distributed import broadcast_seed, setup_distributed
-from ._net import AUTO_LR, plan_run, probes_lr, train_net
+from ._net import AUTO_LR, probes_lr, train_net
+from ._params import (
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    RIDGE_LAMBDA,
+    FractionSchedule,
+    InputSize,
+)
 from ._predict import PredictMixin
+from ._resume import plan_run
 from ._validation import check_fit_input, check_params, encode_labels
+from .callbacks import L2SP, DeltaRegularizer
+from .callbacks._regularizers import REGULARIZERS
 
 __all__ = ["FastRetrainClassifier"]
 
@@ -51,60 +64,38 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         ``"random"`` draws the frozen layers uniformly, as in the paper;
         ``"prefix"`` freezes the first layers in forward order, which then
         need no backward pass (as accurate and 1.1-1.3x faster in our pilot).
-    cache_prefix : bool or "auto", default="auto"
-        True stores the frozen prefix's output for every training image the
-        first time it runs, so that the SGD epochs and the head solve's
-        feature pass run only the layers after it (:class:`PrefixCache`; the
-        same function, computed once). It costs one prefix output of memory
-        per image and needs ``freeze_mode="prefix"``, ``augment=None``,
-        ``precision="float32"`` and no feature-map regularizer. ``"auto"``
-        is True wherever those hold (the same results in less time).
     ridge_lambda : float, "auto" or None, default="auto"
         Ridge strength of the head solve (in the units of
         :class:`sklearn.linear_model.Ridge`'s ``alpha``). ``"auto"`` chooses
         it at every solve by 5-fold cross-validation from Gram statistics,
         at no extra pass over the data. None disables all head solves.
-    head_blend : float, default=0.5
-        Step ``eta`` in (0, 1] of ``W <- W + eta (W* - W)`` after each solve.
-    init_head : {"ridge", "random"}, default="ridge"
-        ``"ridge"`` solves the head on the starting features before the first
-        epoch (ignored when ``ridge_lambda=None``).
-    solve_every : int, default=1
-        Solve the head after every ``solve_every``-th epoch.
-    reuse_features : bool, default=False
-        Gather the head's Gram statistics from the SGD epoch's own forward
-        passes instead of a separate eval-mode pass: the solve then costs
-        almost nothing, at the price of features taken in train mode while
-        the backbone moves (before a dropout layer that feeds the head; see
-        :class:`RidgeHeadSolver`'s ``feature_source``).
-    head_update : {"blend", "residual"}, default="blend"
-        ``"blend"``: the top layer moves toward its ridge solution.
-        ``"residual"``: the recomputation of dense layers; every dense layer
-        of the head is corrected from the softmax residual ``Y - Y_hat`` by a
-        ridge solve, pulled back through the layers above, with a random
-        keep-mask (90% kept) and rate ``head_blend``.
-    head_hidden : sequence of int or None, default=None
-        Hidden widths of a new MLP head (ReLU between dense layers) instead
-        of a single linear layer.
-    reinit_layers : int, default=0
-        Re-initialize the backbone's last ``reinit_layers`` conv and linear
-        layers (after removing its classifier) before training: with
-        ``head_hidden``, the search space of TASCNet's first stage.
-    regularizer : {"l2sp", "delta", "feature_map"} or None, default=None
-        Transfer regularizer added to the SGD loss. ``"l2sp"`` pulls the
-        backbone toward its starting (pretrained) weights,
-        ``reg_alpha/2 ||w - w0||^2``, and the head toward 0,
-        ``reg_beta/2 ||W||^2``. ``"delta"`` keeps the feature maps at the end
-        of each stage close to those of the frozen starting network, each
-        channel weighted by how much the loss rises when it is zeroed
-        (``attention_``); ``"feature_map"`` weights all channels equally.
-    reg_alpha : float, default=0.01
-        Strength of the backbone term of the regularizer.
-    reg_beta : float, default=0.01
-        Strength of the head term of the regularizer.
-    reg_layers : sequence of str or None, default=None
-        Layers (names inside the backbone) whose feature maps DELTA compares;
-        None finds the stage ends of torchvision ResNets and EfficientNet-Lite.
+    head : {"ridge", "residual"} or RidgeHead, default="ridge"
+        The new head and how the solves update it (:class:`RidgeHead`):
+        ``"ridge"`` is ``RidgeHead()``, a linear head blended halfway toward
+        each ridge solution; ``"residual"`` is
+        ``RidgeHead(update="residual")``, the recomputation of dense layers.
+        A :class:`RidgeHead` also sets the blend, the first solve, the solve
+        interval, an MLP head and re-initialized backbone layers, reachable
+        by ``GridSearchCV`` as ``head__<name>``.
+    regularizer : {"l2sp", "delta", "feature_map"}, L2SP, DeltaRegularizer or None, \
+            default=None
+        Transfer regularizer added to the SGD loss. ``"l2sp"`` is
+        :class:`L2SP` ``()``: it pulls the backbone toward its starting
+        (pretrained) weights, ``alpha/2 ||w - w0||^2``, and the head toward
+        0, ``beta/2 ||W||^2``. ``"delta"`` is :class:`DeltaRegularizer`
+        ``()``: it keeps the feature maps at the end of each stage close to
+        those of the frozen starting network, each channel weighted by how
+        much the loss rises when it is zeroed (``attention_``);
+        ``"feature_map"`` is ``DeltaRegularizer(weighted=False)``, all
+        channels weighted equally. An instance sets the strengths
+        (``regularizer__alpha``); its ``layers`` name submodules of the
+        backbone. It is copied at fit.
+    sgd : SGDEpoch or None, default=None
+        How the SGD epochs run (:class:`SGDEpoch`): momentum, weight decay,
+        learning-rate schedule, BatchNorm handling and the prefix cache.
+        None is ``SGDEpoch()``: momentum 0.9, no weight decay, a constant
+        rate, pretrained BatchNorm statistics held, the frozen prefix stored
+        wherever that computes the same function.
     max_epochs : int, default=3
         Number of epochs (held-out accuracy levels off after 3 in our pilot).
     lr : float or "auto", default="auto"
@@ -112,38 +103,11 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         short probe of a few SGD steps per candidate rate from the
         ridge-started head (:class:`LRProbe`); it chose 0.001 for pretrained
         Lite0 and 0.01 for a ResNet-18 trained from scratch. Without a
-        ridge-started head (``ridge_lambda=None`` or ``init_head="random"``)
-        ``"auto"`` is 0.001. The rate used is ``lr_``.
-    lr_schedule : {"constant", "cosine"}, default="constant"
-        ``"cosine"`` anneals the learning rate from ``lr`` to 0 batch by batch
-        over the ``max_epochs`` SGD epochs (skorch's ``LRScheduler`` with
-        torch's ``CosineAnnealingLR``); it suits short runs of a few epochs.
-    precision : {"float32", "bfloat16"}, default="float32"
-        ``"bfloat16"`` runs the backbone under bf16 autocast (SGD epochs,
-        feature passes and predict) with channels-last images and weights;
-        parameters, the head, the Gram statistics and the solve stay float32
-        or float64. On a CPU with AMX it made the Lite0 step 1.2x and the
-        eval forward 1.5x faster; on a GPU it needs bfloat16 support.
-    momentum : float, default=0.9
-        SGD momentum.
-    weight_decay : float, default=0.0
-        SGD weight decay.
+        ridge-started head (``ridge_lambda=None`` or
+        ``head=RidgeHead(init="random")``) ``"auto"`` is 0.001. The rate used
+        is ``lr_``.
     batch_size : int, default=32
         Mini-batch size of the SGD epochs and of the feature pass.
-    bn_mode : {"auto", "eval", "train"}, default="auto"
-        What the backbone's BatchNorm layers do during the SGD epochs.
-        ``"eval"`` normalizes with the running (pretrained) statistics and
-        leaves them fixed, so the features SGD sees are the features the head
-        is solved on and predict uses; the affine parameters still train.
-        ``"train"`` normalizes with batch statistics, updates the running ones
-        with ``bn_momentum``, and re-estimates them exactly in each head-solve
-        pass. ``"auto"`` is ``"eval"`` when the statistics are trained
-        (pretrained weights) and ``"train"`` when they are at their initial
-        values, layer by layer (re-initialized layers train). See the user
-        guide on BatchNorm.
-    bn_momentum : float or None, default=0.1
-        Momentum of the BatchNorm running statistics in ``bn_mode="train"``;
-        None keeps the backbone's own.
     input_size : int, tuple of int, "auto" or None, default="auto"
         Resize images to this size inside the model. None uses the named
         backbone's pretrained input size (none without weights). ``"auto"``
@@ -157,11 +121,15 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         solve's feature pass or at predict): ``"light"`` is a random resized
         crop (scale 0.7-1) and a horizontal flip; a callable is applied to
         each (C, H, W) tensor, e.g. a torchvision transform.
+    precision : {"float32", "bfloat16"}, default="float32"
+        ``"bfloat16"`` runs the backbone under bf16 autocast (SGD epochs,
+        feature passes and predict) with channels-last images and weights;
+        parameters, the head, the Gram statistics and the solve stay float32
+        or float64. On a CPU with AMX it made the Lite0 step 1.2x and the
+        eval forward 1.5x faster; on a GPU it needs bfloat16 support.
     num_workers : int, default=0
         DataLoader worker processes. 0 loads in the main process, which is
         best for in-memory arrays; use workers for image files.
-    pin_memory : "auto" or bool, default="auto"
-        Pin host memory for faster copies; "auto" pins when training on CUDA.
     device : str, default="auto"
         ``"auto"`` (cuda if available, else cpu) or a torch device string.
         In a data-parallel fit, ``"auto"`` and ``"cuda"`` mean
@@ -182,10 +150,10 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
     verbose : int, default=0
         0 prints nothing; 1 prints skorch's per-epoch table.
     callbacks : list of skorch callbacks or None, default=None
-        Extra callbacks, run after the estimator's own (copied at fit).
-    checkpoint : str or os.PathLike, default=None
-        File where the state of the fit is saved, atomically, after every
-        epoch (:class:`TrainingCheckpoint`), for ``fit(..., resume=True)``.
+        Extra callbacks, run after the estimator's own (copied at fit). A
+        :class:`TrainingCheckpoint` among them saves the state of the fit,
+        atomically, after every epoch, for ``fit(..., resume=True)``; it
+        runs last.
 
     Attributes
     ----------
@@ -236,6 +204,29 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
     True
     """
 
+    _parameter_constraints: ClassVar[dict] = {
+        "backbone": [str, nn.Module, callable],
+        "weights": [str, os.PathLike, None],
+        "freeze_prob": [FractionSchedule()],
+        "freeze_mode": [StrOptions({"random", "prefix"})],
+        "ridge_lambda": [*RIDGE_LAMBDA, None],
+        "head": [StrOptions(set(HEAD_SHORTCUTS)), RidgeHead],
+        "regularizer": [StrOptions(set(REGULARIZERS)), L2SP, DeltaRegularizer, None],
+        "sgd": [SGDEpoch, None],
+        "max_epochs": [POSITIVE_INT],
+        "lr": [POSITIVE, StrOptions({"auto"})],
+        "batch_size": [POSITIVE_INT],
+        "input_size": [InputSize()],
+        "augment": [StrOptions({"light"}), callable, None],
+        "precision": [StrOptions({"float32", "bfloat16"})],
+        "num_workers": [NON_NEGATIVE_INT],
+        "device": [str],
+        "distributed": ["boolean", StrOptions({"auto"})],
+        "random_state": ["random_state"],
+        "verbose": [NON_NEGATIVE_INT],
+        "callbacks": [list, tuple, None],
+    }
+
     def __init__(
         self,
         backbone: str | nn.Module | Callable[[], nn.Module] = "efficientnet_lite0",
@@ -243,76 +234,45 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         weights: str | os.PathLike | None = "DEFAULT",
         freeze_prob: float | Sequence[float] = 0.5,
         freeze_mode: Literal["random", "prefix"] = "prefix",
-        cache_prefix: bool | Literal["auto"] = "auto",
         ridge_lambda: float | Literal["auto"] | None = "auto",
-        head_blend: float = 0.5,
-        init_head: Literal["ridge", "random"] = "ridge",
-        solve_every: int = 1,
-        reuse_features: bool = False,
-        head_update: Literal["blend", "residual"] = "blend",
-        head_hidden: Sequence[int] | None = None,
-        reinit_layers: int = 0,
-        regularizer: Literal["l2sp", "delta", "feature_map"] | None = None,
-        reg_alpha: float = 0.01,
-        reg_beta: float = 0.01,
-        reg_layers: Sequence[str] | None = None,
+        head: Literal["ridge", "residual"] | RidgeHead = "ridge",
+        regularizer: str | L2SP | DeltaRegularizer | None = None,
+        sgd: SGDEpoch | None = None,
         max_epochs: int = 3,
         lr: float | Literal["auto"] = "auto",
-        lr_schedule: Literal["constant", "cosine"] = "constant",
-        precision: Literal["float32", "bfloat16"] = "float32",
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
         batch_size: int = 32,
-        bn_mode: Literal["auto", "eval", "train"] = "auto",
-        bn_momentum: float | None = 0.1,
         input_size: int | tuple[int, int] | Literal["auto"] | None = "auto",
         augment: Literal["light"] | Callable | None = None,
+        precision: Literal["float32", "bfloat16"] = "float32",
         num_workers: int = 0,
-        pin_memory: bool | Literal["auto"] = "auto",
         device: str = "auto",
         distributed: bool | Literal["auto"] = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
         callbacks: list | None = None,
-        checkpoint: str | os.PathLike | None = None,
     ):
         self.backbone = backbone
         self.weights = weights
         self.freeze_prob = freeze_prob
         self.freeze_mode = freeze_mode
-        self.cache_prefix = cache_prefix
         self.ridge_lambda = ridge_lambda
-        self.head_blend = head_blend
-        self.init_head = init_head
-        self.solve_every = solve_every
-        self.reuse_features = reuse_features
-        self.head_update = head_update
-        self.head_hidden = head_hidden
-        self.reinit_layers = reinit_layers
+        self.head = head
         self.regularizer = regularizer
-        self.reg_alpha = reg_alpha
-        self.reg_beta = reg_beta
-        self.reg_layers = reg_layers
+        self.sgd = sgd
         self.max_epochs = max_epochs
         self.lr = lr
-        self.lr_schedule = lr_schedule
-        self.precision = precision
-        self.momentum = momentum
-        self.weight_decay = weight_decay
         self.batch_size = batch_size
-        self.bn_mode = bn_mode
-        self.bn_momentum = bn_momentum
         self.input_size = input_size
         self.augment = augment
+        self.precision = precision
         self.num_workers = num_workers
-        self.pin_memory = pin_memory
         self.device = device
         self.distributed = distributed
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
-        self.checkpoint = checkpoint
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, *, resume=False) -> "FastRetrainClassifier":
         """Fine-tune the backbone and its head.
 
@@ -327,7 +287,8 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
             Class labels of any type scikit-learn accepts. None only when X
             is a Dataset of (image, label) items.
         resume : bool, default=False
-            Continue from the ``checkpoint`` file when it exists (else start
+            Continue from the file of the :class:`TrainingCheckpoint` in
+            ``callbacks`` when it exists (else start
             afresh) up to ``max_epochs`` epochs in all. The file must come
             from a fit with the same parameters and data; on the CPU the
             result equals that of an uninterrupted fit.
@@ -347,7 +308,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         inf, fit raises a :class:`DivergenceError` naming the epoch and
         learning rate (see :ref:`reliability`).
         """
-        device = check_params(self)
+        device, head, sgd = check_params(self)
         X, y = check_fit_input(self, X, y)
         classes, y_enc = encode_labels(y)
         distributed, device = setup_distributed(self.distributed, device)
@@ -356,16 +317,17 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
             seed = broadcast_seed(int(seed))
         plan = plan_run(self, X, y_enc, int(seed), resume=resume)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(plan[1])
+            torch.manual_seed(plan.seed)
             net, input_shape, held = train_net(
                 self,
                 X,
                 y_enc,
                 n_classes=len(classes),
-                seed=plan[1],
+                head=head,
+                sgd=sgd,
+                plan=plan,
                 device=device,
                 distributed=distributed,
-                plan=plan,
                 resume=resume,
             )
         self.classes_ = classes
@@ -373,7 +335,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         self.held_batchnorm_ = held
         self.net_ = net
         self.n_iter_ = len(net.history)
-        self.lr_ = net.history[0].get("probe_lr") if probes_lr(self) else None
+        self.lr_ = net.history[0].get("probe_lr") if probes_lr(self, head) else None
         if self.lr_ is None:
             self.lr_ = AUTO_LR if isinstance(self.lr, str) else self.lr
         self.input_size_ = net.module_.preprocess.size

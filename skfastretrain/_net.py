@@ -1,15 +1,8 @@
 """Assembling and running the skorch net behind FastRetrainClassifier."""
 
 import copy
-import hashlib
-import json
 import math
-import numbers
-import os
-import re
-import warnings
 
-import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 from skorch.callbacks import LRScheduler, ProgressBar
@@ -19,29 +12,19 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from ._batchnorm import batchnorm_layers, hold_in_eval, setup_batchnorm
 from ._data import AugmentCollate, input_kind, make_augment, model_data
 from ._distributed import DDPEnter, DDPExit, train_sampler
+from ._resume import _is_checkpoint, checkpoint_path, fit_recovering
 from ._validation import prefix_cache_applies, resolve_input_size
 from .backbones._module import build_module, first_conv
 from .backbones._registry import resolve_backbone
-from .callbacks._checkpoint import TrainingCheckpoint, module_copy, read_checkpoint
-from .callbacks._divergence import DivergenceError, DivergenceGuard
+from .callbacks._checkpoint import TrainingCheckpoint
+from .callbacks._divergence import DivergenceGuard
 from .callbacks._freezing import RandomFreezer
 from .callbacks._lr_probe import LRProbe
 from .callbacks._prefix_cache import PrefixCache
 from .callbacks._regularizers import regularizer_components
 from .callbacks._ridge_head import RidgeHeadSolver
 
-__all__ = [
-    "AUTO_LR",
-    "fit_recovering",
-    "make_net",
-    "plan_run",
-    "probes_lr",
-    "train_net",
-]
-
-# Parameters that may change between a run and its resumption: they do not
-# change the arithmetic on one device (max_epochs may grow to train longer).
-_FREE_PARAMS = ("checkpoint", "verbose", "device", "pin_memory", "max_epochs")
+__all__ = ["AUTO_LR", "make_net", "probes_lr", "train_net"]
 
 
 def make_net(
@@ -99,14 +82,25 @@ def make_net(
 
 
 def train_net(
-    est, X, y, *, n_classes, seed, device, distributed=False, plan=None, resume=False
+    est,
+    X,
+    y,
+    *,
+    n_classes,
+    head,
+    sgd,
+    plan,
+    device,
+    distributed=False,
+    resume=False,
 ):
     """Assemble the module, callbacks and skorch net of ``est``, and fit it.
 
     With ``distributed`` this rank trains on its shard through DDP (see
     :class:`~skfastretrain._distributed.DDPEnter`) and the head solves
-    reduce their statistics over the ranks. ``plan`` is (fingerprint, seed,
-    epochs done) from :func:`plan_run`.
+    reduce their statistics over the ranks. ``head`` and ``sgd`` are the
+    resolved :class:`RidgeHead` and :class:`SGDEpoch`; ``plan`` is the
+    :class:`RunPlan` of :func:`plan_run`.
 
     Returns the fitted net, the per-sample input shape and the names of the
     BatchNorm layers held in eval mode.
@@ -127,8 +121,8 @@ def train_net(
         sample,
         n_classes,
         input_size=size,
-        hidden=tuple(est.head_hidden or ()),
-        reinit_layers=est.reinit_layers,
+        hidden=head.hidden_widths(),
+        reinit_layers=head.reinit_layers,
     )
     if est.precision == "bfloat16":
         if device.startswith("cuda") and not torch.cuda.is_bf16_supported():
@@ -138,7 +132,7 @@ def train_net(
             )
         module.precision = "bfloat16"
         module.backbone.to(memory_format=torch.channels_last)
-    held_bns = setup_batchnorm(module.backbone, est.bn_mode, est.bn_momentum)
+    held_bns = setup_batchnorm(module.backbone, sgd.bn_mode, sgd.bn_momentum)
     augment = make_augment(est.augment, sample.shape[-2:])
     callbacks = [
         (
@@ -147,58 +141,54 @@ def train_net(
                 est.freeze_prob,
                 mode=est.freeze_mode,
                 head="head",
-                random_state=seed,
+                random_state=plan.seed,
             ),
         )
     ]
-    if probes_lr(est):
+    if probes_lr(est, head):
         # After the freezer, so that the probe trains what epoch 1 trains.
-        callbacks.append(("lr_probe", LRProbe(random_state=seed)))
-    if prefix_cache_applies(est):
+        callbacks.append(("lr_probe", LRProbe(random_state=plan.seed)))
+    if prefix_cache_applies(est, sgd):
         # After the freezer, whose frozen prefix it stores.
         callbacks.append(("prefix_cache", PrefixCache()))
     if est.ridge_lambda is not None:
         solver = RidgeHeadSolver(
             est.ridge_lambda,
-            blend=est.head_blend,
-            solve_every=est.solve_every,
-            init_solve=est.init_head == "ridge",
+            blend=head.blend,
+            solve_every=head.solve_every,
+            init_solve=head.init == "ridge",
             head="head",
             recalibrate_bn=len(held_bns) < len(batchnorm_layers(module)),
-            feature_source="sgd" if est.reuse_features else "pass",
-            update=est.head_update,
-            random_state=seed,
+            feature_source="sgd" if head.reuse_features else "pass",
+            update=head.update,
+            random_state=plan.seed,
             distributed=distributed,
         )
         callbacks.append(("ridge_head", solver))
-    layers = est.reg_layers
-    if layers is not None:
-        layers = [f"backbone.{name}" for name in layers]
     reg_callbacks, criterion = regularizer_components(
         est.regularizer,
-        alpha=est.reg_alpha,
-        beta=est.reg_beta,
-        layers=layers,
         head="head",
+        prefix="backbone.",
         # DELTA's attention needs a trained head; ridge_head fits one first
-        # only with init_head="ridge".
-        fit_head=est.ridge_lambda is None or est.init_head != "ridge",
+        # only with RidgeHead(init="ridge").
+        fit_head=est.ridge_lambda is None or head.init != "ridge",
     )
     callbacks += reg_callbacks
     sampler = ddp = None
     if distributed:
-        sampler = train_sampler(len(data), seed)
-    if est.lr_schedule == "cosine":
+        sampler = train_sampler(len(data), plan.seed)
+    if sgd.lr_schedule == "cosine":
         n_rows = len(data) if sampler is None else len(sampler)
         steps = est.max_epochs * math.ceil(n_rows / est.batch_size)
         schedule = LRScheduler(CosineAnnealingLR, T_max=steps, step_every="batch")
         callbacks.append(("lr_schedule", schedule))
-    callbacks += copy.deepcopy(list(est.callbacks or []))
-    fingerprint, _, done = plan or (None, seed, 0)
+    extra = copy.deepcopy(list(est.callbacks or []))
     # Last, so that it saves each epoch after every other callback is done.
-    ckpt = TrainingCheckpoint(est.checkpoint, resume=resume, fingerprint=fingerprint)
+    ckpt = TrainingCheckpoint(
+        checkpoint_path(est.callbacks), resume=resume, fingerprint=plan.fingerprint
+    )
+    callbacks += [cb for cb in extra if not _is_checkpoint(cb)]
     callbacks.append(("checkpoint", ckpt))
-    pin = device.startswith("cuda") if est.pin_memory == "auto" else est.pin_memory
     if distributed:
         ddp = DDPEnter(sampler, device)
         callbacks = [("ddp_exit", DDPExit(ddp)), *callbacks, ("ddp_enter", ddp)]
@@ -208,22 +198,23 @@ def train_net(
         criterion=criterion,
         # The probe sets the rate before the first step.
         lr=AUTO_LR if isinstance(est.lr, str) else est.lr,
-        momentum=est.momentum,
-        weight_decay=est.weight_decay,
+        momentum=sgd.momentum,
+        weight_decay=sgd.weight_decay,
         # torch's samplers and loaders take Python ints only (np.int64 fails).
         batch_size=int(est.batch_size),
         max_epochs=int(est.max_epochs),
         device=device,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(plan.seed),
         verbose=est.verbose,
         num_workers=int(est.num_workers),
-        pin_memory=pin,
+        # Pinned host memory speeds up copies to a GPU and costs nothing else.
+        pin_memory=device.startswith("cuda"),
         train_collate=None if augment is None else AugmentCollate(augment),
         train_sampler=sampler,
     )
     held = hold_in_eval(held_bns)
     try:
-        fit_recovering(net, data, targets, epochs=est.max_epochs - done)
+        fit_recovering(net, data, targets, epochs=est.max_epochs - plan.done)
     finally:
         for handle in held:
             handle.remove()
@@ -238,7 +229,7 @@ def train_net(
 AUTO_LR = 1e-3
 
 
-def probes_lr(est):
+def probes_lr(est, head):
     """Whether ``lr="auto"`` runs :class:`LRProbe`.
 
     The probe compares each rate's loss with that of a solved head; from a
@@ -249,121 +240,5 @@ def probes_lr(est):
     return (
         isinstance(est.lr, str)
         and est.ridge_lambda is not None
-        and est.init_head == "ridge"
+        and head.init == "ridge"
     )
-
-
-def fit_recovering(net, X, y, *, epochs):
-    """``net.fit`` that falls back to the last complete epoch when it stops
-    early, and puts the last good weights back when training diverges.
-
-    ``net`` needs a :class:`TrainingCheckpoint` callback. An interrupt
-    (KeyboardInterrupt, which skorch swallows) before any epoch completed is
-    raised again; a later one warns.
-    """
-    callbacks = [cb[1] if isinstance(cb, tuple) else cb for cb in net.callbacks]
-    ckpt = next(cb for cb in callbacks if isinstance(cb, TrainingCheckpoint))
-    try:
-        net.fit(X, y, epochs=epochs)
-        _fall_back_if_stopped(net, ckpt)
-    except DivergenceError as exc:
-        ckpt.restore_module(net)
-        exc.state_dict = module_copy(net.module_)
-        # skorch skips on_train_end after an error: unfreeze and unhook here.
-        net.notify("on_train_end", X=X, y=y)
-        raise
-    finally:
-        # The copy would double the size of a pickled estimator.
-        ckpt.release()
-    return net
-
-
-def _fall_back_if_stopped(net, ckpt):
-    done = ckpt.epochs_
-    if len(net.history) <= done:
-        return
-    guard = next(
-        (cb for _, cb in net.callbacks_ if isinstance(cb, DivergenceGuard)), None
-    )
-    if guard is not None and guard.diverged_ is not None:
-        # The guard has put its best model back, warned, and recorded why in
-        # the interrupted epoch's row, which stays.
-        return
-    if done == 0:
-        raise KeyboardInterrupt
-    ckpt.restore_module(net)
-    del net.history[done:]
-    warnings.warn(
-        f"Training stopped during epoch {done + 1} (KeyboardInterrupt, or a "
-        "callback that ends training); the estimator keeps the model of "
-        f"the last completed epoch, {done}.",
-        UserWarning,
-        stacklevel=5,
-    )
-
-
-def _describe(value):
-    # Memory addresses in reprs (functions, callback objects) differ between
-    # processes and say nothing about the run.
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
-
-
-def _fingerprint(est, X, y, seed):
-    params = {
-        k: _describe(v)
-        for k, v in est.get_params(deep=False).items()
-        if k not in _FREE_PARAMS and k != "random_state"
-    }
-    shape = list(X.shape) if hasattr(X, "shape") else [len(X)]
-    data = {
-        "shape": shape,
-        "dtype": str(getattr(X, "dtype", type(X).__name__)),
-        "labels": hashlib.sha1(np.ascontiguousarray(y).tobytes()).hexdigest(),
-    }
-    return {"params": params, "data": data, "seed": seed}
-
-
-def plan_run(est, X, y, seed, *, resume):
-    """The fingerprint text, seed and epochs already done of a fit of ``est``.
-
-    With ``resume`` and an existing checkpoint file, the file must come from
-    the same parameters and data; its seed is used unless ``random_state`` is
-    an int that gives another one.
-    """
-    if not isinstance(resume, bool):
-        raise TypeError(f"resume must be a bool, got {resume!r}.")
-    if resume and est.checkpoint is None:
-        raise ValueError("fit(resume=True) needs the checkpoint parameter set.")
-    mine = _fingerprint(est, X, y, seed)
-    if not resume or not os.path.exists(est.checkpoint):
-        return json.dumps(mine, sort_keys=True), seed, 0
-    state = read_checkpoint(est.checkpoint)
-    try:
-        theirs = json.loads(state["fingerprint"])
-    except (TypeError, ValueError):
-        theirs = {}
-    if not isinstance(theirs, dict) or set(theirs) != set(mine):
-        raise ValueError(
-            f"{est.checkpoint!r} was not written by FastRetrainClassifier."
-        )
-    if not isinstance(est.random_state, numbers.Integral):
-        mine["seed"] = theirs["seed"]
-    changed = sorted(
-        k
-        for k in set(mine["params"]) | set(theirs["params"])
-        if mine["params"].get(k) != theirs["params"].get(k)
-    )
-    data = mine["data"]
-    changed += [f"data {k}" for k in data if data[k] != theirs["data"].get(k)]
-    changed += ["random_state"] if mine["seed"] != theirs["seed"] else []
-    if changed:
-        raise ValueError(
-            f"Cannot resume from {est.checkpoint!r}: it was written by a fit with "
-            f"other {', '.join(changed)}."
-        )
-    if state["epoch"] > est.max_epochs:
-        raise ValueError(
-            f"Checkpoint {est.checkpoint!r} holds {state['epoch']} epochs, more "
-            f"than max_epochs={est.max_epochs}."
-        )
-    return state["fingerprint"], theirs["seed"], state["epoch"]

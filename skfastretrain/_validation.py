@@ -1,12 +1,10 @@
 """Checks of FastRetrainClassifier's hyperparameters, run at fit."""
 
-import numbers
-import os
-
 import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.preprocessing import LabelEncoder
+from sklearn.utils._param_validation import validate_parameter_constraints
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
     check_consistent_length,
@@ -15,6 +13,7 @@ from sklearn.utils.validation import (
 )
 from skorch.callbacks import Callback
 
+from ._components import resolve_head, resolve_sgd
 from ._data import (
     ImageDataset,
     as_pixels,
@@ -23,10 +22,13 @@ from ._data import (
     input_kind,
     to_model_layout,
 )
+from ._params import InputSize
+from .callbacks._regularizers import reads_feature_maps
 
 __all__ = [
     "check_array_input",
     "check_fit_input",
+    "check_freeze_schedule",
     "check_input_size",
     "check_params",
     "check_predict_input",
@@ -37,43 +39,13 @@ __all__ = [
 ]
 
 
-def _check_fraction(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a float in [0, 1), got {value!r}.")
-    if not 0 <= value < 1:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
-
-
-def _check_number(name, value, *, integer=False, allow_zero=False):
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        what = "an int" if integer else "a number"
-        raise TypeError(f"{name} must be {what}, got {value!r}.")
-    if not (value >= 0 if allow_zero else value > 0) or not np.isfinite(value):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {value!r}.")
-
-
-def _check_choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
-
-
-def _check_freeze_prob(freeze_prob, max_epochs):
-    if isinstance(freeze_prob, str) or np.ndim(freeze_prob) > 1:
-        raise TypeError(
-            f"freeze_prob must be a float or a sequence of floats, got {freeze_prob!r}."
-        )
-    if np.ndim(freeze_prob) == 0:
-        _check_fraction("freeze_prob", freeze_prob)
-        return
-    if len(freeze_prob) < max_epochs:
+def check_freeze_schedule(freeze_prob, max_epochs):
+    """A sequence ``freeze_prob`` must give one value per epoch."""
+    if np.ndim(freeze_prob) == 1 and len(freeze_prob) < max_epochs:
         raise ValueError(
             f"freeze_prob has {len(freeze_prob)} values but max_epochs="
             f"{max_epochs}: give one value per epoch."
         )
-    for value in freeze_prob:
-        _check_fraction("every value of freeze_prob", value)
 
 
 def _is_callback(cb):
@@ -101,18 +73,6 @@ def _check_callbacks(callbacks):
         )
 
 
-def _check_checkpoint(path):
-    if path is None:
-        return
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"checkpoint must be a file path or None, got {path!r}.")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory) or os.path.isdir(path):
-        raise ValueError(
-            f"checkpoint must be a file in an existing directory, got {path!r}."
-        )
-
-
 def resolve_device(device):
     """``"auto"`` is cuda when available, else cpu; anything else is checked."""
     if device == "auto":
@@ -132,63 +92,27 @@ def resolve_device(device):
 
 def check_input_size(input_size):
     """None, ``"auto"``, or (height, width) from an int or a pair of ints."""
-    if input_size is None or (isinstance(input_size, str) and input_size == "auto"):
+    validate_parameter_constraints(
+        {"input_size": [InputSize()]},
+        {"input_size": input_size},
+        caller_name="FastRetrainClassifier",
+    )
+    if input_size is None or isinstance(input_size, str):
         return input_size
-    if isinstance(input_size, str):
-        raise ValueError(
-            f"input_size must be 'auto', None, a positive int or (height, width), "
-            f"got {input_size!r}."
-        )
     size = np.atleast_1d(np.asarray(input_size, dtype=object))
-    if (
-        size.ndim != 1
-        or len(size) not in (1, 2)
-        or not all(
-            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0
-            for s in size
-        )
-    ):
-        raise ValueError(
-            f"input_size must be a positive int or (height, width), got {input_size!r}."
-        )
     return (int(size[0]), int(size[-1]))
 
 
 def check_params(est):
-    """Validate ``est``'s parameters; return the resolved torch device."""
-    _check_number("max_epochs", est.max_epochs, integer=True)
-    _check_freeze_prob(est.freeze_prob, est.max_epochs)
-    _check_choice("freeze_mode", est.freeze_mode, ("random", "prefix"))
-    _check_choice("lr_schedule", est.lr_schedule, ("constant", "cosine"))
-    _check_choice("precision", est.precision, ("float32", "bfloat16"))
-    if isinstance(est.ridge_lambda, str) and est.ridge_lambda != "auto":
-        raise TypeError(
-            "ridge_lambda must be a number > 0, 'auto' or None, got "
-            f"{est.ridge_lambda!r}."
-        )
-    if est.ridge_lambda is not None and not isinstance(est.ridge_lambda, str):
-        _check_number("ridge_lambda", est.ridge_lambda)
-    _check_number("head_blend", est.head_blend)
-    if est.head_blend > 1:
-        raise ValueError(f"head_blend must be in (0, 1], got {est.head_blend!r}.")
-    _check_choice("init_head", est.init_head, ("ridge", "random"))
-    _check_number("solve_every", est.solve_every, integer=True)
-    _check_choice("head_update", est.head_update, ("blend", "residual"))
-    _check_number("reinit_layers", est.reinit_layers, integer=True, allow_zero=True)
-    if est.head_hidden is not None:
-        if isinstance(est.head_hidden, (str, bytes)) or np.ndim(est.head_hidden) != 1:
-            raise TypeError(
-                f"head_hidden must be a sequence of ints, got {est.head_hidden!r}."
-            )
-        for units in est.head_hidden:
-            _check_number("every value of head_hidden", units, integer=True)
-    if not isinstance(est.reuse_features, bool):
-        raise TypeError(f"reuse_features must be a bool, got {est.reuse_features!r}.")
-    if not isinstance(est.cache_prefix, bool) and est.cache_prefix != "auto":
-        raise TypeError(
-            f"cache_prefix must be a bool or 'auto', got {est.cache_prefix!r}."
-        )
-    if est.cache_prefix is True:
+    """What the declared constraints of ``est`` cannot say alone.
+
+    Returns the resolved torch device, :class:`RidgeHead` and
+    :class:`SGDEpoch`.
+    """
+    head, sgd = resolve_head(est.head), resolve_sgd(est.sgd)
+    head.hidden_widths()
+    check_freeze_schedule(est.freeze_prob, est.max_epochs)
+    if sgd.cache_prefix is True:
         # Random freezing has no fixed prefix; augmented images never repeat;
         # bf16 autocast is not split.
         for name, value, needed in (
@@ -198,68 +122,34 @@ def check_params(est):
         ):
             if value != needed:
                 raise ValueError(
-                    f"cache_prefix=True needs {name}={needed!r}, got {value!r}."
+                    f"SGDEpoch(cache_prefix=True) needs {name}={needed!r}, got "
+                    f"{value!r}."
                 )
-        if est.regularizer in ("delta", "feature_map"):
+        if reads_feature_maps(est.regularizer):
             # Their hooks read feature maps that a stored prefix no longer
             # computes.
             raise ValueError(
-                f"cache_prefix=True cannot run with regularizer={est.regularizer!r}, "
-                "which reads the backbone's feature maps; use 'l2sp' or None."
+                "SGDEpoch(cache_prefix=True) cannot run with a DELTA or "
+                f"feature-map regularizer ({est.regularizer!r}), which reads "
+                "the backbone's feature maps; use 'l2sp' or None."
             )
-    if est.regularizer is not None:
-        _check_choice("regularizer", est.regularizer, ("l2sp", "delta", "feature_map"))
-    _check_number("reg_alpha", est.reg_alpha, allow_zero=True)
-    _check_number("reg_beta", est.reg_beta, allow_zero=True)
-    if est.reg_layers is not None and (
-        isinstance(est.reg_layers, str)
-        or not all(isinstance(name, str) for name in est.reg_layers)
-    ):
-        raise TypeError(
-            f"reg_layers must be a sequence of layer names, got {est.reg_layers!r}."
-        )
-    if isinstance(est.lr, str):
-        if est.lr != "auto":
-            raise ValueError(f"lr must be a number > 0 or 'auto', got {est.lr!r}.")
-    else:
-        _check_number("lr", est.lr)
-    _check_number("momentum", est.momentum, allow_zero=True)
-    _check_number("weight_decay", est.weight_decay, allow_zero=True)
-    _check_number("batch_size", est.batch_size, integer=True)
-    _check_choice("bn_mode", est.bn_mode, ("auto", "eval", "train"))
-    if est.bn_momentum is not None:
-        _check_fraction("bn_momentum", est.bn_momentum)
-    check_input_size(est.input_size)
-    _check_number("num_workers", est.num_workers, integer=True, allow_zero=True)
-    if est.pin_memory != "auto" and not isinstance(est.pin_memory, bool):
-        raise ValueError(
-            f"pin_memory must be 'auto' or a bool, got {est.pin_memory!r}."
-        )
-    if not isinstance(est.distributed, bool) and not (
-        isinstance(est.distributed, str) and est.distributed == "auto"
-    ):
-        raise ValueError(
-            f"distributed must be True, False or 'auto', got {est.distributed!r}."
-        )
-    _check_number("verbose", est.verbose, integer=True, allow_zero=True)
     _check_callbacks(est.callbacks)
-    _check_checkpoint(est.checkpoint)
-    return resolve_device(est.device)
+    return resolve_device(est.device), head, sgd
 
 
-def prefix_cache_applies(est):
+def prefix_cache_applies(est, sgd):
     """Whether ``est`` stores its frozen prefix's output (``cache_prefix``).
 
     ``"auto"`` stores it wherever ``cache_prefix=True`` would be accepted,
     since the stored prefix computes the same function for less time.
     """
-    if isinstance(est.cache_prefix, bool):
-        return est.cache_prefix
+    if isinstance(sgd.cache_prefix, bool):
+        return sgd.cache_prefix
     return (
         est.freeze_mode == "prefix"
         and est.augment is None
         and est.precision == "float32"
-        and est.regularizer not in ("delta", "feature_map")
+        and not reads_feature_maps(est.regularizer)
     )
 
 

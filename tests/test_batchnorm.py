@@ -6,6 +6,8 @@ from conftest import make_tiny_cnn
 from conftest import tiny_cnn_classifier as _cnn
 from torch import nn
 
+from skfastretrain import RidgeHead, SGDEpoch
+
 
 def _pretrained_like_cnn():
     module = make_tiny_cnn()
@@ -21,7 +23,7 @@ def _pretrained_like_cnn():
 def test_bn_mode(small_images, bn_mode, pretrained):
     X, y = small_images
     module = _pretrained_like_cnn() if pretrained else make_tiny_cnn()
-    clf = _cnn(backbone=module, bn_mode=bn_mode, max_epochs=2).fit(X, y)
+    clf = _cnn(backbone=module, sgd=SGDEpoch(bn_mode=bn_mode), max_epochs=2).fit(X, y)
     bn = clf.module_.backbone[1]
     held = bn_mode == "eval" or (bn_mode == "auto" and pretrained)
     stats = (bn.running_mean, bn.running_var)
@@ -35,7 +37,7 @@ def test_bn_mode(small_images, bn_mode, pretrained):
 def test_reinitialized_layers_train_their_batchnorm(small_images):
     X, y = small_images
     module = _pretrained_like_cnn()
-    clf = _cnn(backbone=module, reinit_layers=1).fit(X, y)
+    clf = _cnn(backbone=module, head=RidgeHead(reinit_layers=1)).fit(X, y)
     # The second conv was re-initialized, so the BatchNorm after it restarted
     # and trains; the first keeps its pretrained statistics, held in eval.
     assert clf.held_batchnorm_ == ["backbone.1"]

@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from torch import nn
 
-from skfastretrain import FastRetrainClassifier
+from skfastretrain import FastRetrainClassifier, SGDEpoch
 
 
 def test_tiny_cnn_on_digits_beats_chance_clearly(digit_images):
@@ -261,7 +261,7 @@ def test_bfloat16_precision_fits_and_predicts_like_float32(small_images):
 @pytest.mark.parametrize("lr_schedule", ["constant", "cosine"])
 def test_lr_schedule(small_images, lr_schedule):
     X, y = small_images
-    clf = _cnn(max_epochs=2, lr=0.05, lr_schedule=lr_schedule).fit(X, y)
+    clf = _cnn(max_epochs=2, lr=0.05, sgd=SGDEpoch(lr_schedule=lr_schedule)).fit(X, y)
     lrs = [g["lr"] for g in clf.net_.optimizer_.param_groups]
     if lr_schedule == "constant":
         assert lrs == [0.05] * len(lrs)

@@ -16,7 +16,14 @@ import torch
 from conftest import Recorder, make_tiny_cnn, tiny_cnn_classifier
 from torch import nn
 
-from skfastretrain import FastRetrainClassifier
+from skfastretrain import (
+    L2SP,
+    DeltaRegularizer,
+    FastRetrainClassifier,
+    RidgeHead,
+    SGDEpoch,
+    TrainingCheckpoint,
+)
 
 N_ROWS = 200
 BASE = {"max_epochs": 2, "device": "cpu"}
@@ -91,9 +98,10 @@ def check_freeze_mode(c):
     assert callback(c.base, "prefix_cache").status_ == "on"
 
 
-def check_cache_prefix(c):
-    assert callback(c.fit(cache_prefix=False), "prefix_cache") is None
-    assert callback(c.fit(cache_prefix=True), "prefix_cache").status_ == "on"
+def check_sgd__cache_prefix(c):
+    assert callback(c.fit(sgd=SGDEpoch(cache_prefix=False)), "prefix_cache") is None
+    est = c.fit(sgd=SGDEpoch(cache_prefix=True))
+    assert callback(est, "prefix_cache").status_ == "on"
 
 
 def check_ridge_lambda(c):
@@ -102,44 +110,56 @@ def check_ridge_lambda(c):
     assert c.base.history_[-1, "ridge_lambda"] != 5.0
 
 
-def check_head_blend(c):
-    assert not np.allclose(c.proba(c.fit(head_blend=1.0)), c.proba(c.base))
+def check_head(c):
+    est = c.fit(head="residual", ridge_lambda=0.3)
+    # The dense recomputation solves every head layer at the given strength.
+    assert est.history_[-1, "layer_lambdas"] == [0.3]
+    assert "layer_lambdas" not in c.base.history_[-1]
+    same = c.fit(head=RidgeHead(update="residual"), ridge_lambda=0.3)
+    np.testing.assert_array_equal(c.proba(same), c.proba(est))
 
 
-def check_init_head(c):
+def check_head__blend(c):
+    assert not np.allclose(c.proba(c.fit(head=RidgeHead(blend=1.0))), c.proba(c.base))
+
+
+def check_head__init(c):
     assert "init_solve_dur" in c.base.history_[0]
-    assert "init_solve_dur" not in c.fit(init_head="random").history_[0]
+    assert "init_solve_dur" not in c.fit(head=RidgeHead(init="random")).history_[0]
 
 
-def check_solve_every(c):
-    est = c.fit(solve_every=2)
+def check_head__solve_every(c):
+    est = c.fit(head=RidgeHead(solve_every=2))
     assert ["solve_dur" in row for row in est.history_] == [False, True]
 
 
-def check_reuse_features(c):
-    est = c.fit(reuse_features=True)
+def check_head__reuse_features(c):
+    est = c.fit(head=RidgeHead(reuse_features=True))
     assert callback(est, "ridge_head").feature_source == "sgd"
     assert not np.allclose(c.proba(est), c.proba(c.base))
 
 
-def check_head_update(c):
-    est = c.fit(head_update="residual", ridge_lambda=0.3)
-    # The dense recomputation solves every head layer at the given strength.
-    assert est.history_[-1, "layer_lambdas"] == [0.3]
-    assert "layer_lambdas" not in c.base.history_[-1]
+def check_head__update(c):
+    est = c.fit(head=RidgeHead(update="residual"), ridge_lambda=0.3)
+    assert callback(est, "ridge_head").update == "residual"
+    assert callback(c.base, "ridge_head").update == "blend"
 
 
-def check_head_hidden(c):
+def check_head__hidden(c):
     # SGD through the random hidden layer under a ridge-solved top layer
     # blows the loss up (even at lr=0.01).
-    head = c.fit(head_hidden=(8,), ridge_lambda=None).module_.head
+    head = c.fit(head=RidgeHead(hidden=(8,)), ridge_lambda=None).module_.head
     assert [m.out_features for m in head if isinstance(m, nn.Linear)] == [8, 10]
 
 
-def check_reinit_layers(c):
+def check_head__reinit_layers(c):
     torch.manual_seed(7)
     module = make_tiny_cnn()
-    est = c.fit(backbone=module, reinit_layers=1, callbacks=[("rec", Recorder())])
+    est = c.fit(
+        backbone=module,
+        head=RidgeHead(reinit_layers=1),
+        callbacks=[("rec", Recorder())],
+    )
     first, last = conv_weights(callback(est, "rec").start)
     given_first, given_last = conv_weights(module)
     assert torch.equal(first, given_first) and not torch.equal(last, given_last)
@@ -151,48 +171,58 @@ def drift(est):
     return sum(float((a - b).norm()) for a, b in pairs)
 
 
-L2SP = {"regularizer": "l2sp", "freeze_prob": 0.0, "ridge_lambda": None}
+PLAIN = {"freeze_prob": 0.0, "ridge_lambda": None}
 
 
 def check_regularizer(c):
-    est = c.fit(**L2SP)
-    assert callback(est, "regularizer") is not None
+    est = c.fit(regularizer="l2sp", **PLAIN)
+    assert isinstance(callback(est, "regularizer"), L2SP)
     assert callback(c.base, "regularizer") is None
+    given = L2SP(alpha=0.3)
+    est = c.fit(regularizer=given, **PLAIN)
+    # Copied at fit with its parameters, never used in place.
+    assert callback(est, "regularizer") is not given
+    assert callback(est, "regularizer").alpha == 0.3
+    assert not hasattr(given, "w0_")
 
 
-def check_reg_alpha(c):
-    weak = c.fit(**L2SP, reg_alpha=0.0, callbacks=[("rec", Recorder())])
-    strong = c.fit(**L2SP, reg_alpha=50.0, callbacks=[("rec", Recorder())])
+def test_regularizer_alpha_pulls_toward_the_start(data):
+    c = Case(data, None, None, None)
+    weak = c.fit(regularizer=L2SP(alpha=0.0), callbacks=[("rec", Recorder())], **PLAIN)
+    strong = c.fit(
+        regularizer=L2SP(alpha=50.0), callbacks=[("rec", Recorder())], **PLAIN
+    )
     assert drift(strong) < 0.5 * drift(weak)
 
 
-def check_reg_beta(c):
-    weak = c.fit(**L2SP, reg_beta=0.0).module_.head.weight.detach().norm()
-    strong = c.fit(**L2SP, reg_beta=20.0).module_.head.weight.detach().norm()
-    assert strong < 0.5 * weak
+def test_regularizer_beta_shrinks_the_head(data):
+    c = Case(data, None, None, None)
+    weak = c.fit(regularizer=L2SP(beta=0.0), **PLAIN).module_.head.weight.detach()
+    strong = c.fit(regularizer=L2SP(beta=20.0), **PLAIN).module_.head.weight.detach()
+    assert strong.norm() < 0.5 * weak.norm()
 
 
 @pytest.mark.parametrize(
-    ("ridge_lambda", "init_head", "fit_head"),
+    ("ridge_lambda", "init", "fit_head"),
     [(None, "ridge", True), ("auto", "random", True), ("auto", "ridge", False)],
 )
 def test_delta_fits_its_own_head_without_a_ridge_start(
-    data, ridge_lambda, init_head, fit_head
+    data, ridge_lambda, init, fit_head
 ):
     # DELTA's attention needs a trained head; the ridge start gives one.
     est = tiny_cnn_classifier(
-        regularizer="delta",
-        reg_layers=["2"],
+        regularizer=DeltaRegularizer(layers=["2"]),
         ridge_lambda=ridge_lambda,
-        init_head=init_head,
+        head=RidgeHead(init=init),
         max_epochs=1,
         device="cpu",
     ).fit(*data)
     assert callback(est, "regularizer").fit_head is fit_head
 
 
-def check_reg_layers(c):
-    est = c.fit(regularizer="delta", reg_layers=["2"], max_epochs=1)
+def test_delta_layers_name_backbone_submodules(data):
+    c = Case(data, None, None, None)
+    est = c.fit(regularizer=DeltaRegularizer(layers=["2"]), max_epochs=1)
     assert list(est.attention_) == ["backbone.2"]
 
 
@@ -208,14 +238,14 @@ def check_lr(c):
 
 
 @pytest.mark.parametrize(
-    ("ridge_lambda", "init_head", "probes"),
+    ("ridge_lambda", "init", "probes"),
     [("auto", "ridge", True), (None, "ridge", False), ("auto", "random", False)],
 )
 def test_auto_lr_probes_only_from_a_ridge_started_head(
-    data, ridge_lambda, init_head, probes
+    data, ridge_lambda, init, probes
 ):
     est = tiny_cnn_classifier(
-        lr="auto", ridge_lambda=ridge_lambda, init_head=init_head, **BASE
+        lr="auto", ridge_lambda=ridge_lambda, head=RidgeHead(init=init), **BASE
     ).fit(*data)
     assert ("probe_lr" in est.history_[0]) is probes
     if not probes:
@@ -226,8 +256,15 @@ def test_auto_lr_probes_only_from_a_ridge_started_head(
         assert est.lr_ == est.history_[0, "probe_lr"]
 
 
-def check_lr_schedule(c):
-    group = c.fit(lr_schedule="cosine").net_.optimizer_.param_groups[0]
+def check_sgd(c):
+    est = c.fit(sgd=SGDEpoch(momentum=0.5, weight_decay=0.01))
+    group = est.net_.optimizer_.param_groups[0]
+    assert (group["momentum"], group["weight_decay"]) == (0.5, 0.01)
+    np.testing.assert_array_equal(c.proba(c.fit(sgd=SGDEpoch())), c.proba(c.base))
+
+
+def check_sgd__lr_schedule(c):
+    group = c.fit(sgd=SGDEpoch(lr_schedule="cosine")).net_.optimizer_.param_groups[0]
     assert group["lr"] < 1e-3 * 0.05
     assert c.base.net_.optimizer_.param_groups[0]["lr"] == 0.05
 
@@ -238,14 +275,14 @@ def check_precision(c):
     assert not np.array_equal(c.proba(est), c.proba(c.base))
 
 
-def check_momentum(c):
-    est = c.fit(momentum=0.0)
+def check_sgd__momentum(c):
+    est = c.fit(sgd=SGDEpoch(momentum=0.0))
     assert est.net_.optimizer_.param_groups[0]["momentum"] == 0.0
     assert not np.allclose(c.proba(est), c.proba(c.base))
 
 
-def check_weight_decay(c):
-    est = c.fit(weight_decay=0.1)
+def check_sgd__weight_decay(c):
+    est = c.fit(sgd=SGDEpoch(weight_decay=0.1))
     assert est.net_.optimizer_.param_groups[0]["weight_decay"] == 0.1
     assert not np.allclose(c.proba(est), c.proba(c.base))
 
@@ -257,19 +294,18 @@ def check_batch_size(c):
     assert len(c.base.history_[0]["batches"]) == math.ceil(N_ROWS / 32)
 
 
-def check_bn_mode(c):
+def check_sgd__bn_mode(c):
     # With BatchNorm fixed at its initial statistics, SGD from the ridge
     # head blows the loss up (even at lr=0.01) on this random network.
-    held = c.fit(bn_mode="eval", ridge_lambda=None).held_batchnorm_
+    held = c.fit(sgd=SGDEpoch(bn_mode="eval"), ridge_lambda=None).held_batchnorm_
     assert held == ["backbone.1", "backbone.4"]
     # The tiny CNN's statistics are at their initial values: "auto" trains them.
     assert c.base.held_batchnorm_ == []
 
 
-def check_bn_momentum(c):
-    bns = [
-        m for m in c.fit(bn_momentum=0.5).module_.modules() if hasattr(m, "momentum")
-    ]
+def check_sgd__bn_momentum(c):
+    est = c.fit(sgd=SGDEpoch(bn_momentum=0.5))
+    bns = [m for m in est.module_.modules() if hasattr(m, "momentum")]
     assert [m.momentum for m in bns if isinstance(m, nn.BatchNorm2d)] == [0.5, 0.5]
 
 
@@ -294,15 +330,11 @@ def check_num_workers(c):
     np.testing.assert_array_equal(c.proba(est), c.proba(c.base))
 
 
-def check_pin_memory(c):
+def test_memory_is_pinned_for_cuda_only(data):
+    c = Case(data, None, None, None)
+    assert c.fit(device="cpu").net_.iterator_train__pin_memory is False
     if torch.cuda.is_available():
-        est = c.fit(pin_memory=True)
-    else:
-        # torch warns that there is nothing to pin for without an accelerator.
-        with pytest.warns(UserWarning, match="pin"):
-            est = c.fit(pin_memory=True)
-    assert est.net_.iterator_train__pin_memory is True
-    assert c.base.net_.iterator_train__pin_memory is False
+        assert c.fit(device="cuda").net_.iterator_train__pin_memory is True
 
 
 def check_device(c):
@@ -334,10 +366,18 @@ def check_callbacks(c):
     assert not hasattr(given, "batches")  # copied at fit, not used in place
 
 
-def check_checkpoint(c):
-    path = c.tmp_path / "fit.ckpt"
-    c.fit(checkpoint=path)
+def test_a_checkpoint_callback_writes_its_file(data, tmp_path):
+    path = tmp_path / "fit.ckpt"
+    given = TrainingCheckpoint(path)
+    est = Case(data, None, None, None).fit(callbacks=[given])
     assert path.stat().st_size > 0
+    # The estimator's own checkpoint, at the given path, takes the given
+    # one's place after the other callbacks.
+    callbacks = dict(est.net_.callbacks_)
+    assert given not in callbacks.values()
+    assert callbacks["checkpoint"].path == path
+    names = list(callbacks)
+    assert names.index("checkpoint") > names.index("ridge_head")
 
 
 CHECKS = {
@@ -348,8 +388,11 @@ CHECKS = {
 
 
 def test_every_parameter_has_a_check():
-    params = inspect.signature(FastRetrainClassifier).parameters
-    assert sorted(CHECKS) == sorted(params)
+    # The estimator's own parameters and those of its head and SGD epoch,
+    # as GridSearchCV names them.
+    est = FastRetrainClassifier(head=RidgeHead(), sgd=SGDEpoch())
+    assert sorted(CHECKS) == sorted(est.get_params(deep=True))
+    assert len(inspect.signature(FastRetrainClassifier).parameters) <= 20
 
 
 @pytest.mark.parametrize("name", sorted(CHECKS))

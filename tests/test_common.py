@@ -11,7 +11,7 @@ from sklearn.utils import gen_batches
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from torch import nn
 
-from skfastretrain import FastRetrainClassifier
+from skfastretrain import FastRetrainClassifier, SGDEpoch
 
 
 def make_tabular_cnn():
@@ -93,7 +93,7 @@ def fitted_mlp():
 def fitted_cnn(digit_images):
     """A small CNN over 8x8 images (the conv path of the data step)."""
     X, y, X_test, _ = digit_images
-    clf = tiny_cnn_classifier(device="cpu", bn_mode="train")
+    clf = tiny_cnn_classifier(device="cpu", sgd=SGDEpoch(bn_mode="train"))
     with one_torch_thread():
         return clf.fit(X[:200], y[:200]), X_test[:100]
 

@@ -8,18 +8,20 @@ import pytest
 from conftest import tiny_cnn_classifier as _cnn
 from skorch.callbacks import Callback
 
-from skfastretrain import FastRetrainClassifier
+from skfastretrain import FastRetrainClassifier, SGDEpoch
+from skfastretrain._components import resolve_sgd
 from skfastretrain._validation import prefix_cache_applies, resolve_input_size
 
 
-def _pilot_base():
-    """The configuration benchmarks/defaults.py measured as the defaults."""
+def _pilot_base(name="BASE"):
+    """A configuration benchmarks/defaults.py measured as the defaults:
+    ``BASE`` (constructor parameters) or ``BASE_SGD`` (SGDEpoch's)."""
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "defaults.py"
     tree = ast.parse(path.read_text())
     node = next(
         n
         for n in tree.body
-        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "BASE"
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == name
     )
     return ast.literal_eval(node.value)
 
@@ -28,6 +30,11 @@ def test_defaults_are_the_benchmarked_configuration():
     params = FastRetrainClassifier().get_params()
     base = _pilot_base()
     assert {k: params[k] for k in base} == base
+    # The SGD settings of that configuration are those of sgd=None.
+    assert params["sgd"] is None
+    sgd_params = SGDEpoch().get_params()
+    base_sgd = _pilot_base("BASE_SGD")
+    assert {k: sgd_params[k] for k in base_sgd} == base_sgd
 
 
 def test_default_estimator_fine_tunes_pretrained_lite0(digit_images):
@@ -82,11 +89,12 @@ def test_input_size_auto(native, device, expected):
         ({"precision": "bfloat16"}, False),
         ({"regularizer": "delta"}, False),
         ({"regularizer": "l2sp"}, True),
-        ({"cache_prefix": False}, False),
+        ({"sgd": SGDEpoch(cache_prefix=False)}, False),
     ],
 )
 def test_cache_prefix_auto(params, expected):
-    assert prefix_cache_applies(FastRetrainClassifier(**params)) is expected
+    est = FastRetrainClassifier(**params)
+    assert prefix_cache_applies(est, resolve_sgd(est.sgd)) is expected
 
 
 def test_cache_prefix_auto_fits_as_without_cache(small_images):
@@ -95,7 +103,12 @@ def test_cache_prefix_auto_fits_as_without_cache(small_images):
     # difference grows to in two epochs; CUDA's atomic sums add such noise.
     cached = _cnn(freeze_mode="prefix", max_epochs=2, device="cpu").fit(X, y)
     assert "prefix_cache_rows" in cached.history_[-1]
-    plain = _cnn(freeze_mode="prefix", max_epochs=2, cache_prefix=False, device="cpu")
+    plain = _cnn(
+        freeze_mode="prefix",
+        max_epochs=2,
+        sgd=SGDEpoch(cache_prefix=False),
+        device="cpu",
+    )
     plain.fit(X, y)
     assert "prefix_cache_rows" not in plain.history_[-1]
     np.testing.assert_allclose(

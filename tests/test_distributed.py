@@ -35,7 +35,7 @@ import joblib, numpy as np, torch
 import torch.distributed as dist
 
 from conftest import make_tiny_cnn
-from skfastretrain import FastRetrainClassifier
+from skfastretrain import FastRetrainClassifier, RidgeHead, TrainingCheckpoint
 from test_distributed import RecordFrozen, head_solve, solve_data, train_images
 
 out = Path(sys.argv[1])
@@ -63,16 +63,19 @@ if rank == 0:
 # The group is up now, so "auto" trains data-parallel; no feature pass
 # re-estimates BatchNorm statistics here.
 params = dict(
-    reuse_features=True, freeze_mode="prefix", batch_size=32, lr=0.05, device="cpu"
+    head=RidgeHead(reuse_features=True),
+    freeze_mode="prefix",
+    batch_size=32,
+    lr=0.05,
+    device="cpu",
+    callbacks=[TrainingCheckpoint(out / "run.pt")],
 )
-clf = FastRetrainClassifier(
-    make_tiny_cnn, max_epochs=2, checkpoint=out / "run.pt", **params
-).fit(X, y)
+clf = FastRetrainClassifier(make_tiny_cnn, max_epochs=2, **params).fit(X, y)
 torch.save(clf.module_.state_dict(), out / f"sgd_state{rank}.pt")
 # Rank 0 wrote the checkpoint; every rank resumes from it for one more epoch.
-clf = FastRetrainClassifier(
-    make_tiny_cnn, max_epochs=3, checkpoint=out / "run.pt", **params
-).fit(X, y, resume=True)
+clf = FastRetrainClassifier(make_tiny_cnn, max_epochs=3, **params).fit(
+    X, y, resume=True
+)
 torch.save(clf.module_.state_dict(), out / f"resumed_state{rank}.pt")
 
 coef, intercept = head_solve(*solve_data(), distributed=True)

@@ -19,6 +19,7 @@ from sklearn.linear_model import RidgeClassifier, RidgeCV
 from sklearn.model_selection import PredefinedSplit
 from sklearn.preprocessing import LabelBinarizer
 
+from skfastretrain import RidgeHead, SGDEpoch
 from skfastretrain.linalg._solve import LAMBDA_GRID
 
 
@@ -57,9 +58,9 @@ def expected_head(W0, b0, coef, intercept, H, y, blend):
     return W, b
 
 
-# bn_mode="eval": the solve's pass then computes the same eval-mode features
-# that the fitted model gives afterwards (no BatchNorm re-estimation).
-SOLVE = {"bn_mode": "eval", "max_epochs": 1, "lr": 0.05}
+# SGDEpoch(bn_mode="eval"): the solve's pass then computes the same eval-mode
+# features that the fitted model gives afterwards (no BatchNorm re-estimation).
+SOLVE = {"sgd": SGDEpoch(bn_mode="eval"), "max_epochs": 1, "lr": 0.05}
 
 
 @pytest.mark.parametrize("head_blend", [0.25, 1.0])
@@ -67,7 +68,7 @@ SOLVE = {"bn_mode": "eval", "max_epochs": 1, "lr": 0.05}
 def test_head_is_blended_sklearn_ridge_solution(small_images, ridge_lambda, head_blend):
     X, y = small_images
     est, rec = fit_recorded(
-        X, y, ridge_lambda=ridge_lambda, head_blend=head_blend, **SOLVE
+        X, y, ridge_lambda=ridge_lambda, head=RidgeHead(blend=head_blend), **SOLVE
     )
     H = fitted_features(est, X)
     # RidgeClassifier codes the classes one-hot in {-1, +1}, the documented
@@ -88,7 +89,9 @@ def test_auto_lambda_is_ridgecv_choice_on_the_same_folds(small_images):
     # with the features of a random backbone, SGD at a usual rate then blows
     # up from it (DivergenceGuard keeps the start, with no last solve).
     params = {**SOLVE, "lr": 1e-4}
-    est, rec = fit_recorded(X, y, ridge_lambda="auto", head_blend=0.5, **params)
+    est, rec = fit_recorded(
+        X, y, ridge_lambda="auto", head=RidgeHead(blend=0.5), **params
+    )
     H = fitted_features(est, X)
     T = LabelBinarizer(neg_label=-1).fit_transform(y)
     # The candidates are relative to the mean eigenvalue of the centered Gram
@@ -134,8 +137,7 @@ def test_plain_mode_is_torch_sgd_momentum(small_images, lr, momentum, weight_dec
         freeze_prob=0.0,
         ridge_lambda=None,
         lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
+        sgd=SGDEpoch(momentum=momentum, weight_decay=weight_decay),
         max_epochs=2,
     )
     assert len(rec.batches) == 2 * int(np.ceil(len(y) / 32))

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import make_tiny_cnn
 
-from skfastretrain import FastRetrainClassifier
+from skfastretrain import FastRetrainClassifier, SGDEpoch
 
 # cpu explicitly: the default device="auto" would pick a GPU where there is
 # one, and the exact comparison below was set for the CPU.
@@ -30,7 +30,7 @@ def fitted(request, digit_images):
         max_epochs=1,
         batch_size=16,
         random_state=0,
-        bn_mode="train",
+        sgd=SGDEpoch(bn_mode="train"),
         device=request.param,
     )
     return clf.fit(X[:200], y[:200])

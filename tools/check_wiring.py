@@ -1,9 +1,10 @@
 """Check that the test suite notices a hyperparameter that is read wrongly.
 
-For every read of ``ridge_lambda``, ``head_blend``/``blend``, ``freeze_prob``,
-``lr``, ``momentum`` and ``weight_decay`` off an estimator or callback in the
-package, this replaces that one read by the parameter's default value (the
-value a test that sets nothing would not notice), runs the test suite with
+For every read of ``ridge_lambda``, ``blend``, ``freeze_prob``, ``lr``,
+``momentum`` and ``weight_decay`` off an estimator, a component (``head``,
+``sgd``) or a callback in the package, this replaces that one read by the
+parameter's default value (the value a test that sets nothing would not
+notice), runs the test suite with
 ``-x`` and reports whether it failed. A mutant the suite survives is a
 parameter the tests do not see. The package is restored after each run.
 
@@ -27,25 +28,31 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "skfastretrain"
-NAMES = ("ridge_lambda", "head_blend", "blend", "freeze_prob", "lr")
-NAMES += ("momentum", "weight_decay")
-READ = re.compile(rf"\b(est|self)\.({'|'.join(NAMES)})\b(?!\s*=[^=])")
+NAMES = ("ridge_lambda", "blend", "freeze_prob", "lr", "momentum", "weight_decay")
+READ = re.compile(rf"\b(est|head|sgd|self)\.({'|'.join(NAMES)})\b(?!\s*=[^=])")
 # The tests that see wiring fastest run first, and the whole suite only when
 # they pass (pytest would merge the files into the folder's own order).
 TESTS = [
     ["tests/test_net.py", "tests/test_classifier_params.py"],
-    ["tests/test_validation.py", "tests/callbacks/test_ridge_head.py", "tests/callbacks/test_freezing.py"],
-    ["tests/test_lr_probe.py", "tests/test_regularizers.py"],
+    [
+        "tests/test_validation.py",
+        "tests/callbacks/test_ridge_head.py",
+        "tests/callbacks/test_freezing.py",
+    ],
+    ["tests/callbacks/test_lr_probe.py", "tests/callbacks/test_regularizers.py"],
     [],
 ]
 
 
 def owners():
-    """The class whose parameters ``self.<name>`` reads in each module."""
+    """The class whose parameters each receiver (or ``self`` in a module) reads."""
     sys.path.insert(0, str(ROOT))
     import skfastretrain as sk
 
     return {
+        "est": sk.FastRetrainClassifier,
+        "head": sk.RidgeHead,
+        "sgd": sk.SGDEpoch,
         "_classifier.py": sk.FastRetrainClassifier,
         "_freezing.py": sk.RandomFreezer,
         "_ridge_head.py": sk.RidgeHeadSolver,
@@ -64,7 +71,7 @@ def reads():
 
 def default(path, match, classes):
     receiver, name = match.groups()
-    cls = classes["_classifier.py"] if receiver == "est" else classes.get(path.name)
+    cls = classes.get(path.name) if receiver == "self" else classes[receiver]
     if cls is None:
         raise SystemExit(f"{path}: no known owner of self.{name}")
     return inspect.signature(cls).parameters[name].default

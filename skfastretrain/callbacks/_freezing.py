@@ -1,12 +1,16 @@
 """Random (or prefix) layer freezing for the SGD epochs, as a skorch callback."""
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import StrOptions
 from skorch.callbacks import Callback
 from torch import nn
 
 from .._batchnorm import hold_in_eval
+from .._params import FractionSchedule, validate_constraints
 from ..backbones._module import find_head
 
 __all__ = ["RandomFreezer"]
@@ -80,6 +84,13 @@ class RandomFreezer(Callback):
     [0.5, 0.5]
     """
 
+    _parameter_constraints: ClassVar[dict] = {
+        "freeze_prob": [FractionSchedule()],
+        "mode": [StrOptions({"random", "prefix"})],
+        "head": [str, None],
+        "random_state": ["random_state"],
+    }
+
     def __init__(self, freeze_prob=0.5, *, mode="random", head=None, random_state=None):
         self.freeze_prob = freeze_prob
         self.mode = mode
@@ -96,8 +107,7 @@ class RandomFreezer(Callback):
         return self
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        if self.mode not in ("random", "prefix"):
-            raise ValueError(f"mode must be 'random' or 'prefix', got {self.mode!r}.")
+        validate_constraints(self)
         module = net.module_
         head = find_head(module, self.head)
         excluded = {id(p) for p in head.parameters()} if head is not None else set()

@@ -1,7 +1,8 @@
 """Choosing the SGD learning rate: a short probe of candidate rates."""
 
 import math
-import numbers
+from numbers import Real
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -10,6 +11,7 @@ from skorch.callbacks import Callback, LRScheduler
 from torch.utils.data import Subset
 
 from .._distributed import is_distributed
+from .._params import POSITIVE, POSITIVE_INT, Number, validate_constraints
 from ._checkpoint import module_copy
 
 __all__ = ["LR_CANDIDATES", "LRProbe"]
@@ -94,6 +96,14 @@ class LRProbe(Callback):
     (0.1, 0.1)
     """
 
+    _parameter_constraints: ClassVar[dict] = {
+        "candidates": ["array-like"],
+        "start": [POSITIVE],
+        "n_steps": [POSITIVE_INT],
+        "max_loss_ratio": [Number(Real, 1, None, closed="neither")],
+        "random_state": ["random_state"],
+    }
+
     def __init__(
         self,
         candidates=LR_CANDIDATES,
@@ -121,13 +131,7 @@ class LRProbe(Callback):
                 f"candidates must be a non-empty sequence of rates > 0, got "
                 f"{self.candidates!r}."
             )
-        real = isinstance(self.start, numbers.Real) and not isinstance(self.start, bool)
-        if not (real and self.start > 0):
-            raise ValueError(f"start must be a rate > 0, got {self.start!r}.")
-        if isinstance(self.n_steps, bool) or not (
-            isinstance(self.n_steps, int) and self.n_steps >= 1
-        ):
-            raise ValueError(f"n_steps must be an int >= 1, got {self.n_steps!r}.")
+        validate_constraints(self)
 
     def on_epoch_begin(self, net, dataset_train=None, **kwargs):
         if len(net.history) != 1 or dataset_train is None:

@@ -1,14 +1,16 @@
 """L2-SP (a callback) and DELTA (a callback and a criterion) for skorch nets."""
 
 import copy
-import numbers
 from functools import partial
 from itertools import product
+from typing import ClassVar
 
 import torch
+from sklearn.base import clone
 from skorch.callbacks import Callback
 from torch import nn
 
+from .._params import NON_NEGATIVE, POSITIVE, POSITIVE_INT, validate_constraints
 from ..backbones._module import find_head
 from ._attention import channel_attention
 
@@ -19,10 +21,7 @@ class _Regularizer(Callback):
     """Shared parts: strengths, the head, and ``reg_penalty`` in the history."""
 
     def _setup(self, net):
-        for key, value in (("alpha", self.alpha), ("beta", self.beta)):
-            real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-            if not real or value < 0:
-                raise ValueError(f"{key} must be a float >= 0, got {value!r}.")
+        validate_constraints(self)
         head = find_head(net.module_, self.head)
         if not isinstance(head, nn.Linear):
             msg = "needs an nn.Linear head; name it with head=<submodule name>."
@@ -67,6 +66,12 @@ class L2SP(_Regularizer):
     >>> len(net.fit(X, (X[:, 0] > 0).astype("int64")).history[:, "reg_penalty"])
     2
     """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "alpha": [NON_NEGATIVE],
+        "beta": [NON_NEGATIVE],
+        "head": [str, None],
+    }
 
     def __init__(self, alpha=0.01, beta=0.01, *, head=None):
         self.alpha = alpha
@@ -220,6 +225,15 @@ class DeltaRegularizer(_Regularizer):
     ((4,), 2)
     """
 
+    _parameter_constraints: ClassVar[dict] = {
+        **L2SP._parameter_constraints,
+        "layers": [list, tuple, None],
+        "weighted": ["boolean"],
+        "attention_batches": [POSITIVE_INT],
+        "temperature": [POSITIVE],
+        "fit_head": ["boolean"],
+    }
+
     def __init__(
         self,
         alpha=0.01,
@@ -253,8 +267,6 @@ class DeltaRegularizer(_Regularizer):
         if not isinstance(net.criterion_, DeltaLoss):
             msg = "needs criterion=DeltaLoss(nn.CrossEntropyLoss()) in the net."
             raise TypeError(f"DeltaRegularizer {msg}")
-        if not (self.temperature > 0 and self.attention_batches >= 1):
-            raise ValueError("temperature must be > 0 and attention_batches >= 1.")
         self._setup(net)
         module = net.module_
         if self.source_ is None and self.alpha > 0:
@@ -333,25 +345,44 @@ class DeltaRegularizer(_Regularizer):
         self.on_batch_end(net)
 
 
-def regularizer_components(
-    name, *, alpha=0.01, beta=0.01, head="head", fit_head=False, **delta
-):
-    """Callbacks and criterion adding ``regularizer=name`` to a skorch net.
+#: The ``regularizer`` strings of the estimator and what each stands for.
+REGULARIZERS = {
+    "l2sp": (L2SP, {}),
+    "delta": (DeltaRegularizer, {}),
+    "feature_map": (DeltaRegularizer, {"weighted": False}),
+}
 
-    ``name``: None, "l2sp", "delta" or "feature_map" (unweighted DELTA); the
-    rest goes to :class:`L2SP` or :class:`DeltaRegularizer` (``fit_head``
-    to the latter only). Returns
-    ``[(name, callback)]``, to add after the head-fitting callback, and
-    ``nn.CrossEntropyLoss`` or a :class:`DeltaLoss` instance.
+
+def reads_feature_maps(regularizer):
+    """Whether ``regularizer`` (a name or a callback) hooks feature maps."""
+    if isinstance(regularizer, str):
+        return REGULARIZERS[regularizer][0] is DeltaRegularizer
+    return isinstance(regularizer, DeltaRegularizer)
+
+
+def regularizer_components(regularizer, *, head="head", prefix="", fit_head=False):
+    """Callbacks and criterion adding ``regularizer`` to a skorch net.
+
+    ``regularizer`` is None, a name of :data:`REGULARIZERS` or an
+    :class:`L2SP` or :class:`DeltaRegularizer`, copied with its parameters.
+    ``head`` names the head when the regularizer names none, ``prefix`` is
+    put before the names of a DELTA's ``layers`` (the backbone's place in
+    the module), and ``fit_head=True`` makes a DELTA fit its own head.
+    Returns ``[(name, callback)]``, to add after the head-fitting callback,
+    and ``nn.CrossEntropyLoss`` or a :class:`DeltaLoss` instance.
     """
-    if name == "l2sp":
-        return [("regularizer", L2SP(alpha, beta, head=head))], nn.CrossEntropyLoss
-    if name in ("delta", "feature_map"):
-        weighted = name == "delta"
-        reg = DeltaRegularizer(
-            alpha, beta, weighted=weighted, head=head, fit_head=fit_head, **delta
-        )
-        return [("regularizer", reg)], DeltaLoss(nn.CrossEntropyLoss())
-    if name is not None:
-        raise ValueError(f"Unknown regularizer {name!r}; see the docstring.")
-    return [], nn.CrossEntropyLoss
+    if regularizer is None:
+        return [], nn.CrossEntropyLoss
+    if isinstance(regularizer, str):
+        cls, params = REGULARIZERS[regularizer]
+        reg = cls(**params)
+    else:
+        reg = clone(regularizer)
+    if reg.head is None:
+        reg.set_params(head=head)
+    if isinstance(reg, L2SP):
+        return [("regularizer", reg)], nn.CrossEntropyLoss
+    if reg.layers is not None:
+        reg.set_params(layers=[f"{prefix}{name}" for name in reg.layers])
+    reg.set_params(fit_head=reg.fit_head or fit_head)
+    return [("regularizer", reg)], DeltaLoss(nn.CrossEntropyLoss())

@@ -1,14 +1,24 @@
 """The head step: a closed-form ridge refinement of the classifier head."""
 
-import numbers
 import time
+from numbers import Integral
+from typing import ClassVar
 
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import StrOptions
 from skorch.callbacks import Callback
 
 from .._distributed import all_gather_rows, all_reduce_head_statistics, local_shard
+from .._params import (
+    POSITIVE,
+    POSITIVE_INT,
+    RIDGE_LAMBDA,
+    UNIT_INTERVAL,
+    Number,
+    validate_constraints,
+)
 from ..backbones._module import find_head
 from ..linalg._calibration import calibrated_scale
 from ..linalg._gram import HeadStatistics
@@ -128,6 +138,24 @@ class RidgeHeadSolver(Callback):
     2
     """
 
+    _parameter_constraints: ClassVar[dict] = {
+        "ridge_lambda": RIDGE_LAMBDA,
+        "blend": [UNIT_INTERVAL],
+        "solve_every": [POSITIVE_INT],
+        "init_solve": ["boolean"],
+        "head": [str, None],
+        "calibrate": ["boolean"],
+        "max_scale": [POSITIVE],
+        "recalibrate_bn": ["boolean"],
+        "calibration_samples": [POSITIVE_INT],
+        "n_folds": [Number(Integral, 2, None, closed="left")],
+        "feature_source": [StrOptions({"pass", "sgd"})],
+        "update": [StrOptions({"blend", "residual"})],
+        "keep_prob": [UNIT_INTERVAL],
+        "random_state": ["random_state"],
+        "distributed": ["boolean"],
+    }
+
     def __init__(
         self,
         ridge_lambda=1.0,
@@ -192,15 +220,7 @@ class RidgeHeadSolver(Callback):
         return self._layers(net)[-1]
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        self._check_lambda()
-        if self.update not in ("blend", "residual"):
-            raise ValueError(
-                f"update must be 'blend' or 'residual', got {self.update!r}."
-            )
-        if self.feature_source not in ("pass", "sgd"):
-            raise ValueError(
-                f"feature_source must be 'pass' or 'sgd', got {self.feature_source!r}."
-            )
+        validate_constraints(self)
         self._collecting = None
         if self.init_solve:
             # The first solve fits the top layer outright, whatever the update
@@ -209,17 +229,8 @@ class RidgeHeadSolver(Callback):
                 net, net.get_dataset(X, y), blend=1.0, residual=False
             )
 
-    def _check_lambda(self):
-        auto = isinstance(self.ridge_lambda, str) and self.ridge_lambda == "auto"
-        if not auto and not (
-            isinstance(self.ridge_lambda, numbers.Real)
-            and not isinstance(self.ridge_lambda, bool)
-            and self.ridge_lambda > 0
-        ):
-            raise ValueError(
-                f"ridge_lambda must be > 0 or 'auto', got {self.ridge_lambda!r}."
-            )
-        return auto
+    def _auto_lambda(self):
+        return isinstance(self.ridge_lambda, str)
 
     def _new_statistics(self, head, n_rows):
         keep = None
@@ -229,7 +240,7 @@ class RidgeHeadSolver(Callback):
             keep[self._rng.choice(n_rows, size=m, replace=False)] = True
         return HeadStatistics(
             head.out_features,
-            n_folds=self.n_folds if self._check_lambda() else 1,
+            n_folds=self.n_folds if self._auto_lambda() else 1,
             keep=keep,
             dtype=self.gram_dtype,
         )

@@ -12,7 +12,7 @@ from sklearn.utils.validation import (
 
 from .._classifier import FastRetrainClassifier
 from .._data import input_kind
-from .._validation import _check_number, check_predict_input
+from .._validation import check_predict_input
 
 __all__ = []
 
@@ -51,29 +51,3 @@ def _check_inputs(estimator, X, y, validation, random_state):
             index, test_size=validation, random_state=random_state
         )
     return data[fit], codes[fit], data[val], codes[val]
-
-
-def _check_params(params):
-    for name in ("min_filters", "max_rounds"):
-        _check_number(name, params[name], integer=True)
-    for name in ("history_epochs", "pull_epochs", "finetune_epochs"):
-        _check_number(name, params[name], integer=True, allow_zero=True)
-    _check_number("pull_strength", params["pull_strength"], allow_zero=True)
-    _check_number("max_accuracy_drop", params["max_accuracy_drop"], allow_zero=True)
-    _check_number("pair_fraction", params["pair_fraction"])
-    if params["pair_fraction"] > 0.5:
-        raise ValueError(
-            f"pair_fraction must be in (0, 0.5], got {params['pair_fraction']!r}."
-        )
-    _check_number("validation_fraction", params["validation_fraction"])
-    if params["validation_fraction"] >= 1:
-        raise ValueError(
-            "validation_fraction must be in (0, 1), got "
-            f"{params['validation_fraction']!r}."
-        )
-    if params["pull_terms"] not in ("layer", "pair"):
-        raise ValueError(
-            f"pull_terms must be 'layer' or 'pair', got {params['pull_terms']!r}."
-        )
-    if not isinstance(params["merge"], bool):
-        raise TypeError(f"merge must be a bool, got {params['merge']!r}.")

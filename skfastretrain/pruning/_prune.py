@@ -8,15 +8,17 @@ round) and ``_flops`` (:func:`count_flops`, :func:`count_params`).
 
 import copy
 from dataclasses import dataclass, field
+from numbers import Real
 
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import StrOptions, validate_params
 from torch import nn
 
-from .._validation import _check_number
+from .._params import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, Number
 from ._flops import count_flops, count_params
-from ._inputs import _check_inputs, _check_params
+from ._inputs import _check_inputs
 from ._plan import LayerPlan, find_prunable
 from ._round import _bn_mode, _prune_round
 from ._surgery import remove_filters
@@ -103,6 +105,28 @@ def _filters(module):
     }
 
 
+@validate_params(
+    {
+        "estimator": "no_validation",
+        "X": "no_validation",
+        "y": ["array-like", None],
+        "pair_fraction": [Number(Real, 0, 0.5, closed="right")],
+        "min_filters": [POSITIVE_INT],
+        "max_accuracy_drop": [NON_NEGATIVE],
+        "validation_fraction": [Number(Real, 0, 1, closed="neither")],
+        "validation_data": [tuple, list, None],
+        "max_rounds": [POSITIVE_INT],
+        "history_epochs": [NON_NEGATIVE_INT],
+        "pull_epochs": [NON_NEGATIVE_INT],
+        "finetune_epochs": [NON_NEGATIVE_INT],
+        "pull_strength": [NON_NEGATIVE],
+        "pull_terms": [StrOptions({"layer", "pair"})],
+        "merge": ["boolean"],
+        "random_state": ["random_state"],
+        "verbose": [NON_NEGATIVE_INT],
+    },
+    prefer_skip_nested_validation=True,
+)
 def prune_filters(
     estimator,
     X,
@@ -260,8 +284,6 @@ def prune_filters(
         "pull_terms": pull_terms,
         "merge": merge,
     }
-    _check_params(params)
-    _check_number("verbose", verbose, integer=True, allow_zero=True)
     rng = check_random_state(random_state)
     if validation_data is not None and len(validation_data) != 2:
         raise ValueError("validation_data must be a pair (X_val, y_val).")

@@ -16,9 +16,13 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 import skfastretrain
 from skfastretrain import (
+    L2SP,
+    DeltaRegularizer,
     FastRetrainClassifier,
     RandomFreezer,
+    RidgeHead,
     RidgeHeadSolver,
+    SGDEpoch,
     TrainingCheckpoint,
 )
 from skfastretrain.callbacks._checkpoint import read_checkpoint, write_atomic
@@ -54,7 +58,7 @@ def _clf(path=None, **kwargs):
         "batch_size": 32,
         "lr": 0.05,
         "random_state": 0,
-        "checkpoint": path,
+        "callbacks": None if path is None else [TrainingCheckpoint(path)],
     }
     return FastRetrainClassifier(**{**params, **kwargs})
 
@@ -63,17 +67,16 @@ def _clf(path=None, **kwargs):
     "config",
     [
         {},
-        {"freeze_mode": "prefix", "bn_mode": "train"},
+        {"freeze_mode": "prefix", "sgd": SGDEpoch(bn_mode="train")},
         # lr 0.05 and 0.01 blow this MLP head up (DivergenceGuard stops them).
         {
             "ridge_lambda": "auto",
-            "head_update": "residual",
-            "head_hidden": (8,),
+            "head": RidgeHead(update="residual", hidden=(8,)),
             "lr": 0.001,
         },
         {"lr": "auto"},
-        {"reuse_features": True, "regularizer": "l2sp"},
-        {"regularizer": "delta", "reg_layers": ["2", "5"], "augment": "light"},
+        {"head": RidgeHead(reuse_features=True), "regularizer": "l2sp"},
+        {"regularizer": DeltaRegularizer(layers=["2", "5"]), "augment": "light"},
     ],
 )
 @pytest.mark.parametrize("done", [1, 2])
@@ -119,6 +122,8 @@ def test_resume_of_a_finished_fit_runs_no_epoch(small_images, tmp_path):
         ({"lr": 0.01}, "other lr"),
         ({"freeze_prob": 0.25}, "other freeze_prob"),
         ({"random_state": 1}, "other random_state"),
+        ({"head": RidgeHead(blend=1.0)}, "other head"),
+        ({"regularizer": L2SP(alpha=0.5)}, "other regularizer"),
         ({"max_epochs": 1}, "holds 3 epochs, more than max_epochs=1"),
         ({"n_samples": 150}, "other data shape, data labels"),
     ],
@@ -132,7 +137,9 @@ def test_resume_refuses_another_run(small_images, tmp_path, change, message):
 
 
 def test_resume_needs_a_checkpoint_path(small_images):
-    with pytest.raises(ValueError, match="needs the checkpoint parameter"):
+    with pytest.raises(
+        ValueError, match=r"needs a TrainingCheckpoint\(path\) in callbacks"
+    ):
         _clf().fit(*small_images, resume=True)
     with pytest.raises(TypeError, match="resume must be a bool"):
         _clf().fit(*small_images, resume="yes")
@@ -264,14 +271,16 @@ import torch
 torch.set_num_threads(1)
 sys.path.insert(0, {tests!r})
 from conftest import make_tiny_cnn
-from skfastretrain import FastRetrainClassifier
+from skfastretrain import FastRetrainClassifier, TrainingCheckpoint
 X, y = np.load({x!r}), np.load({y!r})
 for i in range({n}):
     pid = os.fork()
     if pid == 0:
         while not os.path.exists(f"{tmp}/go{{i}}"):
             time.sleep(0.002)
-        FastRetrainClassifier(make_tiny_cnn, **{params!r}).fit(X, y, resume=True)
+        FastRetrainClassifier(
+            make_tiny_cnn, callbacks=[TrainingCheckpoint({path!r})], **{params!r}
+        ).fit(X, y, resume=True)
         os._exit(0)
     with open(f"{tmp}/pid.tmp", "w") as f:
         f.write(str(pid))
@@ -321,7 +330,8 @@ def test_fit_survives_kill_9_at_random_points(small_images, tmp_path):
             y=str(tmp_path / "y.npy"),
             tmp=str(tmp_path),
             n=N_KILLS,
-            params={**params, "checkpoint": str(path)},
+            path=str(path),
+            params=params,
         )
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -353,7 +363,9 @@ def test_fit_survives_kill_9_at_random_points(small_images, tmp_path):
         parent.kill()
         parent.communicate()
     assert epochs_at_kill == sorted(epochs_at_kill)
-    resumed = FastRetrainClassifier(make_tiny_cnn, checkpoint=path, **params)
+    resumed = FastRetrainClassifier(
+        make_tiny_cnn, callbacks=[TrainingCheckpoint(path)], **params
+    )
     resumed.fit(X, y, resume=True)
     reference = FastRetrainClassifier(make_tiny_cnn, **params).fit(X, y)
     np.testing.assert_array_equal(resumed.predict_proba(X), reference.predict_proba(X))

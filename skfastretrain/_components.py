@@ -1,0 +1,207 @@
+"""The estimator's variants as objects: the head and the SGD epoch.
+
+Each is a small scikit-learn estimator holding parameters only, so that
+:class:`~sklearn.model_selection.GridSearchCV` reaches them as
+``head__blend`` or ``sgd__momentum``. The estimator turns them into the
+skorch callbacks and net options of a fit (``_net.py``).
+"""
+
+from typing import ClassVar
+
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import StrOptions
+
+from ._params import (
+    FRACTION,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    UNIT_INTERVAL,
+)
+
+__all__ = ["RidgeHead", "SGDEpoch", "resolve_head", "resolve_sgd"]
+
+
+class RidgeHead(BaseEstimator):
+    """The new head and how each ridge solve updates it.
+
+    Passed as ``FastRetrainClassifier(head=RidgeHead(...))``; the strength of
+    the solves is the estimator's ``ridge_lambda``, and ``ridge_lambda=None``
+    turns the solves off (the architecture parameters still apply).
+
+    Parameters
+    ----------
+    update : {"blend", "residual"}, default="blend"
+        ``"blend"``: the top layer moves toward its ridge solution,
+        ``W <- W + blend (W* - W)``. ``"residual"``: the recomputation of
+        dense layers; every dense layer of the head is corrected from the
+        softmax residual ``Y - Y_hat`` by a ridge solve, pulled back through
+        the layers above, with a random keep-mask (90% kept) and rate
+        ``blend``.
+    blend : float, default=0.5
+        Step in (0, 1] of each update.
+    init : {"ridge", "random"}, default="ridge"
+        ``"ridge"`` solves the head on the starting features before the
+        first epoch.
+    solve_every : int, default=1
+        Solve the head after every ``solve_every``-th epoch.
+    reuse_features : bool, default=False
+        Gather the Gram statistics from the SGD epoch's own forward passes
+        instead of a separate eval-mode pass: the solve then costs almost
+        nothing, at the price of features taken in train mode while the
+        backbone moves (see :class:`RidgeHeadSolver`'s ``feature_source``).
+    hidden : sequence of int or None, default=None
+        Hidden widths of an MLP head (ReLU between dense layers) instead of a
+        single linear layer.
+    reinit_layers : int, default=0
+        Re-initialize the backbone's last ``reinit_layers`` conv and linear
+        layers (after removing its classifier) before training: with
+        ``hidden``, the search space of TASCNet's first stage.
+
+    See Also
+    --------
+    RidgeHeadSolver : The skorch callback these parameters configure.
+
+    Examples
+    --------
+    >>> from skfastretrain import FastRetrainClassifier, RidgeHead
+    >>> clf = FastRetrainClassifier(head=RidgeHead(update="residual", hidden=[32]))
+    >>> clf.get_params()["head__hidden"]
+    [32]
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "update": [StrOptions({"blend", "residual"})],
+        "blend": [UNIT_INTERVAL],
+        "init": [StrOptions({"ridge", "random"})],
+        "solve_every": [POSITIVE_INT],
+        "reuse_features": ["boolean"],
+        "hidden": ["array-like", None],
+        "reinit_layers": [NON_NEGATIVE_INT],
+    }
+
+    def __init__(
+        self,
+        *,
+        update="blend",
+        blend=0.5,
+        init="ridge",
+        solve_every=1,
+        reuse_features=False,
+        hidden=None,
+        reinit_layers=0,
+    ):
+        self.update = update
+        self.blend = blend
+        self.init = init
+        self.solve_every = solve_every
+        self.reuse_features = reuse_features
+        self.hidden = hidden
+        self.reinit_layers = reinit_layers
+
+    def hidden_widths(self):
+        """``hidden`` as a tuple of positive ints (checked)."""
+        hidden = () if self.hidden is None else self.hidden
+        if isinstance(hidden, (str, bytes)) or not all(
+            POSITIVE_INT.is_satisfied_by(units) for units in hidden
+        ):
+            raise TypeError(
+                f"RidgeHead's hidden must be a sequence of ints >= 1, got "
+                f"{self.hidden!r}."
+            )
+        return tuple(int(units) for units in hidden)
+
+
+class SGDEpoch(BaseEstimator):
+    """How the SGD-with-momentum epochs run.
+
+    Passed as ``FastRetrainClassifier(sgd=SGDEpoch(...))``; the learning rate
+    stays the estimator's ``lr``.
+
+    Parameters
+    ----------
+    momentum : float, default=0.9
+        SGD momentum, in [0, 1).
+    weight_decay : float, default=0.0
+        SGD weight decay.
+    lr_schedule : {"constant", "cosine"}, default="constant"
+        ``"cosine"`` anneals the learning rate from ``lr`` to 0 batch by
+        batch over the ``max_epochs`` SGD epochs (skorch's ``LRScheduler``
+        with torch's ``CosineAnnealingLR``).
+    bn_mode : {"auto", "eval", "train"}, default="auto"
+        What the backbone's BatchNorm layers do during the SGD epochs.
+        ``"eval"`` normalizes with the running (pretrained) statistics and
+        leaves them fixed, so the features SGD sees are the features the head
+        is solved on and predict uses; the affine parameters still train.
+        ``"train"`` normalizes with batch statistics, updates the running
+        ones with ``bn_momentum``, and re-estimates them exactly in each
+        head-solve pass. ``"auto"`` is ``"eval"`` for layers whose statistics
+        are trained (pretrained weights) and ``"train"`` for those at their
+        initial values (re-initialized layers, random init).
+    bn_momentum : float or None, default=0.1
+        Momentum of the running statistics of the layers that train them;
+        None keeps the backbone's own.
+    cache_prefix : bool or "auto", default="auto"
+        True stores the frozen prefix's output for every training image the
+        first time it runs, so that the SGD epochs and the head solve's
+        feature pass run only the layers after it (:class:`PrefixCache`: the
+        same function, computed once). It costs one prefix output of memory
+        per image and needs ``freeze_mode="prefix"``, ``augment=None``,
+        ``precision="float32"`` and no feature-map regularizer. ``"auto"``
+        is True wherever those hold.
+
+    Examples
+    --------
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from skfastretrain import FastRetrainClassifier, SGDEpoch
+    >>> search = GridSearchCV(
+    ...     FastRetrainClassifier(sgd=SGDEpoch()), {"sgd__momentum": [0.8, 0.9]}
+    ... )
+    >>> search.estimator.get_params()["sgd__momentum"]
+    0.9
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "momentum": [FRACTION],
+        "weight_decay": [NON_NEGATIVE],
+        "lr_schedule": [StrOptions({"constant", "cosine"})],
+        "bn_mode": [StrOptions({"auto", "eval", "train"})],
+        "bn_momentum": [FRACTION, None],
+        "cache_prefix": ["boolean", StrOptions({"auto"})],
+    }
+
+    def __init__(
+        self,
+        *,
+        momentum=0.9,
+        weight_decay=0.0,
+        lr_schedule="constant",
+        bn_mode="auto",
+        bn_momentum=0.1,
+        cache_prefix="auto",
+    ):
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
+        self.bn_mode = bn_mode
+        self.bn_momentum = bn_momentum
+        self.cache_prefix = cache_prefix
+
+
+#: The ``head`` strings and the RidgeHead each stands for.
+HEAD_SHORTCUTS = {"ridge": {}, "residual": {"update": "residual"}}
+
+
+def resolve_head(head):
+    """The estimator's ``head`` parameter as a validated :class:`RidgeHead`."""
+    if isinstance(head, str):
+        head = RidgeHead(**HEAD_SHORTCUTS[head])
+    head._validate_params()
+    return head
+
+
+def resolve_sgd(sgd):
+    """The estimator's ``sgd`` parameter (None: the defaults), validated."""
+    sgd = SGDEpoch() if sgd is None else sgd
+    sgd._validate_params()
+    return sgd
