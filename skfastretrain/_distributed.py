@@ -1,9 +1,9 @@
-"""Data-parallel fit: torch.distributed process groups, shards and DDP.
+"""Data-parallel fit: torch.distributed process groups, shards, reductions.
 
 Everything here is a no-op outside a distributed fit. Under one, each rank
-trains on its own shard through :class:`~torch.nn.parallel.DistributedDataParallel`,
-and the head solve all-reduces its Gram statistics, so every rank ends with
-the same model.
+trains on its own shard through DistributedDataParallel (the training step of
+``_net.FastRetrainNet``), and the head solve all-reduces its Gram statistics,
+so every rank ends with the same model.
 """
 
 import os
@@ -11,13 +11,9 @@ import os
 import numpy as np
 import torch
 import torch.distributed as dist
-from skorch.callbacks import Callback
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, Subset
 
 __all__ = [
-    "DDPEnter",
-    "DDPExit",
     "all_gather_rows",
     "all_reduce_counts",
     "all_reduce_gram",
@@ -180,71 +176,3 @@ def sync_batchnorm_stats(layers):
         bn.running_mean.copy_(parts[1] / total)
         bn.running_var.copy_(parts[2] / total)
         bn.num_batches_tracked.copy_(parts[0].to(bn.num_batches_tracked))
-
-
-class DDPEnter(Callback):
-    """Route each training step through DistributedDataParallel.
-
-    Registered last, so on every training batch it hands skorch the DDP
-    wrapper after the other callbacks' ``on_batch_begin``; :class:`DDPExit`,
-    registered first, puts the plain module back before their
-    ``on_batch_end``. Everything else (the head solve's feature passes,
-    callbacks looking up layers by name, predict) sees ``net.module_`` as
-    the plain module.
-
-    Freezing changes which parameters get gradients from epoch to epoch, so
-    DDP cannot assume a static graph: ``find_unused_parameters=True`` lets it
-    find them by walking the autograd graph once per step, and frozen
-    parameters, unused on every rank, keep no gradient.
-    """
-
-    def __init__(self, sampler, device):
-        self.sampler = sampler
-        self.device = device
-
-    def initialize(self):
-        self.ddp_, self.plain_ = None, None
-        return self
-
-    def on_train_begin(self, net, **kwargs):
-        self.plain_ = net.module_
-        ids = [torch.device(self.device)] if self.device.startswith("cuda") else None
-        self.ddp_ = DistributedDataParallel(
-            net.module_, device_ids=ids, find_unused_parameters=True
-        )
-
-    def on_epoch_begin(self, net, **kwargs):
-        self.sampler.set_epoch(len(net.history))
-
-    def on_batch_begin(self, net, training=False, **kwargs):
-        if training:
-            net.module_ = self.ddp_
-
-    def restore(self, net):
-        if self.plain_ is not None:
-            net.module_ = self.plain_
-
-    def on_train_end(self, net, **kwargs):
-        self.restore(net)
-        # The wrapper holds the process group, which cannot be pickled.
-        self.ddp_, self.plain_ = None, None
-
-
-class DDPExit(Callback):
-    """Put the plain module back after each training step (see DDPEnter).
-
-    At the end of each epoch, before the other callbacks, it also gives
-    every rank rank 0's buffers, as DDP does before each forward: the last
-    step left each rank's BatchNorm running statistics updated from its own
-    batch.
-    """
-
-    def __init__(self, enter):
-        self.enter = enter
-
-    def on_batch_end(self, net, **kwargs):
-        self.enter.restore(net)
-
-    def on_epoch_end(self, net, **kwargs):
-        for buffer in net.module_.buffers():
-            dist.broadcast(buffer, src=0)

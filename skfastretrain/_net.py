@@ -4,14 +4,16 @@ import copy
 import math
 
 import torch
+import torch.distributed as dist
 from skorch import NeuralNetClassifier
 from skorch.callbacks import LRScheduler, ProgressBar
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ._batchnorm import batchnorm_layers, hold_in_eval, setup_batchnorm
 from ._data import AugmentCollate, input_kind, make_augment, model_data
-from ._distributed import DDPEnter, DDPExit, train_sampler
+from ._distributed import train_sampler
 from ._resume import _is_checkpoint, checkpoint_path, fit_recovering
 from ._validation import prefix_cache_applies, resolve_input_size
 from .backbones._module import build_module, first_conv
@@ -24,7 +26,76 @@ from .callbacks._prefix_cache import PrefixCache
 from .callbacks._regularizers import regularizer_components
 from .callbacks._ridge_head import RidgeHeadSolver
 
-__all__ = ["AUTO_LR", "make_net", "probes_lr", "train_net"]
+__all__ = ["AUTO_LR", "FastRetrainNet", "make_net", "probes_lr", "train_net"]
+
+
+class FastRetrainNet(NeuralNetClassifier):
+    """The skorch net of :class:`FastRetrainClassifier`.
+
+    A :class:`~skorch.NeuralNetClassifier` whose training steps, in a
+    data-parallel fit (``ddp_device`` set), run through
+    :class:`~torch.nn.parallel.DistributedDataParallel`: only the step sees
+    the wrapper, so the callbacks, the head solve's feature passes and
+    predict see ``module_`` as the plain module. Freezing changes which
+    parameters get gradients from epoch to epoch, so DDP cannot assume a
+    static graph: ``find_unused_parameters=True`` lets it find them by
+    walking the autograd graph once per step, and frozen parameters, unused
+    on every rank, keep no gradient.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Those of :class:`~skorch.NeuralNetClassifier`.
+    ddp_device : str or None, default=None
+        The device of this rank in a data-parallel fit; None trains alone.
+    """
+
+    def __init__(self, *args, ddp_device=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ddp_device = ddp_device
+
+    def notify(self, method_name, **cb_kwargs):
+        super().notify(method_name, **cb_kwargs)
+        if method_name == "on_train_begin" and self.ddp_device is not None:
+            # After the callbacks' on_train_begin (a resumed fit has loaded
+            # its weights), so the wrapper starts from the fit's state.
+            ids = [torch.device(self.ddp_device)]
+            ids = ids if self.ddp_device.startswith("cuda") else None
+            # Not a component of the net (skorch would register, move and
+            # save it): a wrapper around module_ for the training steps only.
+            vars(self)["_ddp"] = DistributedDataParallel(
+                self.module_, device_ids=ids, find_unused_parameters=True
+            )
+
+    def on_epoch_begin(self, net, **kwargs):
+        super().on_epoch_begin(net, **kwargs)
+        sampler = getattr(self, "iterator_train__sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(len(self.history))
+
+    def on_epoch_end(self, net, **kwargs):
+        super().on_epoch_end(net, **kwargs)
+        if getattr(self, "_ddp", None) is not None:
+            # Before the callbacks (the head solve): every rank takes rank
+            # 0's buffers, as DDP does before each forward; the last step
+            # left each rank's BatchNorm statistics updated from its batch.
+            for buffer in self.module_.buffers():
+                dist.broadcast(buffer, src=0)
+
+    def on_train_end(self, net, **kwargs):
+        super().on_train_end(net, **kwargs)
+        # The wrapper holds the process group, which cannot be pickled.
+        vars(self)["_ddp"] = None
+
+    def train_step_single(self, batch, **fit_params):
+        ddp = getattr(self, "_ddp", None)
+        if ddp is None or not self.module_.training:
+            return super().train_step_single(batch, **fit_params)
+        plain, self.module_ = self.module_, ddp
+        try:
+            return super().train_step_single(batch, **fit_params)
+        finally:
+            self.module_ = plain
 
 
 def make_net(
@@ -44,12 +115,14 @@ def make_net(
     train_collate=None,
     criterion=nn.CrossEntropyLoss,
     train_sampler=None,
+    ddp_device=None,
 ):
-    """A skorch classifier over ``module`` trained by SGD with momentum.
+    """A :class:`FastRetrainNet` over ``module`` trained by SGD with momentum.
 
     ``train_collate`` (augmentation) goes to the training iterator only, so
     the head solve's feature pass and predict see the data unchanged.
-    ``train_sampler`` (a rank's shard) replaces the training shuffle.
+    ``train_sampler`` (a rank's shard) replaces the training shuffle, and
+    ``ddp_device`` makes the training steps data-parallel.
     """
     loader = {"num_workers": num_workers, "pin_memory": pin_memory}
     if train_sampler is None:
@@ -63,7 +136,7 @@ def make_net(
         # A tqdm bar over each epoch's batches; skorch's table prints the
         # per-epoch records. verbose=0 prints nothing (quiet in searches).
         callbacks = [*callbacks, ("progress_bar", ProgressBar())]
-    return NeuralNetClassifier(
+    return FastRetrainNet(
         module,
         criterion=criterion,
         optimizer=torch.optim.SGD,
@@ -78,6 +151,7 @@ def make_net(
         verbose=verbose,
         **{f"iterator_train__{k}": v for k, v in train_loader.items()},
         **{f"iterator_valid__{k}": v for k, v in loader.items()},
+        ddp_device=ddp_device,
     )
 
 
@@ -97,7 +171,7 @@ def train_net(
     """Assemble the module, callbacks and skorch net of ``est``, and fit it.
 
     With ``distributed`` this rank trains on its shard through DDP (see
-    :class:`~skfastretrain._distributed.DDPEnter`) and the head solves
+    :class:`FastRetrainNet`) and the head solves
     reduce their statistics over the ranks. ``head`` and ``sgd`` are the
     resolved :class:`RidgeHead` and :class:`SGDEpoch`; ``plan`` is the
     :class:`RunPlan` of :func:`plan_run`.
@@ -174,7 +248,7 @@ def train_net(
         fit_head=est.ridge_lambda is None or head.init != "ridge",
     )
     callbacks += reg_callbacks
-    sampler = ddp = None
+    sampler = None
     if distributed:
         sampler = train_sampler(len(data), plan.seed)
     if sgd.lr_schedule == "cosine":
@@ -189,9 +263,6 @@ def train_net(
     )
     callbacks += [cb for cb in extra if not _is_checkpoint(cb)]
     callbacks.append(("checkpoint", ckpt))
-    if distributed:
-        ddp = DDPEnter(sampler, device)
-        callbacks = [("ddp_exit", DDPExit(ddp)), *callbacks, ("ddp_enter", ddp)]
     net = make_net(
         module,
         callbacks=callbacks,
@@ -211,6 +282,7 @@ def train_net(
         pin_memory=device.startswith("cuda"),
         train_collate=None if augment is None else AugmentCollate(augment),
         train_sampler=sampler,
+        ddp_device=device if distributed else None,
     )
     held = hold_in_eval(held_bns)
     try:
@@ -218,8 +290,6 @@ def train_net(
     finally:
         for handle in held:
             handle.remove()
-        if ddp is not None:
-            ddp.on_train_end(net)
     names = [n for n, m in module.named_modules() if any(m is h for h in held_bns)]
     return net, tuple(sample.shape[1:]), names
 

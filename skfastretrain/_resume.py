@@ -1,6 +1,5 @@
 """Runs that survive: falling back on interrupts, fingerprints, resuming."""
 
-import hashlib
 import json
 import numbers
 import os
@@ -8,6 +7,7 @@ import re
 import warnings
 from typing import NamedTuple
 
+import joblib
 import numpy as np
 
 from .callbacks._checkpoint import TrainingCheckpoint, module_copy, read_checkpoint
@@ -119,7 +119,7 @@ def _fingerprint(est, X, y, seed):
     data = {
         "shape": shape,
         "dtype": str(getattr(X, "dtype", type(X).__name__)),
-        "labels": hashlib.sha1(np.ascontiguousarray(y).tobytes()).hexdigest(),
+        "labels": joblib.hash(np.asarray(y)),
     }
     return {"params": params, "data": data, "seed": seed}
 

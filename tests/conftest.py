@@ -2,6 +2,7 @@
 
 import copy
 import gzip
+import re
 import struct
 
 import numpy as np
@@ -65,6 +66,14 @@ def write_split(folder, split, images, labels, gzipped):
     image_stem, label_stem = STEMS[split]
     write(folder, image_stem, idx_bytes(images, 0x803), gzipped)
     write(folder, label_stem, idx_bytes(labels, 0x801), gzipped)
+
+
+def invalid_param(param, caller, *valid, got=".*"):
+    """A regex of scikit-learn's InvalidParameterError message for ``param``
+    of ``caller`` that names every option in ``valid`` (sets print in any
+    order) and the value ``got`` (a regex)."""
+    ahead = "".join(f"(?=.*{re.escape(v)})" for v in valid)
+    return f"{ahead}The '{param}' parameter of {caller} must be .* Got {got} instead"
 
 
 def tiny_cnn_classifier(**kwargs):

@@ -10,7 +10,14 @@ from conftest import make_mlp, make_tiny_cnn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from skfastretrain import FastRetrainClassifier
+from skfastretrain import (
+    L2SP,
+    DeltaRegularizer,
+    FastRetrainClassifier,
+    RidgeHead,
+    SGDEpoch,
+    TrainingCheckpoint,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -168,43 +175,85 @@ _not_int = st.one_of(
 _not_positive = st.one_of(st.integers(-5, 0), st.floats(-10, 0), _nonfinite)
 _not_nonneg = st.one_of(st.integers(-5, -1), st.floats(-10, -1e-3), _nonfinite)
 _not_fraction = st.one_of(st.floats(1, 10), st.floats(-10, -1e-3), _nonfinite, _text)
-_not_choice = st.one_of(
-    _text.filter(lambda s: s not in {"auto", "eval", "train"}), st.integers()
-)
+# The valid strings of every choice parameter, so that no generated text is
+# one of them by chance.
+_CHOICES = {
+    "auto",
+    "eval",
+    "train",
+    "random",
+    "prefix",
+    "ridge",
+    "blend",
+    "residual",
+    "constant",
+    "cosine",
+    "l2sp",
+    "delta",
+    "feature_map",
+}
+_not_choice = st.one_of(_text.filter(lambda s: s not in _CHOICES), st.integers())
 
+# Parameters of the estimator, and of its components as "<component>.<name>":
+# the head (RidgeHead), the SGD epoch (SGDEpoch), the regularizers (L2SP,
+# DeltaRegularizer) and the checkpoint (TrainingCheckpoint's path).
 INVALID = {
     "max_epochs": st.one_of(_not_positive, _not_int, st.just(True)),
     "freeze_prob": st.one_of(_not_fraction, st.just([]), st.just([[0.5]])),
     "freeze_mode": _not_choice,
     "ridge_lambda": st.one_of(_not_positive, st.just("AUTO"), st.just([1.0])),
-    "head_blend": st.one_of(_not_positive, st.floats(1.01, 100)),
-    "init_head": _not_choice,
-    "solve_every": st.one_of(_not_positive, _not_int),
-    "reuse_features": st.one_of(_text, st.integers(), st.none()),
-    "head_update": _not_choice,
-    "head_hidden": st.sampled_from([[0], [-1], "8", [[1]], [1.5], 8]),
-    "reinit_layers": st.one_of(st.integers(-5, -1), _not_int, st.just(10**6)),
-    "regularizer": _not_choice,
-    "reg_alpha": _not_nonneg,
-    "reg_beta": _not_nonneg,
-    "reg_layers": st.sampled_from(["2", [1], [None]]),
+    "head": st.one_of(_not_choice, st.sampled_from([SGDEpoch(), RidgeHead])),
+    "head.blend": st.one_of(_not_positive, st.floats(1.01, 100)),
+    "head.init": _not_choice,
+    "head.solve_every": st.one_of(_not_positive, _not_int),
+    "head.reuse_features": st.one_of(_text, st.integers(), st.none()),
+    "head.update": _not_choice,
+    "head.hidden": st.sampled_from([[0], [-1], "8", [[1]], [1.5], 8]),
+    "head.reinit_layers": st.one_of(st.integers(-5, -1), _not_int, st.just(10**6)),
+    "regularizer": st.one_of(_not_choice, st.sampled_from([RidgeHead(), L2SP])),
+    "l2sp.alpha": _not_nonneg,
+    "l2sp.beta": _not_nonneg,
+    "delta.alpha": _not_nonneg,
+    "delta.beta": _not_nonneg,
+    "delta.layers": st.sampled_from(["2", [1], [None]]),
     "lr": st.one_of(_not_positive, _text.filter(lambda t: t != "auto"), st.none()),
-    "momentum": _not_nonneg,
-    "weight_decay": _not_nonneg,
+    "sgd": st.one_of(_text, st.integers(), st.sampled_from([RidgeHead(), SGDEpoch])),
+    "sgd.momentum": _not_nonneg,
+    "sgd.weight_decay": _not_nonneg,
+    "sgd.lr_schedule": _not_choice,
+    "sgd.bn_mode": _not_choice,
+    "sgd.bn_momentum": _not_fraction,
+    "sgd.cache_prefix": st.sampled_from(["yes", 1, None]),
     "batch_size": st.one_of(_not_positive, _not_int),
-    "bn_mode": _not_choice,
-    "bn_momentum": _not_fraction,
     "input_size": st.sampled_from([0, -1, (1, 2, 3), "big", 1.5, (0, 8), [[8]]]),
     "augment": st.sampled_from(["heavy", 5, ["light"]]),
     "num_workers": st.one_of(st.integers(-5, -1), _not_int),
-    "pin_memory": st.sampled_from(["yes", 1, None]),
     "device": st.sampled_from(["tpu", "", "cuda:99", "cpu:x", 5.5, None]),
     "random_state": st.sampled_from(["seed", -1, 1.5, 2**40]),
     "verbose": st.one_of(st.integers(-5, -1), _text),
     "callbacks": st.sampled_from(["abc", 5, [object()], [("name", 5)]]),
-    "checkpoint": st.sampled_from([5, "/nonexistent-dir/x.pt", ".", b"x.pt"]),
+    "checkpoint.path": st.sampled_from([5, "/nonexistent-dir/x.pt", ".", b"x.pt"]),
     "backbone": st.sampled_from(["not_a_model", 5, None, lambda: 5]),
 }
+
+# Where a component's parameter goes: the estimator's parameter and the class.
+COMPONENTS = {
+    "head": ("head", RidgeHead),
+    "sgd": ("sgd", SGDEpoch),
+    "l2sp": ("regularizer", L2SP),
+    "delta": ("regularizer", DeltaRegularizer),
+}
+
+
+def _estimator_params(name, value):
+    """The constructor parameters that give ``name`` the value ``value``."""
+    component, _, field = name.partition(".")
+    if not field:
+        return {name: value}
+    if component == "checkpoint":
+        return {"callbacks": [TrainingCheckpoint(value)]}
+    param, cls = COMPONENTS[component]
+    return {param: cls(**{field: value})}
 
 
 def test_absurd_hyperparameters_are_clear_errors(small_images):
@@ -220,7 +269,7 @@ def test_absurd_hyperparameters_are_clear_errors(small_images):
     def fit_absurd_hyperparameter(param):
         name, value = param
         params = {"backbone": make_tiny_cnn, "max_epochs": 1, "random_state": 0}
-        clf = FastRetrainClassifier(**{**params, name: value})
+        clf = FastRetrainClassifier(**{**params, **_estimator_params(name, value)})
         _expect_clear_error(lambda: clf.fit(X[:60], y[:60]), tried)
 
     fit_absurd_hyperparameter()

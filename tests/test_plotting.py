@@ -8,7 +8,7 @@ import pytest
 from conftest import make_mlp
 from sklearn.exceptions import NotFittedError
 
-from skfastretrain import FastRetrainClassifier
+from skfastretrain import FastRetrainClassifier, RidgeHead
 from skfastretrain._plotting import plot_history
 
 matplotlib = pytest.importorskip("matplotlib")
@@ -66,7 +66,7 @@ def test_draws_on_given_axes(fitted):
 def test_key_missing_in_some_epochs_leaves_gaps(digits):
     X, y = digits
     clf = FastRetrainClassifier(
-        make_mlp(), max_epochs=3, solve_every=2, random_state=0
+        make_mlp(), max_epochs=3, head=RidgeHead(solve_every=2), random_state=0
     ).fit(X[:200], y[:200])
     ax = plot_history(clf, keys=["solve_dur"])
     values = ax.get_lines()[0].get_ydata()

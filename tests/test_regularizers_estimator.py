@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from skfastretrain import FastRetrainClassifier
+from skfastretrain import L2SP, DeltaRegularizer, FastRetrainClassifier
 
 
 def _distance_to_start(clf, start):
@@ -24,16 +24,15 @@ def test_estimator_l2sp_stays_closer_to_pretrained(digit_images):
     module = make_tiny_cnn()
     start = {k: v.clone() for k, v in module.state_dict().items()}
     distances = {}
-    for regularizer in (None, "l2sp"):
+    for name, regularizer in ((None, None), ("l2sp", L2SP(alpha=1.0))):
         clf = FastRetrainClassifier(
             module,
             regularizer=regularizer,
-            reg_alpha=1.0,
             max_epochs=3,
             lr=0.05,
             random_state=0,
         ).fit(X[:300], y[:300])
-        distances[regularizer] = _distance_to_start(clf, start)
+        distances[name] = _distance_to_start(clf, start)
     assert distances["l2sp"] < distances[None]
 
 
@@ -42,10 +41,11 @@ def test_estimator_delta_exposes_attention(digit_images, regularizer):
     from conftest import make_tiny_cnn
 
     X, y, _, _ = digit_images
+    # "feature_map" is DeltaRegularizer(weighted=False): equal weights.
+    weighted = regularizer == "delta"
     clf = FastRetrainClassifier(
         make_tiny_cnn,
-        regularizer=regularizer,
-        reg_layers=["2", "5"],
+        regularizer=DeltaRegularizer(layers=["2", "5"], weighted=weighted),
         max_epochs=1,
         random_state=0,
     ).fit(X[:200], y[:200])

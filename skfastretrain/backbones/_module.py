@@ -48,6 +48,7 @@ class FastRetrainModule(nn.Module):
     """
 
     precision = "float32"  # modules pickled before the option existed
+    feature_source = None
 
     def __init__(self, preprocess, backbone, head, *, precision="float32"):
         super().__init__()
@@ -57,11 +58,14 @@ class FastRetrainModule(nn.Module):
         self.precision = precision
 
     def features(self, x):
-        # A PrefixCache installed for the fit runs only the layers after the
-        # frozen prefix.
-        cache = getattr(self, "_prefix_cache", None)
-        if cache is not None:
-            h = cache.backbone_output(self, x)
+        """The flattened backbone output for raw input ``x``.
+
+        While ``feature_source`` is set (a callable of ``x``, for the time of
+        a fit: :class:`PrefixCache` runs only the layers after a frozen
+        prefix), its result is used unless it is None.
+        """
+        if self.feature_source is not None:
+            h = self.feature_source(x)
             if h is not None:
                 return torch.flatten(h, 1)
         x = self.preprocess(x)
@@ -79,9 +83,9 @@ class FastRetrainModule(nn.Module):
         return self.head(self.features(x))
 
     def __getstate__(self):
-        # The store of a fit in progress is not part of the model.
+        # A source set for a fit in progress is not part of the model.
         state = super().__getstate__()
-        state.pop("_prefix_cache", None)
+        state.pop("feature_source", None)
         return state
 
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import warnings
+from functools import partial
 
 import torch
 import torch.fx
@@ -222,14 +223,14 @@ class PrefixCache(Callback):
             self.status_ = str(exc)
             return
         self._module = module
-        module._prefix_cache = self
+        module.feature_source = partial(self.backbone_output, module)
 
     def on_train_end(self, net, **kwargs):
         self._release()
 
     def _release(self):
         if self._module is not None:
-            self._module._prefix_cache = None
+            self._module.feature_source = None
         self._split, self._module, self._store, self._bytes = None, None, {}, 0
         self.n_stored_ = 0
 

@@ -97,7 +97,7 @@ class RidgeHeadSolver(Callback):
         ``"residual"`` is the recomputation of dense layers: every
         ``nn.Linear`` of the head is corrected by a ridge solve on the
         softmax residual, pulled back through the layers above, with a random
-        keep-mask (the dense-layer recomputation of :ref:`methods`); ``blend``
+        keep-mask (the dense-layer recomputation of :ref:`other_methods`); ``blend``
         is then the rate of the correction.
     keep_prob : float, default=0.9
         Fraction of weights updated by a ``"residual"`` correction.

@@ -4,9 +4,8 @@
 after pruning, for :class:`PruningReport`.
 """
 
-import numpy as np
 import torch
-from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["count_flops", "count_params"]
 
@@ -33,13 +32,14 @@ def count_params(module):
 
 
 def count_flops(module, input_shape):
-    """Multiply-accumulates of the conv and linear layers for one sample.
+    """Multiply-accumulates of the convolutions and matrix products for one sample.
 
-    Counted the standard way with forward hooks: a convolution costs
+    Counted by :class:`torch.utils.flop_counter.FlopCounterMode` (half its
+    floating-point operations): a convolution costs
     ``out_h * out_w * out_channels * (in_channels / groups) * kh * kw``
-    (likewise in 1-D and 3-D), a linear layer ``in_features * out_features``
-    per output row; biases, normalization, activations and pooling are not
-    counted.
+    (likewise in 1-D and 3-D and transposed), a linear layer or matrix
+    product ``in_features * out_features`` per output row; biases,
+    normalization, activations and pooling are not counted.
 
     Parameters
     ----------
@@ -62,36 +62,16 @@ def count_flops(module, input_shape):
     >>> count_flops(model, (1, 8, 8))  # 8*8*4*1*3*3 + 256*10
     4864
     """
-    total = 0
-
-    def hook(m, args, out):
-        nonlocal total
-        if isinstance(m, nn.modules.conv._ConvNd):
-            kernel = int(np.prod(m.kernel_size))
-            if m.transposed:  # each input value scatters into a kernel
-                total += args[0].numel() * m.out_channels // m.groups * kernel
-            else:
-                total += out.numel() * m.in_channels // m.groups * kernel
-        else:
-            total += out.numel() * m.in_features
-
-    layers = [
-        m
-        for m in module.modules()
-        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
-    ]
-    handles = [m.register_forward_hook(hook) for m in layers]
     modes = {m: m.training for m in module.modules()}
     param = next(module.parameters(), None)
     device = param.device if param is not None else "cpu"
     dtype = param.dtype if param is not None and param.is_floating_point() else None
     try:
         module.eval()
-        with torch.no_grad():
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
             module(torch.zeros((1, *input_shape), device=device, dtype=dtype))
     finally:
-        for h in handles:
-            h.remove()
         for m, mode in modes.items():
             m.training = mode
-    return int(total)
+    # torch counts a multiply-accumulate as two floating-point operations.
+    return int(counter.get_total_flops() // 2)

@@ -6,7 +6,12 @@ import torch
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from skfastretrain import FastRetrainClassifier, RidgeHeadSolver
+from skfastretrain import (
+    DeltaRegularizer,
+    FastRetrainClassifier,
+    RidgeHead,
+    RidgeHeadSolver,
+)
 from skfastretrain.callbacks._attention import channel_attention
 
 LAYERS = ["1", "3"]
@@ -77,10 +82,9 @@ def test_estimator_fits_a_head_for_attention_unless_solved(
     )
     clf = FastRetrainClassifier(
         cnn,
-        regularizer="delta",
-        reg_layers=["1"],
+        regularizer=DeltaRegularizer(layers=["1"]),
         ridge_lambda=ridge_lambda,
-        init_head=init_head,
+        head=RidgeHead(init=init_head),
         max_epochs=1,
         random_state=0,
     ).fit(X[:96], y[:96])

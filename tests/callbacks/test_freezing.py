@@ -4,6 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import invalid_param
 from skorch import NeuralNetClassifier
 from torch import nn
 
@@ -165,5 +166,8 @@ def test_everything_unfrozen_after_training(data):
 
 
 def test_bad_mode_raises(data):
-    with pytest.raises(ValueError, match="mode"):
+    match = invalid_param(
+        "mode", "RandomFreezer", "'prefix'", "'random'", got="'middle'"
+    )
+    with pytest.raises(ValueError, match=match):
         _net(RandomFreezer(0.5, mode="middle")).fit(*data)

@@ -3,12 +3,12 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_cnn
+from conftest import invalid_param, make_tiny_cnn
 from sklearn.utils import check_random_state
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from skfastretrain import FastRetrainClassifier, LRProbe
+from skfastretrain import FastRetrainClassifier, LRProbe, RidgeHead
 
 CANDIDATES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
@@ -128,8 +128,8 @@ def test_probe_leaves_no_trace_but_the_rate(blobs):
     [
         ({"candidates": []}, "candidates"),
         ({"candidates": [0.1, -1.0]}, "candidates"),
-        ({"n_steps": 0}, "n_steps"),
-        ({"start": 0.0}, "start"),
+        ({"n_steps": 0}, invalid_param("n_steps", "LRProbe", "[1, inf)", got="0")),
+        ({"start": 0.0}, invalid_param("start", "LRProbe", "(0.0, inf)", got="0.0")),
     ],
 )
 def test_probe_checks_its_parameters(blobs, params, match):
@@ -156,7 +156,9 @@ def test_estimator_lr_auto_is_a_fit_at_the_chosen_rate(small_images):
     assert fixed.lr_ == auto.lr_
 
 
-@pytest.mark.parametrize("params", [{"ridge_lambda": None}, {"init_head": "random"}])
+@pytest.mark.parametrize(
+    "params", [{"ridge_lambda": None}, {"head": RidgeHead(init="random")}]
+)
 def test_lr_auto_without_a_solved_head_is_one_per_mille(small_images, params):
     # A random head makes every fast rate look good to the probe.
     clf = FastRetrainClassifier(

@@ -1,5 +1,6 @@
 import pickle
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -7,7 +8,18 @@ import torch
 from skorch.callbacks import Callback
 from torch import nn
 
-from skfastretrain import FastRetrainClassifier, FastRetrainModule, PrefixCache
+from skfastretrain import (
+    FastRetrainClassifier,
+    FastRetrainModule,
+    PrefixCache,
+    RidgeHead,
+    SGDEpoch,
+)
+
+# The prefix stored, and not: the default cache_prefix="auto" would store it
+# in every fit here (freeze_mode="prefix", no augmentation, float32).
+CACHED = SGDEpoch(cache_prefix=True)
+UNCACHED = SGDEpoch(cache_prefix=False)
 
 
 def _fit(X, y, backbone="efficientnet_lite0", **params):
@@ -43,22 +55,24 @@ def images():
 def test_cached_fit_equals_the_uncached_one(images, backbone, ridge_lambda):
     X, y = images
     init = "random" if ridge_lambda is None else "ridge"
-    kw = {"ridge_lambda": ridge_lambda, "init_head": init}
-    plain = _fit(X, y, backbone, **kw)
-    cached = _fit(X, y, backbone, cache_prefix=True, **kw)
+    kw = {"ridge_lambda": ridge_lambda, "head": RidgeHead(init=init)}
+    plain = _fit(X, y, backbone, sgd=UNCACHED, **kw)
+    cached = _fit(X, y, backbone, sgd=CACHED, **kw)
     np.testing.assert_allclose(
         cached.predict_proba(X), plain.predict_proba(X), rtol=1e-5, atol=1e-6
     )
     # Every training row was stored in the first epoch and reused after it.
     assert cached.history_[:, "prefix_cache_rows"] == [0, len(X)]
-    assert getattr(cached.module_, "_prefix_cache", None) is None
+    # The store is detached from the fitted model.
+    assert cached.module_.feature_source is None
 
 
 def test_the_prefix_runs_once_per_row(images):
     X, y = images
     rows = {}
     for cache in (False, True):
-        clf = _fit(X, y, max_epochs=3, cache_prefix=cache, callbacks=[_CountStem()])
+        sgd = SGDEpoch(cache_prefix=cache)
+        clf = _fit(X, y, max_epochs=3, sgd=sgd, callbacks=[_CountStem()])
         rows[cache] = next(
             cb.rows for _, cb in clf.net_.callbacks_ if isinstance(cb, _CountStem)
         )
@@ -84,10 +98,11 @@ class _CountStem(Callback):
 def test_store_is_dropped_when_the_prefix_is_unfrozen(images):
     X, y = images
     # The frozen fraction falls to 0: the second epoch trains everything.
-    plain = _fit(X, y, freeze_prob=[0.5, 0.0], ridge_lambda=1.0)
+    kw = {"freeze_prob": [0.5, 0.0], "ridge_lambda": 1.0}
+    plain = _fit(X, y, sgd=UNCACHED, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing frozen is no failure
-        cached = _fit(X, y, freeze_prob=[0.5, 0.0], ridge_lambda=1.0, cache_prefix=True)
+        cached = _fit(X, y, sgd=CACHED, **kw)
     np.testing.assert_allclose(
         cached.predict_proba(X), plain.predict_proba(X), rtol=1e-5, atol=1e-6
     )
@@ -118,27 +133,40 @@ def test_untraceable_backbone_warns_and_fits_without_store(images):
     X, y = images
     kw = {"max_epochs": 2, "input_size": None, "ridge_lambda": 1.0}
     backbone = _Branchy()  # deep-copied by each fit
-    plain = _fit(X, y, backbone, **kw)
+    plain = _fit(X, y, backbone, sgd=UNCACHED, **kw)
     with pytest.warns(RuntimeWarning, match="PrefixCache is off"):
-        cached = _fit(X, y, backbone, cache_prefix=True, **kw)
+        cached = _fit(X, y, backbone, sgd=CACHED, **kw)
     np.testing.assert_allclose(cached.predict_proba(X), plain.predict_proba(X))
 
 
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"freeze_mode": "random"}, "freeze_mode='prefix'"),
-        ({"augment": "light"}, "augment=None"),
-        ({"precision": "bfloat16"}, "precision='float32'"),
-        ({"regularizer": "delta"}, "feature maps"),
-        ({"cache_prefix": 1}, "must be a bool"),
+        (
+            {"freeze_mode": "random"},
+            r"SGDEpoch\(cache_prefix=True\) needs freeze_mode='prefix', got 'random'",
+        ),
+        ({"augment": "light"}, r"SGDEpoch\(cache_prefix=True\) needs augment=None"),
+        (
+            {"precision": "bfloat16"},
+            r"SGDEpoch\(cache_prefix=True\) needs precision='float32'",
+        ),
+        (
+            {"regularizer": "delta"},
+            r"SGDEpoch\(cache_prefix=True\) cannot run with a DELTA .*feature maps",
+        ),
+        (
+            {"sgd": SGDEpoch(cache_prefix=1)},
+            r"The 'cache_prefix' parameter of SGDEpoch must be an instance of "
+            r"'bool'.* or a str among \{'auto'\}. Got 1 instead",
+        ),
     ],
 )
 def test_bad_settings_are_refused(images, params, match):
     X, y = images
-    error = TypeError if params.get("cache_prefix") == 1 else ValueError
+    error = TypeError if "sgd" in params else ValueError
     with pytest.raises(error, match=match):
-        _fit(X, y, **{"cache_prefix": True, **params})
+        _fit(X, y, **{"sgd": CACHED, **params})
 
 
 def test_needs_a_fastretrain_module(images):
@@ -157,10 +185,12 @@ def test_needs_a_fastretrain_module(images):
 
 def test_store_is_not_pickled():
     module = FastRetrainModule(nn.Identity(), nn.Linear(3, 3), nn.Linear(3, 2))
-    module._prefix_cache = PrefixCache().initialize()
+    # As PrefixCache installs itself during a fit.
+    cache = PrefixCache().initialize()
+    module.feature_source = partial(cache.backbone_output, module)
     clone = pickle.loads(pickle.dumps(module))
-    assert getattr(clone, "_prefix_cache", None) is None
-    assert module._prefix_cache is not None
+    assert clone.feature_source is None
+    assert module.feature_source is not None
 
 
 def test_max_bytes_zero_stores_nothing():

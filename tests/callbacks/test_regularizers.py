@@ -314,7 +314,9 @@ def test_delta_loss_matches_hand_computation(images):
 @pytest.mark.parametrize("layers", [None, ["conv9"]])
 def test_missing_layers_raise(images, layers):
     net = _net([("delta", DeltaRegularizer(layers=layers))], criterion=DeltaLoss())
-    with pytest.raises(ValueError, match="reg_layers"):
+    found = "no default layers" if layers is None else r"no submodules \['conv9'\]"
+    match = rf"DeltaRegularizer found {found} .*name the layers with layers=\["
+    with pytest.raises(ValueError, match=match):
         net.fit(*images)
 
 
@@ -350,13 +352,18 @@ def test_default_layers(name, wrap):
 
 @pytest.mark.parametrize("name", [None, "l2sp", "delta", "feature_map"])
 def test_regularizer_components_in_plain_skorch(images, name):
-    callbacks, criterion = regularizer_components(
-        name, alpha=0.1, beta=0.01, layers=LAYERS, head="head"
-    )
+    callbacks, criterion = regularizer_components(name, head="head")
     assert [n for n, _ in callbacks] == ([] if name is None else ["regularizer"])
     assert isinstance(criterion, DeltaLoss) == (name in ("delta", "feature_map"))
+    if name is not None:
+        # A name is its class at the default strengths; the strengths and
+        # layers are the instance's parameters.
+        reg = callbacks[0][1]
+        assert reg.head == "head"
+        reg.set_params(alpha=0.1, beta=0.01)
     if name in ("delta", "feature_map"):
         assert callbacks[0][1].weighted == (name == "delta")
+        callbacks[0][1].set_params(layers=LAYERS)
     own = [
         ("freezer", RandomFreezer(0.5, random_state=0)),
         ("ridge", RidgeHeadSolver()),

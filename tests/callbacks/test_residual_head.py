@@ -5,7 +5,7 @@ from sklearn.datasets import make_circles
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from skfastretrain import FastRetrainClassifier, RidgeHeadSolver
+from skfastretrain import FastRetrainClassifier, RidgeHead, RidgeHeadSolver
 from skfastretrain.callbacks._residual_head import (
     _pullback_maps,
     dense_layers,
@@ -107,9 +107,7 @@ def test_estimator_head_hidden_and_residual(circles, hidden):
     X, y = circles
     clf = FastRetrainClassifier(
         nn.Sequential(nn.Linear(2, 16), nn.ReLU()),
-        head_hidden=hidden,
-        head_update="residual",
-        head_blend=1.0,
+        head=RidgeHead(hidden=hidden, update="residual", blend=1.0),
         max_epochs=4,
         random_state=0,
     ).fit(X, y)
@@ -160,8 +158,7 @@ def test_residual_solver_records_each_layers_lambda(circles):
     X, y = circles
     clf = FastRetrainClassifier(
         nn.Sequential(nn.Linear(2, 16), nn.ReLU()),
-        head_hidden=(8,),
-        head_update="residual",
+        head=RidgeHead(hidden=(8,), update="residual"),
         ridge_lambda="auto",
         max_epochs=2,
         random_state=0,

@@ -3,6 +3,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import invalid_param
 from sklearn.linear_model import Ridge
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
@@ -115,7 +116,10 @@ def test_head_must_be_linear(data):
 
 @pytest.mark.parametrize("ridge_lambda", [0.0, -1, "Auto", None, True, [1.0]])
 def test_bad_lambda(data, ridge_lambda):
-    message = f"ridge_lambda must be > 0 or 'auto', got {ridge_lambda!r}"
+    message = (
+        "The 'ridge_lambda' parameter of RidgeHeadSolver must be a float in the "
+        f"range (0.0, inf) or a str among {{'auto'}}. Got {ridge_lambda!r} instead."
+    )
     with pytest.raises(ValueError, match=re.escape(message)):
         _net(RidgeHeadSolver(ridge_lambda)).fit(*data)
 
@@ -200,5 +204,8 @@ class _LabelSpy(Callback):
 
 
 def test_bad_feature_source(data):
-    with pytest.raises(ValueError, match="feature_source"):
+    match = invalid_param(
+        "feature_source", "RidgeHeadSolver", "'pass'", "'sgd'", got="'cache'"
+    )
+    with pytest.raises(ValueError, match=match):
         _net(RidgeHeadSolver(feature_source="cache")).fit(*data)
