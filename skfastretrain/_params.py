@@ -28,6 +28,7 @@ __all__ = [
     "UNIT_INTERVAL",
     "FractionSchedule",
     "InputSize",
+    "LayerNames",
     "Number",
     "validate_constraints",
 ]
@@ -98,6 +99,16 @@ class InputSize(_Constraint):
 
     def __str__(self):
         return "'auto', None, a positive int or a (height, width) pair of them"
+
+
+class LayerNames(_Constraint):
+    """A list or tuple of submodule names (str)."""
+
+    def is_satisfied_by(self, val):
+        return isinstance(val, (list, tuple)) and all(isinstance(v, str) for v in val)
+
+    def __str__(self):
+        return "a list of submodule names (str)"
 
 
 def validate_constraints(obj):

@@ -5,6 +5,7 @@ import os
 import pickle
 import tempfile
 import zipfile
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ import torch.distributed as dist
 from skorch.callbacks import Callback
 
 from .._distributed import is_distributed
+from .._params import validate_constraints
 
 __all__ = [
     "TrainingCheckpoint",
@@ -237,12 +239,27 @@ class TrainingCheckpoint(Callback):
     (5, True)
     """
 
+    _parameter_constraints: ClassVar[dict] = {
+        "path": [str, os.PathLike, None],
+        "resume": ["boolean"],
+        "fingerprint": [str, None],
+    }
+
     def __init__(self, path=None, *, resume=False, fingerprint=None):
         self.path = path
         self.resume = resume
         self.fingerprint = fingerprint
 
     def initialize(self):
+        validate_constraints(self)
+        if self.path is not None:
+            # Here, when the net starts, rather than at the first write.
+            directory = os.path.dirname(os.path.abspath(self.path))
+            if not os.path.isdir(directory) or os.path.isdir(self.path):
+                raise ValueError(
+                    "TrainingCheckpoint's path must be a file in an existing "
+                    f"directory, got {self.path!r}."
+                )
         self.epochs_ = 0
         self.resumed_ = False
         self._snapshot = None

@@ -100,7 +100,7 @@ class LRProbe(Callback):
         "candidates": ["array-like"],
         "start": [POSITIVE],
         "n_steps": [POSITIVE_INT],
-        "max_loss_ratio": [Number(Real, 1, None, closed="neither")],
+        "max_loss_ratio": [Number(Real, 1, None, closed="left")],
         "random_state": ["random_state"],
     }
 

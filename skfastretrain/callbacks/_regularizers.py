@@ -10,7 +10,13 @@ from sklearn.base import clone
 from skorch.callbacks import Callback
 from torch import nn
 
-from .._params import NON_NEGATIVE, POSITIVE, POSITIVE_INT, validate_constraints
+from .._params import (
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    LayerNames,
+    validate_constraints,
+)
 from ..backbones._module import find_head
 from ._attention import channel_attention
 
@@ -227,7 +233,7 @@ class DeltaRegularizer(_Regularizer):
 
     _parameter_constraints: ClassVar[dict] = {
         **L2SP._parameter_constraints,
-        "layers": [list, tuple, None],
+        "layers": [LayerNames(), None],
         "weighted": ["boolean"],
         "attention_batches": [POSITIVE_INT],
         "temperature": [POSITIVE],
@@ -298,7 +304,8 @@ class DeltaRegularizer(_Regularizer):
             found = f"no submodules {missing}" if missing else "no default layers"
             raise ValueError(
                 f"DeltaRegularizer found {found} in {type(module).__name__}; name the "
-                "layers with layers=[...] (reg_layers in FastRetrainClassifier)."
+                "layers with layers=[...] (with FastRetrainClassifier, names "
+                "inside its backbone)."
             )
         return names
 
@@ -374,10 +381,17 @@ def regularizer_components(regularizer, *, head="head", prefix="", fit_head=Fals
     if regularizer is None:
         return [], nn.CrossEntropyLoss
     if isinstance(regularizer, str):
+        if regularizer not in REGULARIZERS:
+            raise ValueError(
+                f"Unknown regularizer {regularizer!r}; valid names: "
+                f"{', '.join(map(repr, REGULARIZERS))}."
+            )
         cls, params = REGULARIZERS[regularizer]
         reg = cls(**params)
     else:
         reg = clone(regularizer)
+    # Before the layer names get their prefix: the given ones are checked.
+    validate_constraints(reg)
     if reg.head is None:
         reg.set_params(head=head)
     if isinstance(reg, L2SP):
