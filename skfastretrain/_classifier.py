@@ -27,7 +27,7 @@ from ._predict import PredictMixin
 from ._resume import plan_run
 from ._validation import check_fit_input, check_params, encode_labels
 from .callbacks import L2SP, DeltaRegularizer
-from .callbacks._regularizers import REGULARIZERS
+from .callbacks._regularizer_names import REGULARIZERS
 
 __all__ = ["FastRetrainClassifier"]
 

@@ -23,7 +23,7 @@ from .callbacks._divergence import DivergenceGuard
 from .callbacks._freezing import RandomFreezer
 from .callbacks._lr_probe import LRProbe
 from .callbacks._prefix_cache import PrefixCache
-from .callbacks._regularizers import regularizer_components
+from .callbacks._regularizer_names import regularizer_components
 from .callbacks._ridge_head import RidgeHeadSolver
 
 __all__ = ["AUTO_LR", "FastRetrainNet", "make_net", "probes_lr", "train_net"]

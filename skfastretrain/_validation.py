@@ -23,7 +23,7 @@ from ._data import (
     to_model_layout,
 )
 from ._params import InputSize
-from .callbacks._regularizers import reads_feature_maps
+from .callbacks._regularizer_names import reads_feature_maps
 
 __all__ = [
     "check_array_input",

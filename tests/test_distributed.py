@@ -237,7 +237,9 @@ def test_distributed_true_outside_torchrun_says_how(monkeypatch, digits):
 def test_distributed_is_validated(value, digits):
     X, y = digits
     clf = FastRetrainClassifier(make_mlp, max_epochs=1, distributed=value)
-    with pytest.raises(ValueError, match="'distributed' parameter .*'bool'.* among {'auto'}"):
+    with pytest.raises(
+        ValueError, match=r"'distributed' parameter .*'bool'.* among \{'auto'\}"
+    ):
         clf.fit(X[:50], y[:50])
 
 

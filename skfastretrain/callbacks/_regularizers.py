@@ -6,7 +6,6 @@ from itertools import product
 from typing import ClassVar
 
 import torch
-from sklearn.base import clone
 from skorch.callbacks import Callback
 from torch import nn
 
@@ -20,7 +19,7 @@ from .._params import (
 from ..backbones._module import find_head
 from ._attention import channel_attention
 
-__all__ = ["L2SP", "DeltaLoss", "DeltaRegularizer", "regularizer_components"]
+__all__ = ["L2SP", "DeltaLoss", "DeltaRegularizer", "default_layers"]
 
 
 class _Regularizer(Callback):
@@ -350,53 +349,3 @@ class DeltaRegularizer(_Regularizer):
             self._criterion.regularizer = None
         self._hooks, self._criterion = [], None
         self.on_batch_end(net)
-
-
-#: The ``regularizer`` strings of the estimator and what each stands for.
-REGULARIZERS = {
-    "l2sp": (L2SP, {}),
-    "delta": (DeltaRegularizer, {}),
-    "feature_map": (DeltaRegularizer, {"weighted": False}),
-}
-
-
-def reads_feature_maps(regularizer):
-    """Whether ``regularizer`` (a name or a callback) hooks feature maps."""
-    if isinstance(regularizer, str):
-        return REGULARIZERS[regularizer][0] is DeltaRegularizer
-    return isinstance(regularizer, DeltaRegularizer)
-
-
-def regularizer_components(regularizer, *, head="head", prefix="", fit_head=False):
-    """Callbacks and criterion adding ``regularizer`` to a skorch net.
-
-    ``regularizer`` is None, a name of :data:`REGULARIZERS` or an
-    :class:`L2SP` or :class:`DeltaRegularizer`, copied with its parameters.
-    ``head`` names the head when the regularizer names none, ``prefix`` is
-    put before the names of a DELTA's ``layers`` (the backbone's place in
-    the module), and ``fit_head=True`` makes a DELTA fit its own head.
-    Returns ``[(name, callback)]``, to add after the head-fitting callback,
-    and ``nn.CrossEntropyLoss`` or a :class:`DeltaLoss` instance.
-    """
-    if regularizer is None:
-        return [], nn.CrossEntropyLoss
-    if isinstance(regularizer, str):
-        if regularizer not in REGULARIZERS:
-            raise ValueError(
-                f"Unknown regularizer {regularizer!r}; valid names: "
-                f"{', '.join(map(repr, REGULARIZERS))}."
-            )
-        cls, params = REGULARIZERS[regularizer]
-        reg = cls(**params)
-    else:
-        reg = clone(regularizer)
-    # Before the layer names get their prefix: the given ones are checked.
-    validate_constraints(reg)
-    if reg.head is None:
-        reg.set_params(head=head)
-    if isinstance(reg, L2SP):
-        return [("regularizer", reg)], nn.CrossEntropyLoss
-    if reg.layers is not None:
-        reg.set_params(layers=[f"{prefix}{name}" for name in reg.layers])
-    reg.set_params(fit_head=reg.fit_head or fit_head)
-    return [("regularizer", reg)], DeltaLoss(nn.CrossEntropyLoss())

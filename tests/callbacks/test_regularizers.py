@@ -14,12 +14,12 @@ from torch.nn import functional as F
 
 from skfastretrain import FastRetrainModule, RandomFreezer, RidgeHeadSolver
 from skfastretrain.backbones._efficientnet_lite import efficientnet_lite
+from skfastretrain.callbacks._regularizer_names import regularizer_components
 from skfastretrain.callbacks._regularizers import (
     L2SP,
     DeltaLoss,
     DeltaRegularizer,
     default_layers,
-    regularizer_components,
 )
 
 LAYERS = ["act1", "act2"]
