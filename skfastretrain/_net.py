@@ -63,7 +63,7 @@ class FastRetrainNet(NeuralNetClassifier):
             ids = ids if self.ddp_device.startswith("cuda") else None
             # Not a component of the net (skorch would register, move and
             # save it): a wrapper around module_ for the training steps only.
-            vars(self)["_ddp"] = DistributedDataParallel(
+            vars(self)["ddp_module_"] = DistributedDataParallel(
                 self.module_, device_ids=ids, find_unused_parameters=True
             )
 
@@ -75,7 +75,7 @@ class FastRetrainNet(NeuralNetClassifier):
 
     def on_epoch_end(self, net, **kwargs):
         super().on_epoch_end(net, **kwargs)
-        if getattr(self, "_ddp", None) is not None:
+        if getattr(self, "ddp_module_", None) is not None:
             # Before the callbacks (the head solve): every rank takes rank
             # 0's buffers, as DDP does before each forward; the last step
             # left each rank's BatchNorm statistics updated from its batch.
@@ -85,11 +85,22 @@ class FastRetrainNet(NeuralNetClassifier):
     def on_train_end(self, net, **kwargs):
         super().on_train_end(net, **kwargs)
         # The wrapper holds the process group, which cannot be pickled.
-        vars(self)["_ddp"] = None
+        vars(self)["ddp_module_"] = None
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        # The epoch's own steps only: a callback's steps (LRProbe's trial
+        # steps on this rank's batches) stay on the plain module.
+        vars(self)["in_epoch_"] = training
+        try:
+            return super().run_single_epoch(
+                iterator, training, prefix, step_fn, **fit_params
+            )
+        finally:
+            vars(self)["in_epoch_"] = False
 
     def train_step_single(self, batch, **fit_params):
-        ddp = getattr(self, "_ddp", None)
-        if ddp is None or not self.module_.training:
+        ddp = getattr(self, "ddp_module_", None)
+        if ddp is None or not getattr(self, "in_epoch_", False):
             return super().train_step_single(batch, **fit_params)
         plain, self.module_ = self.module_, ddp
         try:
