@@ -1,4 +1,5 @@
-"""Checks of FastRetrainClassifier's hyperparameters, run at fit."""
+"""Checks of fit and predict input, and the parameter checks that the
+declared constraints (``_params.py``) cannot express alone."""
 
 import numpy as np
 import scipy.sparse as sp
