@@ -1,5 +1,8 @@
-"""Checks of fit and predict input, and the parameter checks that the
-declared constraints (``_params.py``) cannot express alone."""
+"""Checks of fit and predict input, and of parameters beyond their constraints.
+
+The declared constraints (``_params.py``) check each parameter alone; here
+are the checks between parameters and the device.
+"""
 
 import numpy as np
 import scipy.sparse as sp
