@@ -1,6 +1,7 @@
 """Backbone names and what they resolve to: torchvision, timm, EfficientNet-Lite."""
 
 import copy
+import difflib
 import os
 from dataclasses import dataclass
 
@@ -39,8 +40,10 @@ def _torchvision_model(name, weights):
         enum = torchvision.models.get_model_weights(name).verify(weights)
     except (ValueError, KeyError) as exc:
         valid = [w.name for w in torchvision.models.get_model_weights(name)]
+        hint = _did_you_mean(str(weights), ["DEFAULT", *valid])
         raise ValueError(
-            f"Unknown weights {weights!r} for {name!r}; valid: 'DEFAULT', {valid}."
+            f"Unknown weights {weights!r} for {name!r}.{hint} Valid: 'DEFAULT', "
+            f"{', '.join(map(repr, valid))}, None or a state_dict file."
         ) from exc
     folder = os.path.join(torch.hub.get_dir(), "checkpoints")
     filename = os.path.basename(enum.url)
@@ -86,10 +89,23 @@ def _timm_model(name, weights):
     return model, BackboneSpec(tuple(config["mean"]), tuple(config["std"]), size)
 
 
+def _did_you_mean(value, options):
+    """`` Did you mean 'x'?`` for the options closest to ``value``, or ""."""
+    by_case = {o.lower(): o for o in options}
+    close = difflib.get_close_matches(value.lower(), list(by_case), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return f" Did you mean {' or '.join(repr(by_case[c]) for c in close)}?"
+
+
 def _named_backbone(name, weights):
     if name.startswith("timm:"):
         return _timm_model(name.removeprefix("timm:"), weights)
-    if name.startswith("efficientnet_lite"):
+    valid = sorted([*LITE_SPECS, *torchvision.models.list_models()])
+    if name not in valid and name.lower() in valid:
+        # Every name is lower case: "EfficientNet_Lite0" means the one.
+        name = name.lower()
+    if name in LITE_SPECS:
         model = efficientnet_lite(name, weights=weights)
         # Stochastic depth drops whole residual branches in train mode, so the
         # features SGD sees stray far from the eval-mode ones the head is
@@ -101,10 +117,9 @@ def _named_backbone(name, weights):
         return model, BackboneSpec(LITE_MEAN, LITE_STD, size)
     if name in torchvision.models.list_models():
         return _torchvision_model(name, weights)
-    valid = sorted([*LITE_SPECS, *torchvision.models.list_models()])
     raise ValueError(
-        f"Unknown backbone {name!r}. Valid names: {', '.join(valid)}, and "
-        "'timm:<name>' for timm models."
+        f"Unknown backbone {name!r}.{_did_you_mean(name, valid)} Valid names: "
+        f"{', '.join(valid)}, and 'timm:<name>' for timm models."
     )
 
 

@@ -19,7 +19,13 @@ def load_state_dict_file(module, path):
     """Load a state_dict file into ``module`` without unpickling code."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Weight file not found: {path!r}.")
+        # "default" is the usual slip for the pretrained weights' "DEFAULT".
+        hint = (
+            " For pretrained weights, pass 'DEFAULT'."
+            if path.lower() == "default"
+            else ""
+        )
+        raise FileNotFoundError(f"Weight file not found: {path!r}.{hint}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     try:
         module.load_state_dict(state)
