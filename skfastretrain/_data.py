@@ -209,8 +209,14 @@ class ImageDataset(Dataset):
     def _load(self, i):
         if self.is_paths:
             mode = {1: "L", 3: "RGB"}.get(self.channels)
-            with Image.open(self.source[i]) as img:
-                return _to_chw(img.convert(mode) if mode else img)
+            path = self.source[i]
+            try:
+                with Image.open(path) as img:
+                    return _to_chw(img.convert(mode) if mode else img)
+            except OSError as exc:  # a truncated file decodes only so far
+                raise ValueError(
+                    f"Cannot read image {os.fspath(path)!r}: {exc}"
+                ) from exc
         item = self.source[i]
         return _to_chw(item[0] if isinstance(item, tuple) else item)
 
@@ -234,12 +240,32 @@ def dataset_labels(dataset):
 
 
 def check_paths(paths):
-    """Fail early, with the path, when an image file does not exist."""
+    """Fail before any pass, naming the file, when one is not a readable image.
+
+    Each file's header is opened and verified (PIL's ``verify``, which does
+    not decode the pixels): a missing file is a FileNotFoundError, a folder,
+    a non-image or a corrupt header a ValueError. A file cut short after a
+    valid header is found only when it is decoded, and then named too.
+    """
     for path in paths:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"Expected image file paths, got {type(path).__name__}.")
+        if os.path.isdir(path):
+            raise ValueError(
+                f"{os.fspath(path)!r} is a folder, not an image file; pass the "
+                "paths of the image files in it."
+            )
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Image file not found: {os.fspath(path)!r}.")
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except (OSError, SyntaxError, ValueError) as exc:
+            # PIL's UnidentifiedImageError is an OSError; verify raises
+            # SyntaxError for some broken headers.
+            raise ValueError(
+                f"{os.fspath(path)!r} is not a readable image: {exc}"
+            ) from exc
 
 
 def make_augment(augment, size):

@@ -228,3 +228,66 @@ def test_boolean_images_are_rejected(small_images):
     X, y = small_images
     with pytest.raises(TypeError, match="astype"):
         tiny_cnn_classifier(device="cpu").fit(X > 100, y)
+
+
+def _broken_files(tmp_path, image_files):
+    paths, _ = image_files
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    # A valid header over damaged pixel data: only verify's checksums see it.
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)
+    damaged = tmp_path / "damaged.png"
+    Image.fromarray(noise).save(damaged)
+    data = bytearray(damaged.read_bytes())
+    data[data.index(b"IDAT") + 20] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    return paths, {
+        "corrupt": corrupt,
+        "text": text,
+        "folder": folder,
+        "damaged": damaged,
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "match"),
+    [
+        ("corrupt", r"corrupt\.png' is not a readable image"),
+        ("text", r"notes\.jpg' is not a readable image"),
+        ("folder", r"a_folder' is a folder, not an image file"),
+        ("damaged", r"damaged\.png' is not a readable image: broken PNG"),
+    ],
+)
+def test_unreadable_files_are_named_before_any_pass(tmp_path, image_files, kind, match):
+    paths, broken = _broken_files(tmp_path, image_files)
+    with pytest.raises(ValueError, match=match):
+        check_paths([*paths[:5], str(broken[kind]), *paths[5:]])
+    # Through the estimator: refused before the first (slow) pass.
+    _, y = image_files
+    clf = tiny_cnn_classifier(max_epochs=1)
+    with pytest.raises(ValueError, match=match):
+        clf.fit([*paths[:-1], str(broken[kind])], y)
+
+
+def test_a_truncated_file_is_named_when_decoded(tmp_path):
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(noise).save(path, quality=95)
+    data = path.read_bytes()
+    # Cut inside the scan data: the header still verifies.
+    path.write_bytes(data[:-100])
+    check_paths([str(path)])
+    with pytest.raises(ValueError, match=r"Cannot read image '.*cut\.jpg'"):
+        ImageDataset([str(path)], size=(8, 8))[0]
+    # Cut inside the header: refused by the early check.
+    path.write_bytes(data[:200])
+    with pytest.raises(ValueError, match=r"cut\.jpg' is not a readable image"):
+        check_paths([str(path)])
