@@ -8,7 +8,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.preprocessing import LabelEncoder
-from sklearn.utils._param_validation import validate_parameter_constraints
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
     check_consistent_length,
@@ -26,14 +25,12 @@ from ._data import (
     input_kind,
     to_model_layout,
 )
-from ._params import InputSize
 from .callbacks._regularizer_names import reads_feature_maps
 
 __all__ = [
     "check_array_input",
     "check_fit_input",
     "check_freeze_schedule",
-    "check_input_size",
     "check_params",
     "check_predict_input",
     "encode_labels",
@@ -94,15 +91,8 @@ def resolve_device(device):
     return str(resolved)
 
 
-def check_input_size(input_size):
-    """None, ``"auto"``, or (height, width) from an int or a pair of ints."""
-    validate_parameter_constraints(
-        {"input_size": [InputSize()]},
-        {"input_size": input_size},
-        caller_name="FastRetrainClassifier",
-    )
-    if input_size is None or isinstance(input_size, str):
-        return input_size
+def _as_pair(input_size):
+    """(height, width) from an int or a pair of ints (validated at fit)."""
     size = np.atleast_1d(np.asarray(input_size, dtype=object))
     return (int(size[0]), int(size[-1]))
 
@@ -170,7 +160,7 @@ def resolve_input_size(input_size, pretrained_size, native_size, device):
     if input_size is None:
         return pretrained_size
     if not isinstance(input_size, str):
-        return check_input_size(input_size)
+        return _as_pair(input_size)
     if pretrained_size is None:
         return None
     if str(device).startswith("cuda") or native_size is None:

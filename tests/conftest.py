@@ -68,12 +68,17 @@ def write_split(folder, split, images, labels, gzipped):
     write(folder, label_stem, idx_bytes(labels, 0x801), gzipped)
 
 
-def invalid_param(param, caller, *valid, got=".*"):
-    """A regex of scikit-learn's InvalidParameterError message for ``param``
-    of ``caller`` that names every option in ``valid`` (sets print in any
-    order) and the value ``got`` (a regex)."""
+def options(*valid, got=".*", prefix=""):
+    """A regex of scikit-learn's InvalidParameterError message naming every
+    option in ``valid`` (sets print in any order) and the value ``got`` (a
+    regex), after ``prefix``."""
     ahead = "".join(f"(?=.*{re.escape(v)})" for v in valid)
-    return f"{ahead}The '{param}' parameter of {caller} must be .* Got {got} instead"
+    return f"{ahead}{prefix}must be .* Got {got} instead"
+
+
+def invalid_param(param, caller, *valid, got=".*"):
+    """:func:`options` for ``param`` of ``caller``."""
+    return options(*valid, got=got, prefix=f"The '{param}' parameter of {caller} ")
 
 
 def tiny_cnn_classifier(**kwargs):

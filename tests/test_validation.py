@@ -1,9 +1,8 @@
 """Input and hyperparameter checks of FastRetrainClassifier (_validation.py)."""
 
-import re
-
 import numpy as np
 import pytest
+from conftest import options
 from conftest import tiny_cnn_classifier as _cnn
 from sklearn.utils._param_validation import InvalidParameterError
 from skorch import NeuralNetClassifier
@@ -66,12 +65,6 @@ def test_predict_shape_mismatch_raises(small_images, X_predict, match):
 def test_unknown_backbone_name_lists_names(small_images):
     with pytest.raises(ValueError, match=r"Valid names: .*resnet18"):
         FastRetrainClassifier("not_a_net").fit(*small_images)
-
-
-def options(*valid, got=".*"):
-    """A message naming every valid option (sets print in any order)."""
-    ahead = "".join(f"(?=.*{re.escape(v)})" for v in valid)
-    return f"{ahead}must be .* Got {got} instead"
 
 
 @pytest.mark.parametrize(
