@@ -64,8 +64,8 @@ print(classification_report(y_test, y_pred, digits=3))
 # %%
 # Confusion matrix and training history
 # -------------------------------------
-# ``train_acc`` is measured on the training set during each head solve's
-# feature pass, just before the head is updated.
+# ``train_acc`` is the accuracy of each epoch's model (after its head solve) on
+# up to 2,048 training rows.
 
 clf = pipe[-1]
 fig, (ax_cm, ax_hist) = plt.subplots(1, 2, figsize=(10, 4.2))

@@ -7,7 +7,8 @@ The path from data to prediction, one place per step (see the Design page):
 - freezing, the learning-rate probe, the prefix cache, the head solve and the
   transfer regularizers: skorch callbacks in :mod:`.callbacks`;
 - the SGD epoch: the skorch net assembled in ``_net.py``, configured by
-  :class:`SGDEpoch`; the head by :class:`RidgeHead`;
+  :class:`SGDEpoch`; the head by :class:`RidgeHead`; early stopping by
+  :class:`EarlyStopping`;
 - Gram statistics and the ridge solve: :mod:`.linalg`;
 - pruning: :mod:`.pruning`;
 
@@ -16,7 +17,7 @@ all driven by :class:`FastRetrainClassifier`.
 
 from . import backbones, callbacks, datasets, linalg, pruning
 from ._classifier import FastRetrainClassifier
-from ._components import RidgeHead, SGDEpoch
+from ._components import EarlyStopping, RidgeHead, SGDEpoch
 from ._plotting import plot_history
 from .backbones import FastRetrainModule, efficientnet_lite
 from .callbacks import (
@@ -27,11 +28,13 @@ from .callbacks import (
     DivergenceError,
     DivergenceGuard,
     DivergenceWarning,
+    EpochTable,
     LRProbe,
     PrefixCache,
     RandomFreezer,
     RidgeHeadSolver,
     TrainingCheckpoint,
+    ValidationScoring,
 )
 from .linalg import LAMBDA_GRID, GramAccumulator, ridge_solve, select_lambda
 from .pruning import PruningReport, count_flops, count_params, prune_filters
@@ -47,6 +50,8 @@ __all__ = [
     "DivergenceError",
     "DivergenceGuard",
     "DivergenceWarning",
+    "EarlyStopping",
+    "EpochTable",
     "FastRetrainClassifier",
     "FastRetrainModule",
     "GramAccumulator",
@@ -58,6 +63,7 @@ __all__ = [
     "RidgeHeadSolver",
     "SGDEpoch",
     "TrainingCheckpoint",
+    "ValidationScoring",
     "__version__",
     "backbones",
     "callbacks",

@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._components import HEAD_SHORTCUTS, RidgeHead, SGDEpoch
+from ._components import HEAD_SHORTCUTS, EarlyStopping, RidgeHead, SGDEpoch
 from ._distributed import broadcast_seed, setup_distributed
 from ._net import AUTO_LR, probes_lr, train_net
 from ._params import (
@@ -92,12 +92,21 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         backbone. It is copied at fit.
     sgd : SGDEpoch or None, default=None
         How the SGD epochs run (:class:`SGDEpoch`): momentum, weight decay,
-        learning-rate schedule, BatchNorm handling and the prefix cache.
-        None is ``SGDEpoch()``: momentum 0.9, no weight decay, a constant
-        rate, pretrained BatchNorm statistics held, the frozen prefix stored
-        wherever that computes the same function.
+        learning-rate schedule, BatchNorm handling, the prefix cache and
+        augmentation. None is ``SGDEpoch()``: momentum 0.9, no weight decay,
+        a constant rate, pretrained BatchNorm statistics held, the frozen
+        prefix stored wherever that computes the same function, no
+        augmentation.
     max_epochs : int, default=3
         Number of epochs (held-out accuracy levels off after 3 in our pilot).
+    early_stopping : bool or EarlyStopping, default=False
+        Hold out a stratified 10% of the training rows, score the model on
+        them after every epoch (``valid_loss`` and ``valid_acc`` in
+        ``history_``), stop after 2 epochs without improvement and keep the
+        best epoch's weights. ``True`` is :class:`EarlyStopping` ``()``; an
+        instance sets ``validation_fraction``, ``n_iter_no_change``,
+        ``tol`` and ``scoring`` (``early_stopping__validation_fraction``
+        in ``GridSearchCV``).
     lr : float or "auto", default="auto"
         SGD learning rate. ``"auto"`` picks it before the first epoch by a
         short probe of a few SGD steps per candidate rate from the
@@ -116,11 +125,6 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         most the pretrained size (28 px Fashion-MNIST: 64 px, 1.4x faster
         than 96 px and as accurate in our pilot). The size used is
         ``input_size_``.
-    augment : None, "light" or callable, default=None
-        Per-sample augmentation in the SGD epochs only (never in the head
-        solve's feature pass or at predict): ``"light"`` is a random resized
-        crop (scale 0.7-1) and a horizontal flip; a callable is applied to
-        each (C, H, W) tensor, e.g. a torchvision transform.
     precision : {"float32", "bfloat16"}, default="float32"
         ``"bfloat16"`` runs the backbone under bf16 autocast (SGD epochs,
         feature passes and predict) with channels-last images and weights;
@@ -147,8 +151,13 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         model. ``batch_size`` is per rank. See the "Scaling out" page.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialization, shuffling, freezing draws and dropout.
-    verbose : int, default=0
-        0 prints nothing; 1 prints skorch's per-epoch table.
+    verbose : int or "auto", default="auto"
+        0 prints nothing; 1 shows a progress bar on every pass over the data
+        (the SGD epochs, the head solves' feature passes, the learning-rate
+        probe, the validation score and predict; tqdm, also in notebooks)
+        and prints one aligned row per epoch. ``"auto"`` is 1 in a terminal
+        or a notebook and 0 when the output goes to a file or a pipe (and
+        so in tests and batch jobs).
     callbacks : list of skorch callbacks or None, default=None
         Extra callbacks, run after the estimator's own (copied at fit). A
         :class:`TrainingCheckpoint` among them saves the state of the fit,
@@ -169,6 +178,9 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         The SGD learning rate used (chosen by the probe with ``lr="auto"``).
     input_size_ : tuple of int or None
         (height, width) images are resized to inside the model.
+    best_epoch_ : int or None
+        With ``early_stopping``, the epoch whose weights the estimator keeps;
+        None otherwise.
     held_batchnorm_ : list of str
         BatchNorm layers (names in ``module_``) held in eval mode during SGD.
     net_ : skorch.NeuralNetClassifier
@@ -180,8 +192,8 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         ``"feature_map"``) per compared layer; None otherwise.
     history_ : skorch.History
         Per-epoch records: ``train_loss``, ``dur`` (SGD epoch seconds),
-        ``frozen_fraction``, and where solved ``solve_dur``, ``train_acc``
-        (before the solve), ``ridge_acc`` and ``solved_acc`` (training
+        ``frozen_fraction``, and where solved ``solve_dur``, ``train_acc_before_solve``
+        (before the solve), ``train_acc_ridge`` and ``train_acc`` (training
         accuracy of the ridge solution and of the updated head, on up to
         2,048 rows); ``probe_lr`` in the first row with ``lr="auto"``;
         ``diverged`` and ``kept_epoch`` in the last row of a fit that
@@ -214,16 +226,16 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         "regularizer": [StrOptions(set(REGULARIZERS)), L2SP, DeltaRegularizer, None],
         "sgd": [SGDEpoch, None],
         "max_epochs": [POSITIVE_INT],
+        "early_stopping": ["boolean", EarlyStopping],
         "lr": [POSITIVE, StrOptions({"auto"})],
         "batch_size": [POSITIVE_INT],
         "input_size": [InputSize()],
-        "augment": [StrOptions({"light"}), callable, None],
         "precision": [StrOptions({"float32", "bfloat16"})],
         "num_workers": [NON_NEGATIVE_INT],
         "device": [str],
         "distributed": ["boolean", StrOptions({"auto"})],
         "random_state": ["random_state"],
-        "verbose": [NON_NEGATIVE_INT],
+        "verbose": [NON_NEGATIVE_INT, StrOptions({"auto"})],
         "callbacks": [list, tuple, None],
     }
 
@@ -239,16 +251,16 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         regularizer: str | L2SP | DeltaRegularizer | None = None,
         sgd: SGDEpoch | None = None,
         max_epochs: int = 3,
+        early_stopping: bool | EarlyStopping = False,
         lr: float | Literal["auto"] = "auto",
         batch_size: int = 32,
         input_size: int | tuple[int, int] | Literal["auto"] | None = "auto",
-        augment: Literal["light"] | Callable | None = None,
         precision: Literal["float32", "bfloat16"] = "float32",
         num_workers: int = 0,
         device: str = "auto",
         distributed: bool | Literal["auto"] = "auto",
         random_state: int | np.random.RandomState | None = None,
-        verbose: int = 0,
+        verbose: int | Literal["auto"] = "auto",
         callbacks: list | None = None,
     ):
         self.backbone = backbone
@@ -260,10 +272,10 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         self.regularizer = regularizer
         self.sgd = sgd
         self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
         self.lr = lr
         self.batch_size = batch_size
         self.input_size = input_size
-        self.augment = augment
         self.precision = precision
         self.num_workers = num_workers
         self.device = device
@@ -339,8 +351,9 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         if self.lr_ is None:
             self.lr_ = AUTO_LR if isinstance(self.lr, str) else self.lr
         self.input_size_ = net.module_.preprocess.size
-        regularizer = dict(net.callbacks_).get("regularizer")
-        self.attention_ = getattr(regularizer, "attention_", None)
+        callbacks = dict(net.callbacks_)
+        self.attention_ = getattr(callbacks.get("regularizer"), "attention_", None)
+        self.best_epoch_ = getattr(callbacks.get("validation"), "best_epoch_", None)
         return self
 
     @property

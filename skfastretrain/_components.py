@@ -1,4 +1,4 @@
-"""The estimator's variants as objects: the head and the SGD epoch.
+"""The estimator's variants as objects: the head, the SGD epoch, early stopping.
 
 Each is a small scikit-learn estimator holding parameters only, so that
 :class:`~sklearn.model_selection.GridSearchCV` reaches them as
@@ -6,6 +6,7 @@ Each is a small scikit-learn estimator holding parameters only, so that
 skorch callbacks and net options of a fit (``_net.py``).
 """
 
+from numbers import Real
 from typing import ClassVar
 
 from sklearn.base import BaseEstimator
@@ -17,9 +18,17 @@ from ._params import (
     NON_NEGATIVE_INT,
     POSITIVE_INT,
     UNIT_INTERVAL,
+    Number,
 )
 
-__all__ = ["RidgeHead", "SGDEpoch", "resolve_head", "resolve_sgd"]
+__all__ = [
+    "EarlyStopping",
+    "RidgeHead",
+    "SGDEpoch",
+    "resolve_early_stopping",
+    "resolve_head",
+    "resolve_sgd",
+]
 
 
 class RidgeHead(BaseEstimator):
@@ -149,6 +158,12 @@ class SGDEpoch(BaseEstimator):
         per image and needs ``freeze_mode="prefix"``, ``augment=None``,
         ``precision="float32"`` and no feature-map regularizer. ``"auto"``
         is True wherever those hold.
+    augment : None, "light" or callable, default=None
+        Per-sample augmentation in the SGD epochs only (never in the head
+        solve's feature pass, the validation score or predict): ``"light"``
+        is a random resized crop (scale 0.7-1) and a horizontal flip; a
+        callable is applied to each (C, H, W) tensor, e.g. a torchvision
+        transform.
 
     Examples
     --------
@@ -168,6 +183,7 @@ class SGDEpoch(BaseEstimator):
         "bn_mode": [StrOptions({"auto", "eval", "train"})],
         "bn_momentum": [FRACTION, None],
         "cache_prefix": ["boolean", StrOptions({"auto"})],
+        "augment": [StrOptions({"light"}), callable, None],
     }
 
     def __init__(
@@ -179,6 +195,7 @@ class SGDEpoch(BaseEstimator):
         bn_mode="auto",
         bn_momentum=0.1,
         cache_prefix="auto",
+        augment=None,
     ):
         self.momentum = momentum
         self.weight_decay = weight_decay
@@ -186,6 +203,61 @@ class SGDEpoch(BaseEstimator):
         self.bn_mode = bn_mode
         self.bn_momentum = bn_momentum
         self.cache_prefix = cache_prefix
+        self.augment = augment
+
+
+class EarlyStopping(BaseEstimator):
+    """Hold out training rows, score them each epoch, stop when they stall.
+
+    Passed as ``FastRetrainClassifier(early_stopping=EarlyStopping(...))``
+    (``early_stopping=True`` is ``EarlyStopping()``), with the meanings of
+    :class:`~sklearn.neural_network.MLPClassifier`'s parameters of the same
+    names: a stratified ``validation_fraction`` of the training rows is set
+    aside (the SGD epochs, the head solves and the learning-rate probe never
+    see it), the model is scored on it after each epoch's head solve
+    (``valid_loss`` and ``valid_acc`` in ``history_``), training stops once
+    the score has not improved by more than ``tol`` for
+    ``n_iter_no_change`` epochs in a row, and the estimator keeps the
+    weights of the best epoch (``best_epoch_``). The skorch callback that
+    does it is :class:`~skfastretrain.callbacks.ValidationScoring`.
+
+    Parameters
+    ----------
+    validation_fraction : float, default=0.1
+        Share of the training rows held out, in (0, 1); each class must get
+        at least one row on both sides.
+    n_iter_no_change : int or None, default=2
+        Epochs without improvement before stopping (an epoch costs far more
+        than an iteration of ``MLPClassifier``, whose default is 10). None
+        never stops early but still keeps the best epoch.
+    tol : float, default=1e-4
+        The smallest improvement that counts.
+    scoring : {"loss", "accuracy"}, default="loss"
+        The score watched: the validation log loss (smoother on a few
+        hundred rows) or the validation accuracy.
+
+    Examples
+    --------
+    >>> from skfastretrain import EarlyStopping, FastRetrainClassifier
+    >>> clf = FastRetrainClassifier(early_stopping=EarlyStopping(n_iter_no_change=3))
+    >>> clf.get_params()["early_stopping__validation_fraction"]
+    0.1
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "validation_fraction": [Number(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [POSITIVE_INT, None],
+        "tol": [NON_NEGATIVE],
+        "scoring": [StrOptions({"loss", "accuracy"})],
+    }
+
+    def __init__(
+        self, *, validation_fraction=0.1, n_iter_no_change=2, tol=1e-4, scoring="loss"
+    ):
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.scoring = scoring
 
 
 #: The ``head`` strings and the RidgeHead each stands for.
@@ -205,3 +277,12 @@ def resolve_sgd(sgd):
     sgd = SGDEpoch() if sgd is None else sgd
     sgd._validate_params()
     return sgd
+
+
+def resolve_early_stopping(early_stopping):
+    """The estimator's ``early_stopping`` as a validated EarlyStopping, or None."""
+    if early_stopping is False:
+        return None
+    early_stopping = EarlyStopping() if early_stopping is True else early_stopping
+    early_stopping._validate_params()
+    return early_stopping

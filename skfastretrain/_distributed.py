@@ -11,9 +11,11 @@ import os
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, Subset
 
 __all__ = [
+    "DataParallelSteps",
     "all_gather_rows",
     "all_reduce_counts",
     "all_reduce_gram",
@@ -176,3 +178,73 @@ def sync_batchnorm_stats(layers):
         bn.running_mean.copy_(parts[1] / total)
         bn.running_var.copy_(parts[2] / total)
         bn.num_batches_tracked.copy_(parts[0].to(bn.num_batches_tracked))
+
+
+class DataParallelSteps:
+    """Mixin for a skorch net: the epoch's training steps through DDP.
+
+    In a data-parallel fit (the net's ``ddp_device`` set), the training
+    steps run through
+    :class:`~torch.nn.parallel.DistributedDataParallel`: only the step sees
+    the wrapper, so the callbacks, the head solve's feature passes and
+    predict see ``module_`` as the plain module. Freezing changes which
+    parameters get gradients from epoch to epoch, so DDP cannot assume a
+    static graph: ``find_unused_parameters=True`` lets it find them by
+    walking the autograd graph once per step, and frozen parameters, unused
+    on every rank, keep no gradient. Each epoch the sampler learns its
+    epoch, and at its end every rank takes rank 0's buffers.
+    """
+
+    def notify(self, method_name, **cb_kwargs):
+        super().notify(method_name, **cb_kwargs)
+        if method_name == "on_train_begin" and self.ddp_device is not None:
+            # After the callbacks' on_train_begin (a resumed fit has loaded
+            # its weights), so the wrapper starts from the fit's state.
+            ids = [torch.device(self.ddp_device)]
+            ids = ids if self.ddp_device.startswith("cuda") else None
+            # Not a component of the net (skorch would register, move and
+            # save it): a wrapper around module_ for the training steps only.
+            vars(self)["ddp_module_"] = DistributedDataParallel(
+                self.module_, device_ids=ids, find_unused_parameters=True
+            )
+
+    def on_epoch_begin(self, net, **kwargs):
+        super().on_epoch_begin(net, **kwargs)
+        sampler = getattr(self, "iterator_train__sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(len(self.history))
+
+    def on_epoch_end(self, net, **kwargs):
+        super().on_epoch_end(net, **kwargs)
+        if getattr(self, "ddp_module_", None) is not None:
+            # Before the callbacks (the head solve): every rank takes rank
+            # 0's buffers, as DDP does before each forward; the last step
+            # left each rank's BatchNorm statistics updated from its batch.
+            for buffer in self.module_.buffers():
+                dist.broadcast(buffer, src=0)
+
+    def on_train_end(self, net, **kwargs):
+        super().on_train_end(net, **kwargs)
+        # The wrapper holds the process group, which cannot be pickled.
+        vars(self)["ddp_module_"] = None
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        # The epoch's own steps only: a callback's steps (LRProbe's trial
+        # steps on this rank's batches) stay on the plain module.
+        vars(self)["in_epoch_"] = training
+        try:
+            return super().run_single_epoch(
+                iterator, training, prefix, step_fn, **fit_params
+            )
+        finally:
+            vars(self)["in_epoch_"] = False
+
+    def train_step_single(self, batch, **fit_params):
+        ddp = getattr(self, "ddp_module_", None)
+        if ddp is None or not getattr(self, "in_epoch_", False):
+            return super().train_step_single(batch, **fit_params)
+        plain, self.module_ = self.module_, ddp
+        try:
+            return super().train_step_single(batch, **fit_params)
+        finally:
+            self.module_ = plain

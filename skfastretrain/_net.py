@@ -4,43 +4,47 @@ import copy
 import math
 
 import torch
-import torch.distributed as dist
 from skorch import NeuralNetClassifier
 from skorch.callbacks import LRScheduler, ProgressBar
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ._batchnorm import batchnorm_layers, hold_in_eval, setup_batchnorm
+from ._components import resolve_early_stopping
 from ._data import AugmentCollate, input_kind, make_augment, model_data
-from ._distributed import train_sampler
+from ._distributed import DataParallelSteps, train_sampler
 from ._resume import _is_checkpoint, checkpoint_path, fit_recovering
 from ._validation import prefix_cache_applies, resolve_input_size
 from .backbones._module import build_module, first_conv
 from .backbones._registry import resolve_backbone
-from .callbacks._checkpoint import TrainingCheckpoint
+from .callbacks._checkpoint import TrainingCheckpoint, without_caches
 from .callbacks._divergence import DivergenceGuard
 from .callbacks._freezing import RandomFreezer
 from .callbacks._lr_probe import LRProbe
 from .callbacks._prefix_cache import PrefixCache
+from .callbacks._progress import EpochTable, resolve_verbose, table_columns
 from .callbacks._regularizer_names import regularizer_components
 from .callbacks._ridge_head import RidgeHeadSolver
+from .callbacks._validation import ValidationScoring, validation_split
 
-__all__ = ["AUTO_LR", "FastRetrainNet", "make_net", "probes_lr", "train_net"]
+__all__ = [
+    "AUTO_LR",
+    "FastRetrainNet",
+    "make_net",
+    "probes_lr",
+    "train_net",
+]
 
 
-class FastRetrainNet(NeuralNetClassifier):
+class FastRetrainNet(DataParallelSteps, NeuralNetClassifier):
     """The skorch net of :class:`FastRetrainClassifier`.
 
     A :class:`~skorch.NeuralNetClassifier` whose training steps, in a
     data-parallel fit (``ddp_device`` set), run through
-    :class:`~torch.nn.parallel.DistributedDataParallel`: only the step sees
-    the wrapper, so the callbacks, the head solve's feature passes and
-    predict see ``module_`` as the plain module. Freezing changes which
-    parameters get gradients from epoch to epoch, so DDP cannot assume a
-    static graph: ``find_unused_parameters=True`` lets it find them by
-    walking the autograd graph once per step, and frozen parameters, unused
-    on every rank, keep no gradient.
+    :class:`~torch.nn.parallel.DistributedDataParallel`
+    (:class:`DataParallelSteps`), whose per-epoch table keeps its columns
+    (:class:`EpochTable`), and whose pickles leave out what only more
+    training would use.
 
     Parameters
     ----------
@@ -48,65 +52,73 @@ class FastRetrainNet(NeuralNetClassifier):
         Those of :class:`~skorch.NeuralNetClassifier`.
     ddp_device : str or None, default=None
         The device of this rank in a data-parallel fit; None trains alone.
+    table_columns : sequence of str or None, default=None
+        The columns of the per-epoch table (:class:`EpochTable`), fixed so
+        that every row lines up; None takes the first row's keys.
+    keep_training_state : bool, default=False
+        Whether a pickle keeps what only more training would use: the
+        optimizer's momentum buffers and the last head solve's Gram
+        statistics (``RidgeHeadSolver.stats_``), each as large as the model
+        or larger. The net in memory keeps them either way.
+
+    Notes
+    -----
+    The validation split (``train_split``) is scored by a
+    :class:`ValidationScoring` callback after the epoch's other callbacks
+    (the head solve), so skorch's own validation pass during the epoch,
+    which would score the model before the solve, does not run, and
+    neither do its ``valid_loss`` and ``valid_acc`` scorers.
     """
 
-    def __init__(self, *args, ddp_device=None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        ddp_device=None,
+        table_columns=None,
+        keep_training_state=False,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.ddp_device = ddp_device
+        self.table_columns = table_columns
+        self.keep_training_state = keep_training_state
 
-    def notify(self, method_name, **cb_kwargs):
-        super().notify(method_name, **cb_kwargs)
-        if method_name == "on_train_begin" and self.ddp_device is not None:
-            # After the callbacks' on_train_begin (a resumed fit has loaded
-            # its weights), so the wrapper starts from the fit's state.
-            ids = [torch.device(self.ddp_device)]
-            ids = ids if self.ddp_device.startswith("cuda") else None
-            # Not a component of the net (skorch would register, move and
-            # save it): a wrapper around module_ for the training steps only.
-            vars(self)["ddp_module_"] = DistributedDataParallel(
-                self.module_, device_ids=ids, find_unused_parameters=True
-            )
-
-    def on_epoch_begin(self, net, **kwargs):
-        super().on_epoch_begin(net, **kwargs)
-        sampler = getattr(self, "iterator_train__sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(len(self.history))
-
-    def on_epoch_end(self, net, **kwargs):
-        super().on_epoch_end(net, **kwargs)
-        if getattr(self, "ddp_module_", None) is not None:
-            # Before the callbacks (the head solve): every rank takes rank
-            # 0's buffers, as DDP does before each forward; the last step
-            # left each rank's BatchNorm statistics updated from its batch.
-            for buffer in self.module_.buffers():
-                dist.broadcast(buffer, src=0)
-
-    def on_train_end(self, net, **kwargs):
-        super().on_train_end(net, **kwargs)
-        # The wrapper holds the process group, which cannot be pickled.
-        vars(self)["ddp_module_"] = None
+    def __getstate__(self):
+        optimizer = vars(self).get("optimizer_")
+        if self.keep_training_state or optimizer is None:
+            return super().__getstate__()
+        # skorch serializes the optimizer inside super().__getstate__, so its
+        # state is swapped out only for that call.
+        saved, optimizer.state = optimizer.state, type(optimizer.state)()
+        try:
+            state = super().__getstate__()
+        finally:
+            optimizer.state = saved
+        state["callbacks_"] = [
+            (name, without_caches(cb)) for name, cb in state["callbacks_"]
+        ]
+        return state
 
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
-        # The epoch's own steps only: a callback's steps (LRProbe's trial
-        # steps on this rank's batches) stay on the plain module.
-        vars(self)["in_epoch_"] = training
-        try:
-            return super().run_single_epoch(
-                iterator, training, prefix, step_fn, **fit_params
-            )
-        finally:
-            vars(self)["in_epoch_"] = False
+        if not training and prefix == "valid":
+            # ValidationScoring scores these rows after the head solve.
+            return None
+        return super().run_single_epoch(
+            iterator, training, prefix, step_fn, **fit_params
+        )
 
-    def train_step_single(self, batch, **fit_params):
-        ddp = getattr(self, "ddp_module_", None)
-        if ddp is None or not getattr(self, "in_epoch_", False):
-            return super().train_step_single(batch, **fit_params)
-        plain, self.module_ = self.module_, ddp
-        try:
-            return super().train_step_single(batch, **fit_params)
-        finally:
-            self.module_ = plain
+    @property
+    def _default_callbacks(self):
+        drop = {"valid_loss", "valid_acc", "print_log"}
+        columns = self.table_columns
+        return [
+            *(
+                (name, cb)
+                for name, cb in super()._default_callbacks
+                if name not in drop
+            ),
+            ("print_log", EpochTable(columns, keys_ignored=_UNTABULATED)),
+        ]
 
 
 def make_net(
@@ -127,13 +139,16 @@ def make_net(
     criterion=nn.CrossEntropyLoss,
     train_sampler=None,
     ddp_device=None,
+    train_split=None,
+    table_columns=None,
 ):
     """A :class:`FastRetrainNet` over ``module`` trained by SGD with momentum.
 
     ``train_collate`` (augmentation) goes to the training iterator only, so
     the head solve's feature pass and predict see the data unchanged.
-    ``train_sampler`` (a rank's shard) replaces the training shuffle, and
-    ``ddp_device`` makes the training steps data-parallel.
+    ``train_sampler`` (a rank's shard) replaces the training shuffle,
+    ``ddp_device`` makes the training steps data-parallel, and
+    ``train_split`` holds out the validation rows.
     """
     loader = {"num_workers": num_workers, "pin_memory": pin_memory}
     if train_sampler is None:
@@ -144,9 +159,10 @@ def make_net(
         train_loader["collate_fn"] = train_collate
     callbacks = [("divergence_guard", DivergenceGuard()), *callbacks]
     if verbose:
-        # A tqdm bar over each epoch's batches; skorch's table prints the
-        # per-epoch records. verbose=0 prints nothing (quiet in searches).
-        callbacks = [*callbacks, ("progress_bar", ProgressBar())]
+        # A tqdm bar over each epoch's batches; first, so that it closes
+        # before the head solve's and the validation's bars open. The table
+        # prints the per-epoch records.
+        callbacks = [("progress_bar", ProgressBar()), *callbacks]
     return FastRetrainNet(
         module,
         criterion=criterion,
@@ -156,14 +172,20 @@ def make_net(
         optimizer__weight_decay=weight_decay,
         batch_size=batch_size,
         max_epochs=max_epochs,
-        train_split=None,
+        train_split=train_split,
         callbacks=callbacks,
         device=device,
         verbose=verbose,
         **{f"iterator_train__{k}": v for k, v in train_loader.items()},
         **{f"iterator_valid__{k}": v for k, v in loader.items()},
         ddp_device=ddp_device,
+        table_columns=table_columns,
     )
+
+
+#: Records the table leaves out: lists, long messages and details of the
+#: start of the fit (``init_*``, dropped by EpochTable itself).
+_UNTABULATED = ("layer_lambdas", "diverged", "valid_dur", "prefix_cache_rows")
 
 
 def train_net(
@@ -218,7 +240,12 @@ def train_net(
         module.precision = "bfloat16"
         module.backbone.to(memory_format=torch.channels_last)
     held_bns = setup_batchnorm(module.backbone, sgd.bn_mode, sgd.bn_momentum)
-    augment = make_augment(est.augment, sample.shape[-2:])
+    augment = make_augment(sgd.augment, sample.shape[-2:])
+    early_stopping = resolve_early_stopping(est.early_stopping)
+    train_split = None
+    if early_stopping is not None:
+        fraction = early_stopping.validation_fraction
+        train_split = validation_split(fraction, y, plan.seed)
     callbacks = [
         (
             "freezer",
@@ -259,11 +286,24 @@ def train_net(
         fit_head=est.ridge_lambda is None or head.init != "ridge",
     )
     callbacks += reg_callbacks
+    if early_stopping is not None:
+        # After the head solve and the regularizers, so that it scores the
+        # model the epoch ends with; before the user's callbacks, which may
+        # watch valid_loss.
+        scoring = ValidationScoring(
+            early_stopping.n_iter_no_change,
+            tol=early_stopping.tol,
+            scoring=early_stopping.scoring,
+        )
+        callbacks.append(("validation", scoring))
+    n_train = len(data)
+    if train_split is not None:
+        n_train -= math.ceil(early_stopping.validation_fraction * len(data))
     sampler = None
     if distributed:
-        sampler = train_sampler(len(data), plan.seed)
+        sampler = train_sampler(n_train, plan.seed)
     if sgd.lr_schedule == "cosine":
-        n_rows = len(data) if sampler is None else len(sampler)
+        n_rows = n_train if sampler is None else len(sampler)
         steps = est.max_epochs * math.ceil(n_rows / est.batch_size)
         schedule = LRScheduler(CosineAnnealingLR, T_max=steps, step_every="batch")
         callbacks.append(("lr_schedule", schedule))
@@ -287,14 +327,21 @@ def train_net(
         max_epochs=int(est.max_epochs),
         device=device,
         generator=torch.Generator().manual_seed(plan.seed),
-        verbose=est.verbose,
+        verbose=resolve_verbose(est.verbose),
         num_workers=int(est.num_workers),
         # Pinned host memory speeds up copies to a GPU and costs nothing else.
         pin_memory=device.startswith("cuda"),
         train_collate=None if augment is None else AugmentCollate(augment),
         train_sampler=sampler,
         ddp_device=device if distributed else None,
+        train_split=train_split,
+        table_columns=table_columns(
+            solves=est.ridge_lambda is not None, validates=train_split is not None
+        ),
     )
+    if train_split is not None and targets is None:
+        # A dataset carries its labels; the stratified split needs them too.
+        targets = y
     held = hold_in_eval(held_bns)
     try:
         fit_recovering(net, data, targets, epochs=est.max_epochs - plan.done)

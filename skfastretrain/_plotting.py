@@ -47,8 +47,10 @@ def plot_history(estimator, *, keys=("train_loss",), ax=None):
     Draws one line per key against the epoch number, from the skorch History
     in ``estimator.history_``. The records of a :class:`FastRetrainClassifier`
     hold ``train_loss``, ``dur`` (SGD epoch seconds), ``frozen_fraction``,
-    and, in epochs with a head solve, ``solve_dur``, ``train_acc`` and (with
-    ``ridge_lambda="auto"``) the chosen ``ridge_lambda``; values recorded by
+    and, in epochs with a head solve, ``solve_dur``, ``train_acc`` (the
+    epoch's model on training rows), ``train_acc_before_solve`` and (with
+    ``ridge_lambda="auto"``) the chosen ``ridge_lambda``; with early
+    stopping, ``valid_loss`` and ``valid_acc``; values recorded by
     extra callbacks can be plotted too. Epochs in which a key was not recorded
     are left as gaps in its line.
 

@@ -25,7 +25,7 @@ def test_tiny_cnn_on_digits_beats_chance_clearly(digit_images):
     assert clf.score(X_test, y_test) > 0.8  # chance is 0.1
     assert clf.n_iter_ == 3
     row = clf.history_[-1]
-    for key in ("train_loss", "dur", "frozen_fraction", "solve_dur", "train_acc"):
+    for key in ("train_loss", "dur", "frozen_fraction", "solve_dur", "train_acc_before_solve"):
         assert key in row
     assert "init_solve_dur" in clf.history_[0]
 
@@ -358,7 +358,7 @@ def test_augment_touches_sgd_epochs_only(small_images):
         calls.append(tuple(x.shape))
         return x
 
-    clf = _cnn(augment=spy, max_epochs=2, device="cpu").fit(X, y)
+    clf = _cnn(sgd=SGDEpoch(augment=spy), max_epochs=2, device="cpu").fit(X, y)
     assert len(calls) == 2 * len(X)  # two SGD epochs, never the feature passes
     calls.clear()
     clf.predict(X)

@@ -19,6 +19,7 @@ from torch import nn
 from skfastretrain import (
     L2SP,
     DeltaRegularizer,
+    EarlyStopping,
     FastRetrainClassifier,
     RidgeHead,
     SGDEpoch,
@@ -231,6 +232,80 @@ def check_max_epochs(c):
     assert (est.n_iter_, len(est.history_), c.base.n_iter_) == (3, 3, 2)
 
 
+def _trained_rows(est):
+    return sum(b["train_batch_size"] for b in est.history_[0, "batches"])
+
+
+def check_early_stopping(c):
+    est = c.fit(early_stopping=True, max_epochs=3)
+    # A stratified tenth of the rows is held out of every SGD epoch.
+    assert _trained_rows(est) == N_ROWS - math.ceil(0.1 * N_ROWS)
+    losses = est.history_[:, "valid_loss"]
+    assert len(losses) == est.n_iter_
+    assert est.best_epoch_ == int(np.argmin(losses)) + 1
+    assert c.base.best_epoch_ is None
+    assert "valid_loss" not in c.base.history_[-1]
+
+
+def check_early_stopping__validation_fraction(c):
+    est = c.fit(early_stopping=EarlyStopping(validation_fraction=0.25))
+    assert _trained_rows(est) == N_ROWS - 50
+
+
+def _epochs_run(losses, tol, n_iter_no_change):
+    """scikit-learn's rule, replayed on the recorded validation losses."""
+    best, bad = math.inf, 0
+    for epoch, loss in enumerate(losses, start=1):
+        bad = 0 if loss < best - tol else bad + 1
+        best = min(best, loss)
+        if bad >= n_iter_no_change:
+            return epoch
+    return len(losses)
+
+
+@pytest.mark.parametrize("tol", [0.0, 0.02, 1.0])
+def test_early_stopping_follows_scikit_learns_rule(data, tol):
+    est = Case(data, None, None, None).fit(
+        early_stopping=EarlyStopping(n_iter_no_change=1, tol=tol), max_epochs=5
+    )
+    losses = est.history_[:, "valid_loss"]
+    assert est.n_iter_ == _epochs_run(losses, tol, 1)
+    assert est.best_epoch_ == int(np.argmin(losses)) + 1
+
+
+def check_early_stopping__n_iter_no_change(c):
+    # tol=1 asks for a gain the loss can make at most once.
+    runs = {
+        n: c.fit(
+            early_stopping=EarlyStopping(n_iter_no_change=n, tol=1.0), max_epochs=4
+        )
+        for n in (1, 3)
+    }
+    for n, est in runs.items():
+        assert est.n_iter_ == _epochs_run(est.history_[:, "valid_loss"], 1.0, n)
+    assert runs[1].n_iter_ < 4 and runs[1].history_[-1, "stopped_early"]
+    assert runs[3].n_iter_ == 4 and "stopped_early" not in runs[3].history_[-1]
+
+
+def check_early_stopping__tol(c):
+    runs = {
+        tol: c.fit(
+            early_stopping=EarlyStopping(n_iter_no_change=1, tol=tol), max_epochs=4
+        )
+        for tol in (0.0, 1.0)
+    }
+    for tol, est in runs.items():
+        assert est.n_iter_ == _epochs_run(est.history_[:, "valid_loss"], tol, 1)
+    assert runs[1.0].n_iter_ < 4
+
+
+def check_early_stopping__scoring(c):
+    est = c.fit(early_stopping=EarlyStopping(scoring="accuracy", n_iter_no_change=None))
+    accs = est.history_[:, "valid_acc"]
+    assert est.best_epoch_ == int(np.argmax(accs)) + 1
+    assert est.history_[est.best_epoch_ - 1, "valid_acc_best"]
+
+
 def check_lr(c):
     est = c.fit(lr=0.01)
     assert est.lr_ == est.net_.optimizer_.param_groups[0]["lr"] == 0.01
@@ -315,8 +390,8 @@ def check_input_size(c):
     assert c.base.input_size_ is None  # a module has no pretrained size
 
 
-def check_augment(c):
-    est = c.fit(augment="light", callbacks=[("rec", Recorder())])
+def check_sgd__augment(c):
+    est = c.fit(sgd=SGDEpoch(augment="light"), callbacks=[("rec", Recorder())])
     seen = torch.cat([xb for xb, _ in callback(est, "rec").batches])
     rows = {bytes(x) for x in c.X}
     # Light augmentation crops and flips: few batches rows are raw images.
@@ -390,7 +465,9 @@ CHECKS = {
 def test_every_parameter_has_a_check():
     # The estimator's own parameters and those of its head and SGD epoch,
     # as GridSearchCV names them.
-    est = FastRetrainClassifier(head=RidgeHead(), sgd=SGDEpoch())
+    est = FastRetrainClassifier(
+        head=RidgeHead(), sgd=SGDEpoch(), early_stopping=EarlyStopping()
+    )
     assert sorted(CHECKS) == sorted(est.get_params(deep=True))
     assert len(inspect.signature(FastRetrainClassifier).parameters) <= 20
 

@@ -85,7 +85,7 @@ def test_input_size_auto(native, device, expected):
     [
         ({}, True),
         ({"freeze_mode": "random"}, False),
-        ({"augment": "light"}, False),
+        ({"sgd": SGDEpoch(augment="light")}, False),
         ({"precision": "bfloat16"}, False),
         ({"regularizer": "delta"}, False),
         ({"regularizer": "l2sp"}, True),

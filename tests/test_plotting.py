@@ -42,7 +42,7 @@ def test_default_plots_train_loss_per_epoch(fitted):
 
 
 def test_several_keys_one_line_each(fitted):
-    keys = ["train_loss", "train_acc", "frozen_fraction", "dur", "solve_dur"]
+    keys = ["train_loss", "train_acc_before_solve", "frozen_fraction", "dur", "solve_dur"]
     ax = plot_history(fitted, keys=keys)
     assert [line.get_label() for line in ax.get_lines()] == keys
     for line, key in zip(ax.get_lines(), keys, strict=True):
@@ -57,7 +57,7 @@ def test_single_string_key(fitted):
 
 def test_draws_on_given_axes(fitted):
     _, (ax1, ax2) = plt.subplots(1, 2)
-    out = plot_history(fitted, keys=["train_acc"], ax=ax2)
+    out = plot_history(fitted, keys=["train_acc_before_solve"], ax=ax2)
     assert out is ax2
     assert len(ax1.get_lines()) == 0
     assert len(ax2.get_lines()) == 1

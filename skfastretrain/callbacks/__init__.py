@@ -4,8 +4,9 @@ In the order the estimator runs them: :class:`RandomFreezer` (the freezing
 step), :class:`LRProbe` (``lr="auto"``), :class:`PrefixCache` (the frozen
 prefix computed once), :class:`RidgeHeadSolver` (the Gram statistics, the
 solve and the head update), the transfer regularizers (:class:`L2SP`,
-:class:`DeltaRegularizer`), :class:`DivergenceGuard` and
-:class:`TrainingCheckpoint`.
+:class:`DeltaRegularizer`), :class:`ValidationScoring` (the validation
+split scored after the solve, early stopping), :class:`DivergenceGuard` and
+:class:`TrainingCheckpoint`; :class:`EpochTable` prints the per-epoch table.
 """
 
 from ._checkpoint import TrainingCheckpoint
@@ -13,8 +14,10 @@ from ._divergence import DivergenceError, DivergenceGuard, DivergenceWarning
 from ._freezing import RandomFreezer
 from ._lr_probe import LR_CANDIDATES, LRProbe
 from ._prefix_cache import PrefixCache
+from ._progress import EpochTable
 from ._regularizers import L2SP, DeltaLoss, DeltaRegularizer
 from ._ridge_head import RidgeHeadSolver
+from ._validation import ValidationScoring
 
 __all__ = [
     "L2SP",
@@ -24,9 +27,11 @@ __all__ = [
     "DivergenceError",
     "DivergenceGuard",
     "DivergenceWarning",
+    "EpochTable",
     "LRProbe",
     "PrefixCache",
     "RandomFreezer",
     "RidgeHeadSolver",
     "TrainingCheckpoint",
+    "ValidationScoring",
 ]

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ._progress import progress
 from ._ridge_head import RidgeHeadSolver
 
 __all__ = ["channel_attention"]
@@ -56,7 +57,7 @@ def channel_attention(
         module.eval()
         with torch.no_grad():
             base = _summed_ce(net, batches)
-            for name in layers:
+            for name in progress(layers, net, desc="DELTA attention"):
                 layer = module.get_submodule(name)
                 rise = (_channel_losses(net, batches, layer, tile) - base) / size
                 std = rise.std(unbiased=False).item() if weighted else 0.0

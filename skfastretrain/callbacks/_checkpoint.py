@@ -1,5 +1,6 @@
 """Crash-safe checkpoints of a skorch training run, and resuming from them."""
 
+import copy
 import json
 import os
 import pickle
@@ -19,6 +20,7 @@ __all__ = [
     "TrainingCheckpoint",
     "module_copy",
     "read_checkpoint",
+    "without_caches",
     "write_atomic",
 ]
 
@@ -174,6 +176,25 @@ def _history_json(history):
         return obj.item() if hasattr(obj, "item") else repr(obj)
 
     return json.dumps(history.to_list(), default=default)
+
+
+#: Callback attributes that only more training (or a checkpoint) uses.
+_TRAINING_CACHES = ("stats_",)
+
+
+def without_caches(callback):
+    """``callback``, or a shallow copy of it without its training caches.
+
+    For pickles of a fitted model: the Gram statistics of the last solve
+    (``stats_``) are larger than many models and serve only a checkpoint.
+    """
+    if all(getattr(callback, n, None) is None for n in _TRAINING_CACHES):
+        return callback
+    slim = copy.copy(callback)
+    for name in _TRAINING_CACHES:
+        if getattr(slim, name, None) is not None:
+            setattr(slim, name, None)
+    return slim
 
 
 def module_copy(module):

@@ -60,11 +60,11 @@ class DivergenceGuard(Callback):
       any step) and the loss of a uniform guess, ``log(n_classes)``;
     - the features after an epoch have lost more than ``max_acc_drop`` of
       the starting head's accuracy margin over chance: the training accuracy
-      of the epoch's ridge solution (``ridge_acc``, recorded by
+      of the epoch's ridge solution (``train_acc_ridge``, recorded by
       :class:`RidgeHeadSolver` on its calibration rows) against that of the
-      head solved before the first epoch (``init_solved_acc``).
+      head solved before the first epoch (``init_train_acc``).
 
-    States are scored by ``solved_acc`` (training accuracy after each solve)
+    States are scored by ``train_acc`` (training accuracy after each solve)
     where the history has it, else by the epoch's ``train_loss``. The finite
     checks are skipped in a data-parallel fit, where each rank sees only its
     own batches. Works in a plain skorch net.
@@ -188,13 +188,13 @@ class DivergenceGuard(Callback):
         """Score the model now in ``net`` (after ``row``'s epoch) and check it."""
         if self.diverged_ is not None or "train_loss" not in row:
             return
-        start_acc = net.history[self._first].get("init_solved_acc")
+        start_acc = net.history[self._first].get("init_train_acc")
         if self._start is not None:
             epoch, state = self._start
             self._start = None
             score = -math.inf if start_acc is None else start_acc
             self._best = (score, epoch, state)
-        acc = row.get("ridge_acc")
+        acc = row.get("train_acc_ridge")
         if (
             start_acc is not None
             and acc is not None
@@ -212,7 +212,7 @@ class DivergenceGuard(Callback):
                     raise_stop=not last,
                 )
                 return
-        score = row.get("solved_acc", -row["train_loss"])
+        score = row.get("train_acc", -row["train_loss"])
         if self._best is None or score > self._best[0]:
             self._best = (
                 score,

@@ -5,6 +5,7 @@ from torch import nn
 
 from .._batchnorm import is_held_in_eval
 from .._distributed import sync_batchnorm_stats
+from ._progress import progress
 
 __all__ = ["TrainingFeatureTap", "feature_pass"]
 
@@ -73,7 +74,9 @@ def _start_recalibration(module):
     return bns, saved
 
 
-def feature_pass(net, dataset, *, recalibrate_bn=False, distributed=False):
+def feature_pass(
+    net, dataset, *, recalibrate_bn=False, distributed=False, desc="head solve"
+):
     """Yield ``(logits, y)`` per batch of a skorch net's eval-mode pass.
 
     The pass runs under :func:`torch.inference_mode`, without augmentation
@@ -83,14 +86,16 @@ def feature_pass(net, dataset, *, recalibrate_bn=False, distributed=False):
     re-estimated exactly over the pass. The module's mode and the layers'
     momenta are restored afterwards. With ``distributed``, ``dataset`` is
     this rank's shard and the re-estimated statistics are averaged over the
-    ranks at the end of the pass.
+    ranks at the end of the pass. With ``net.verbose`` a progress bar named
+    ``desc`` follows the pass.
     """
     was_training = net.module_.training
     net.module_.eval()
     bns, saved = _start_recalibration(net.module_) if recalibrate_bn else ([], [])
     try:
         with torch.inference_mode():
-            for Xi, yi in net.get_iterator(dataset, training=False):
+            batches = net.get_iterator(dataset, training=False)
+            for Xi, yi in progress(batches, net, desc=desc):
                 # A batch of one has no batch statistics: it is normalized
                 # with the statistics gathered so far.
                 for m in bns:

@@ -190,3 +190,6 @@ class RandomFreezer(Callback):
 
     def on_train_end(self, net, **kwargs):
         self._release()
+        # References to the net's layers: a pickle would store them again,
+        # apart from the module (skorch pickles the module separately).
+        self._order = []

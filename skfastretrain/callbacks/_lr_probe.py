@@ -13,6 +13,7 @@ from torch.utils.data import Subset
 from .._distributed import is_distributed
 from .._params import POSITIVE, POSITIVE_INT, Number, validate_constraints
 from ._checkpoint import module_copy
+from ._progress import progress
 
 __all__ = ["LR_CANDIDATES", "LRProbe"]
 
@@ -217,7 +218,8 @@ class LRProbe(Callback):
             group["lr"] = lr
         net.module_.train()
         losses = []
-        for step in range(self.n_steps):
+        steps = progress(range(self.n_steps), net, desc=f"lr probe {lr:g}")
+        for step in steps:
             # The loss of a batch is computed before the step on it: each
             # step's loss is measured on rows not yet trained on.
             batch = batches[step % len(batches)]

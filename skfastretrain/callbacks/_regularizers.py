@@ -279,7 +279,8 @@ class DeltaRegularizer(_Regularizer):
             self.source_ = _frozen_copy(module)
             self.attention_ = channel_attention(
                 net,
-                net.get_dataset(X, y),
+                # The training rows only: a validation split stays unseen.
+                net.get_split_datasets(X, y)[0],
                 self.layers_,
                 n_batches=self.attention_batches,
                 temperature=self.temperature,

@@ -226,7 +226,7 @@ class RidgeHeadSolver(Callback):
             # The first solve fits the top layer outright, whatever the update
             # rule: there is no trained head yet to correct.
             self._init_record = self.solve(
-                net, net.get_dataset(X, y), blend=1.0, residual=False
+                net, net.get_split_datasets(X, y)[0], blend=1.0, residual=False
             )
 
     def _auto_lambda(self):
@@ -315,11 +315,11 @@ class RidgeHeadSolver(Callback):
         Returns
         -------
         record : dict
-            ``solve_dur`` (seconds), ``train_acc`` (accuracy of the model
+            ``solve_dur`` (seconds), ``train_acc_before_solve`` (accuracy of the model
             before this solve, in eval mode, on the whole training set),
             ``ridge_lambda`` (the strength used) and, with ``calibrate``,
-            ``ridge_acc`` (accuracy of the ridge solution on the calibration
-            rows) and, outside a data-parallel fit, ``solved_acc`` (accuracy
+            ``train_acc_ridge`` (accuracy of the ridge solution on the calibration
+            rows) and, outside a data-parallel fit, ``train_acc`` (accuracy
             of the updated head on them).
         """
         if not 0 < blend <= 1:
@@ -343,7 +343,7 @@ class RidgeHeadSolver(Callback):
             )
             return {
                 "solve_dur": time.perf_counter() - start,
-                "train_acc": acc,
+                "train_acc_before_solve": acc,
                 "ridge_lambda": alphas[-1],
                 "layer_lambdas": alphas,
             }
@@ -385,15 +385,15 @@ class RidgeHeadSolver(Callback):
                 b = (scale * intercept).to(head.bias)
                 head.bias.add_(blend * (b - head.bias))
         self.stats_, self.scale_, self.ridge_lambda_ = total, scale, alpha
-        record = {"train_acc": stats.accuracy, "ridge_lambda": alpha}
+        record = {"train_acc_before_solve": stats.accuracy, "ridge_lambda": alpha}
         if kept_y is not None and len(kept_y):
             # How linearly separable the features still are: a collapse of
             # the backbone shows here (DivergenceGuard watches it).
-            record["ridge_acc"] = float(np.mean(logits.argmax(1) == kept_y))
+            record["train_acc_ridge"] = float(np.mean(logits.argmax(1) == kept_y))
         if kept_y is not None and len(kept_y) and not self.distributed:
             # The updated head's accuracy on the calibration rows: what
             # DivergenceGuard scores the model of each epoch by.
             with torch.no_grad():
                 pred = head(kept_h.to(head.weight)).argmax(1).cpu().numpy()
-            record["solved_acc"] = float(np.mean(pred == kept_y))
+            record["train_acc"] = float(np.mean(pred == kept_y))
         return record

@@ -76,7 +76,10 @@ def _clf(path=None, **kwargs):
         },
         {"lr": "auto"},
         {"head": RidgeHead(reuse_features=True), "regularizer": "l2sp"},
-        {"regularizer": DeltaRegularizer(layers=["2", "5"]), "augment": "light"},
+        {
+            "regularizer": DeltaRegularizer(layers=["2", "5"]),
+            "sgd": SGDEpoch(augment="light"),
+        },
     ],
 )
 @pytest.mark.parametrize("done", [1, 2])

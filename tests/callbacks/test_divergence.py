@@ -90,20 +90,20 @@ def test_nan_loss_raises(blobs):
 class _FakeSolver(Callback):
     """Records what RidgeHeadSolver would: the rule is then checked alone."""
 
-    def __init__(self, ridge_acc, solved_acc):
-        self.ridge_acc = ridge_acc
-        self.solved_acc = solved_acc
+    def __init__(self, train_acc_ridge, train_acc):
+        self.train_acc_ridge = train_acc_ridge
+        self.train_acc = train_acc
 
     def on_epoch_end(self, net, **kwargs):
         epoch = len(net.history)
         if epoch == 1:
-            net.history.record("init_solved_acc", 0.9)
-        net.history.record("ridge_acc", self.ridge_acc[epoch - 1])
-        net.history.record("solved_acc", self.solved_acc[epoch - 1])
+            net.history.record("init_train_acc", 0.9)
+        net.history.record("train_acc_ridge", self.train_acc_ridge[epoch - 1])
+        net.history.record("train_acc", self.train_acc[epoch - 1])
 
 
 @pytest.mark.parametrize(
-    ("ridge_acc", "expected"),
+    ("train_acc_ridge", "expected"),
     [
         # Two classes: chance 0.5, so the floor is 0.5 + 0.5 * (0.9 - 0.5).
         ([0.9, 0.8, 0.69, 0.9], 3),
@@ -111,15 +111,15 @@ class _FakeSolver(Callback):
     ],
 )
 def test_accuracy_collapse_stops_and_keeps_the_best_scored_epoch(
-    blobs, ridge_acc, expected
+    blobs, train_acc_ridge, expected
 ):
     X, y = blobs
-    solved_acc = [0.95, 0.97, 0.5, 0.5]
+    train_acc = [0.95, 0.97, 0.5, 0.5]
     guard = DivergenceGuard(max_loss_ratio=1e30)
     net = _net(
         lr=0.01,
         max_epochs=4,
-        callbacks=[("guard", guard), ("fake", _FakeSolver(ridge_acc, solved_acc))],
+        callbacks=[("guard", guard), ("fake", _FakeSolver(train_acc_ridge, train_acc))],
     )
     caught = _fit(net, X, y)
     if expected is None:
@@ -127,7 +127,7 @@ def test_accuracy_collapse_stops_and_keeps_the_best_scored_epoch(
         return
     assert "accuracy of a ridge head" in guard.diverged_
     assert f"after epoch {expected}" in guard.diverged_
-    # Epoch 2 has the best solved_acc: its model is put back.
+    # Epoch 2 has the best train_acc: its model is put back.
     assert guard.best_epoch_ == 2
     reference = _net(lr=0.01, max_epochs=2)
     _fit(reference, X, y)

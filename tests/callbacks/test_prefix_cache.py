@@ -146,7 +146,10 @@ def test_untraceable_backbone_warns_and_fits_without_store(images):
             {"freeze_mode": "random"},
             r"SGDEpoch\(cache_prefix=True\) needs freeze_mode='prefix', got 'random'",
         ),
-        ({"augment": "light"}, r"SGDEpoch\(cache_prefix=True\) needs augment=None"),
+        (
+            {"sgd": SGDEpoch(cache_prefix=True, augment="light")},
+            r"SGDEpoch\(cache_prefix=True\) needs augment=None",
+        ),
         (
             {"precision": "bfloat16"},
             r"SGDEpoch\(cache_prefix=True\) needs precision='float32'",
@@ -164,7 +167,7 @@ def test_untraceable_backbone_warns_and_fits_without_store(images):
 )
 def test_bad_settings_are_refused(images, params, match):
     X, y = images
-    error = TypeError if "sgd" in params else ValueError
+    error = TypeError if "must be an instance" in match else ValueError
     with pytest.raises(error, match=match):
         _fit(X, y, **{"sgd": CACHED, **params})
 

@@ -88,7 +88,7 @@ def test_solve_every_and_history(data, solve_every):
     solved = [("solve_dur" in row) for row in net.history]
     assert solved == [(e % solve_every == 0) for e in range(1, 5)]
     assert "init_solve_dur" in net.history[0]
-    assert 0 <= net.history[0, "init_train_acc"] <= 1
+    assert 0 <= net.history[0, "init_train_acc_before_solve"] <= 1
 
 
 def test_batchnorm_recalibrated_to_population_statistics():

@@ -1,0 +1,235 @@
+"""Scoring held-out rows after each epoch, and stopping when they stop improving."""
+
+import math
+import time
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.utils._param_validation import StrOptions
+from skorch.callbacks import Callback
+from skorch.dataset import ValidSplit
+
+from .._params import NON_NEGATIVE, POSITIVE_INT, validate_constraints
+from ._checkpoint import module_copy
+from ._progress import progress
+
+__all__ = ["ValidationScoring", "validation_split"]
+
+
+class _BestEpoch:
+    """The best epoch so far and its weights, saved by TrainingCheckpoint.
+
+    It has ``state_dict``/``load_state_dict``, so a checkpoint stores it
+    with the callback and a resumed fit can still put the best weights back.
+    """
+
+    def __init__(self):
+        self.score, self.epoch, self.bad_epochs, self.weights = None, None, 0, None
+
+    def state_dict(self):
+        return {
+            "score": self.score,
+            "epoch": self.epoch,
+            "bad_epochs": self.bad_epochs,
+            "weights": self.weights,
+        }
+
+    def load_state_dict(self, state):
+        self.score, self.epoch = state["score"], state["epoch"]
+        self.bad_epochs, self.weights = state["bad_epochs"], state["weights"]
+
+
+class ValidationScoring(Callback):
+    """Score the validation rows at each epoch's end; stop when they stall.
+
+    skorch scores its validation split during the epoch, before the
+    callbacks' ``on_epoch_end``; a :class:`RidgeHeadSolver` changes the head
+    there, so that score would describe a model the epoch does not end with.
+    This callback scores the net's ``dataset_valid`` (the net needs a
+    ``train_split``, such as skorch's ``ValidSplit``) in eval mode after the
+    callbacks before it, and records ``valid_loss`` (the mean log loss) and
+    ``valid_acc`` in the history (and ``valid_loss_best`` or
+    ``valid_acc_best``, marking the best epoch so far). Place it after the
+    head solve.
+
+    With ``n_iter_no_change``, training stops once the monitored score has
+    not improved by more than ``tol`` for that many epochs in a row (as
+    :class:`~sklearn.neural_network.MLPClassifier`'s ``early_stopping``
+    does), and at the end of training the weights of the best epoch are put
+    back. The history keeps a row per epoch run; the last row records
+    ``stopped_early`` when training stopped. A :class:`TrainingCheckpoint`
+    saves the best epoch's weights too, so a resumed fit can restore them.
+
+    Parameters
+    ----------
+    n_iter_no_change : int or None, default=2
+        Epochs without improvement before training stops; None scores and
+        restores the best epoch but never stops early.
+    tol : float, default=1e-4
+        The improvement that counts: a validation loss below the best by
+        more than ``tol``, or an accuracy above it by more than ``tol``.
+    scoring : {"loss", "accuracy"}, default="loss"
+        What decides the best epoch: ``valid_loss`` (smoother on small
+        validation sets) or ``valid_acc``.
+    restore_best : bool, default=True
+        Put the best epoch's weights back at the end of training.
+
+    Attributes
+    ----------
+    best_epoch_ : int or None
+        The epoch whose weights the net ends with (the best one).
+    stopped_epoch_ : int or None
+        The epoch after which training stopped early, or None.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from skorch import NeuralNetClassifier
+    >>> from skorch.dataset import ValidSplit
+    >>> from skfastretrain.callbacks import ValidationScoring
+    >>> X = np.random.default_rng(0).normal(size=(200, 4)).astype("float32")
+    >>> y = (X[:, 0] > 0).astype("int64")
+    >>> net = NeuralNetClassifier(
+    ...     torch.nn.Linear(4, 2), max_epochs=5, verbose=0,
+    ...     train_split=ValidSplit(0.2, stratified=True, random_state=0),
+    ...     callbacks=[ValidationScoring(n_iter_no_change=None)]).fit(X, y)
+    >>> scoring = dict(net.callbacks_)["ValidationScoring"]
+    >>> scoring.best_epoch_ == int(np.argmin(net.history[:, "valid_loss"])) + 1
+    True
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "n_iter_no_change": [POSITIVE_INT, None],
+        "tol": [NON_NEGATIVE],
+        "scoring": [StrOptions({"loss", "accuracy"})],
+        "restore_best": ["boolean"],
+    }
+
+    def __init__(
+        self, n_iter_no_change=2, *, tol=1e-4, scoring="loss", restore_best=True
+    ):
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.scoring = scoring
+        self.restore_best = restore_best
+
+    def initialize(self):
+        validate_constraints(self)
+        self.best_ = _BestEpoch()
+        self.best_epoch_ = None
+        self.stopped_epoch_ = None
+        return self
+
+    def on_train_begin(self, net, **kwargs):
+        # A resumed fit gets its best epoch back from the checkpoint, which
+        # loads after every on_train_begin.
+        self.best_ = _BestEpoch()
+        self.stopped_epoch_ = None
+
+    def on_epoch_begin(self, net, **kwargs):
+        best = self.best_
+        if (
+            self.n_iter_no_change is not None
+            and best.bad_epochs >= self.n_iter_no_change
+        ):
+            # Stopped here rather than at the end of the last epoch, so that
+            # every callback (the checkpoint last) has finished that epoch.
+            self.stopped_epoch_ = len(net.history) - 1
+            if net.verbose:
+                print(
+                    f"Stopping: {self._key()} has not improved by more "
+                    f"than {self.tol:g} for {best.bad_epochs} epochs; keeping "
+                    f"epoch {best.epoch}."
+                )
+            # skorch ends the fit on KeyboardInterrupt and still runs every
+            # callback's on_train_end, where the best weights come back.
+            raise KeyboardInterrupt
+
+    def on_epoch_end(self, net, dataset_valid=None, **kwargs):
+        if dataset_valid is None:
+            raise ValueError(
+                "ValidationScoring needs validation rows: give the net a "
+                "train_split, such as skorch.dataset.ValidSplit(0.1, "
+                "stratified=True)."
+            )
+        start = time.perf_counter()
+        loss, acc = self._score(net, dataset_valid)
+        epoch = len(net.history)
+        net.history.record("valid_loss", loss)
+        net.history.record("valid_acc", acc)
+        net.history.record("valid_dur", time.perf_counter() - start)
+        score = -loss if self.scoring == "loss" else acc
+        best = self.best_
+        improved = best.score is None or score > best.score + self.tol
+        if best.score is None or score > best.score:
+            # The best weights follow every gain; only a gain above tol
+            # resets the count, as in scikit-learn.
+            best.score, best.epoch = score, epoch
+            best.weights = module_copy(net.module_) if self.restore_best else None
+        best.bad_epochs = 0 if improved else best.bad_epochs + 1
+        # skorch's convention: PrintLog highlights a value whose <key>_best
+        # is True.
+        net.history.record(f"{self._key()}_best", best.epoch == epoch)
+
+    def on_train_end(self, net, **kwargs):
+        if self.stopped_epoch_ is not None:
+            # The epoch that was about to start left an empty row.
+            if len(net.history) > self.stopped_epoch_:
+                del net.history[self.stopped_epoch_ :]
+            net.history.record("stopped_early", True)
+        best = self.best_
+        diverged = bool(len(net.history)) and "diverged" in net.history[-1]
+        # DivergenceGuard has already put back the model it trusts.
+        if self.restore_best and best.weights is not None and not diverged:
+            net.module_.load_state_dict(best.weights)
+        self.best_epoch_ = best.epoch
+        # The copy would double the size of a pickled net.
+        best.weights = None
+
+    def _key(self):
+        return "valid_loss" if self.scoring == "loss" else "valid_acc"
+
+    def _score(self, net, dataset):
+        total_loss, correct, n = 0.0, 0, 0
+        module = net.module_
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                batches = net.get_iterator(dataset, training=False)
+                for Xi, yi in progress(batches, net, desc="validation"):
+                    logits = net.infer(Xi)
+                    yi = torch.as_tensor(yi, device=logits.device)
+                    total_loss += float(
+                        F.cross_entropy(logits.float(), yi, reduction="sum")
+                    )
+                    correct += int((logits.argmax(1) == yi).sum())
+                    n += len(yi)
+        finally:
+            module.train(was_training)
+        if not n:
+            return math.nan, math.nan
+        return total_loss / n, correct / n
+
+
+def validation_split(fraction, y, seed):
+    """skorch's stratified ``ValidSplit`` of ``fraction`` of the rows, checked.
+
+    Every class needs a row on both sides, which StratifiedShuffleSplit
+    would otherwise refuse with a message that does not name the parameter.
+    ``y`` holds the labels encoded as ``0 .. k-1``.
+    """
+    n_classes = int(y.max()) + 1
+    n_valid = math.ceil(fraction * len(y))
+    counts = np.bincount(y, minlength=n_classes)
+    if n_valid < n_classes or len(y) - n_valid < n_classes or counts.min() < 2:
+        raise ValueError(
+            f"EarlyStopping(validation_fraction={fraction}) holds out {n_valid} "
+            f"of {len(y)} training rows, but each of the {n_classes} classes "
+            "needs a row on both sides (the smallest class has "
+            f"{counts.min()}). Raise validation_fraction, add rows, or set "
+            "early_stopping=False."
+        )
+    return ValidSplit(fraction, stratified=True, random_state=seed)
