@@ -17,7 +17,7 @@ from ._resume import _is_checkpoint, checkpoint_path, fit_recovering
 from ._validation import prefix_cache_applies, resolve_input_size
 from .backbones._module import build_module, first_conv
 from .backbones._registry import resolve_backbone
-from .callbacks._checkpoint import TrainingCheckpoint, without_caches
+from .callbacks._checkpoint import TrainingCheckpoint, net_state_without_caches
 from .callbacks._divergence import DivergenceGuard
 from .callbacks._freezing import RandomFreezer
 from .callbacks._lr_probe import LRProbe
@@ -85,19 +85,31 @@ class FastRetrainNet(DataParallelSteps, NeuralNetClassifier):
 
     def __getstate__(self):
         optimizer = vars(self).get("optimizer_")
-        if self.keep_training_state or optimizer is None:
-            return super().__getstate__()
-        # skorch serializes the optimizer inside super().__getstate__, so its
-        # state is swapped out only for that call.
-        saved, optimizer.state = optimizer.state, type(optimizer.state)()
+        slim = optimizer is not None and not self.keep_training_state
+        if slim:
+            # skorch serializes the optimizer inside super().__getstate__, so
+            # its state is swapped out only for that call.
+            saved, optimizer.state = optimizer.state, type(optimizer.state)()
         try:
             state = super().__getstate__()
         finally:
-            optimizer.state = saved
-        state["callbacks_"] = [
-            (name, without_caches(cb)) for name, cb in state["callbacks_"]
-        ]
+            if slim:
+                optimizer.state = saved
+        if vars(self).get("module_") is not None and self.module is self.module_:
+            # skorch trains the module it was given: without this, a pickle
+            # would hold it twice (``module`` and, apart, ``module_``).
+            state["module"] = _SAME_AS_MODULE_
+        if slim:
+            state = net_state_without_caches(state)
         return state
+
+    def __setstate__(self, state):
+        same = (
+            isinstance(state.get("module"), str) and state["module"] == _SAME_AS_MODULE_
+        )
+        super().__setstate__(state)
+        if same:
+            self.module = self.module_
 
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
         if not training and prefix == "valid":
@@ -119,6 +131,10 @@ class FastRetrainNet(DataParallelSteps, NeuralNetClassifier):
             ),
             ("print_log", EpochTable(columns, keys_ignored=_UNTABULATED)),
         ]
+
+
+#: Stands for ``module_`` in the pickle of a net whose module is module_.
+_SAME_AS_MODULE_ = "<module_>"
 
 
 def make_net(

@@ -7,6 +7,7 @@ between the estimator and its callbacks makes a test fail.
 """
 
 import copy
+import pickle
 
 import numpy as np
 import pytest
@@ -191,3 +192,62 @@ def test_freeze_prob_freezes_that_share_of_layers(
     if freeze_mode == "prefix":
         assert untouched == [True] * n_frozen + [False] * (4 - n_frozen)
     assert est.history_[0, "frozen_fraction"] == n_frozen / 4
+
+
+def _pickled_size(obj):
+    return len(pickle.dumps(obj))
+
+
+def test_a_pickle_leaves_out_the_training_state(small_images):
+    X, y = small_images
+    est = tiny_cnn_classifier(device="cpu", max_epochs=2).fit(X, y)
+    net = est.net_
+    momentum = sum(
+        s["momentum_buffer"].numel() * s["momentum_buffer"].element_size()
+        for s in net.optimizer_.state.values()
+    )
+    gram = _pickled_size(dict(net.callbacks_)["ridge_head"].stats_)
+    slim = pickle.loads(pickle.dumps(est))
+    # The fitted estimator in memory keeps both; its pickle has neither.
+    assert momentum > 0 and dict(net.callbacks_)["ridge_head"].stats_ is not None
+    assert not slim.net_.optimizer_.state
+    assert dict(slim.net_.callbacks_)["ridge_head"].stats_ is None
+    np.testing.assert_array_equal(slim.predict_proba(X), est.predict_proba(X))
+    # Kept on request (for more SGD steps on the net itself).
+    net.keep_training_state = True
+    full = _pickled_size(est)
+    net.keep_training_state = False
+    assert _pickled_size(est) <= full - momentum - 0.9 * gram
+    kept = pickle.loads(pickle.dumps(net.set_params(keep_training_state=True)))
+    assert kept.optimizer_.state
+
+
+def test_a_pickle_holds_the_model_once(small_images):
+    X, y = small_images
+    wide = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 1024), torch.nn.ReLU()
+    )
+    est = tiny_cnn_classifier(backbone=wide, device="cpu").fit(X, y)
+    weights = sum(
+        t.numel() * t.element_size() for t in est.module_.state_dict().values()
+    )
+    # Not twice the model (skorch keeps the module it was given as
+    # ``module``, the same object as the trained module_), nor its momentum
+    # buffers (as large again), nor the head's Gram statistics (4x larger);
+    # the backbone parameter is the untrained module passed in.
+    assert _pickled_size(est) < 1.2 * weights + _pickled_size(wide)
+    again = pickle.loads(pickle.dumps(est))
+    assert again.net_.module is again.net_.module_
+
+
+def test_the_freezer_keeps_no_layer_references_after_fit(small_images):
+    X, y = small_images
+    est = tiny_cnn_classifier(device="cpu").fit(X, y)
+    freezer = dict(est.net_.callbacks_)["freezer"]
+    # A pickle of the net would otherwise store the layers a second time.
+    assert not any(
+        isinstance(v, torch.nn.Module) or (isinstance(v, list) and v)
+        for k, v in vars(freezer).items()
+        if k == "_order"
+    )
+    assert _pickled_size(freezer) < 10_000

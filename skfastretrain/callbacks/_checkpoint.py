@@ -19,6 +19,7 @@ from .._params import validate_constraints
 __all__ = [
     "TrainingCheckpoint",
     "module_copy",
+    "net_state_without_caches",
     "read_checkpoint",
     "without_caches",
     "write_atomic",
@@ -195,6 +196,24 @@ def without_caches(callback):
         if getattr(slim, name, None) is not None:
             setattr(slim, name, None)
     return slim
+
+
+def net_state_without_caches(state):
+    """A skorch net's pickled state with its callbacks' training caches
+    (:func:`without_caches`) left out."""
+    # The callbacks parameter holds the same objects as callbacks_.
+    slim = {}
+
+    def swap(cb):
+        return slim.setdefault(id(cb), without_caches(cb))
+
+    state["callbacks_"] = [(name, swap(cb)) for name, cb in state["callbacks_"]]
+    if state.get("callbacks") is not None:
+        state["callbacks"] = [
+            (item[0], swap(item[1])) if isinstance(item, tuple) else swap(item)
+            for item in state["callbacks"]
+        ]
+    return state
 
 
 def module_copy(module):

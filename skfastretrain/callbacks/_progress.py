@@ -86,7 +86,8 @@ class EpochTable(PrintLog):
     are fixed when the first row is printed: ``columns`` (those the fit
     will record) or else the first row's keys; a missing value is blank,
     and every column is at least ``min_width`` characters wide so that
-    later values line up.
+    later values line up. In a plain skorch net it replaces the default
+    table as ``callbacks__print_log=EpochTable(...)``.
 
     Parameters
     ----------
@@ -109,7 +110,7 @@ class EpochTable(PrintLog):
     >>> X = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
     >>> net = NeuralNetClassifier(
     ...     torch.nn.Linear(4, 2), max_epochs=2, train_split=None,
-    ...     callbacks=[("print_log", EpochTable(["train_loss"], sink=lines.append))],
+    ...     callbacks__print_log=EpochTable(["train_loss"], sink=lines.append),
     ... ).fit(X, (X[:, 0] > 0).astype("int64"))
     >>> len({len(line) for line in lines})
     1
