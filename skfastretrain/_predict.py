@@ -7,6 +7,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._validation import check_predict_input
+from .callbacks._progress import resolve_verbose
 
 __all__ = ["PredictMixin"]
 
@@ -15,14 +16,15 @@ class PredictMixin:
     """``decision_function``, ``predict_proba`` and ``predict`` over ``net_``.
 
     Inference runs batch by batch through the skorch net, with a progress bar
-    when ``verbose`` is set, and returns float64 NumPy arrays.
+    when ``verbose`` is set (``"auto"``: in a terminal or a notebook), and
+    returns float64 NumPy arrays.
     """
 
     def _logits(self, X):
         check_is_fitted(self)
         data = check_predict_input(self, X)
         batches = self.net_.forward_iter(data, training=False)
-        if self.verbose:
+        if resolve_verbose(self.verbose):
             total = -(-len(data) // self.net_.batch_size)
             batches = tqdm(batches, total=total, desc="predict", leave=False)
         return torch.cat([b.cpu() for b in batches]).double().numpy()
