@@ -35,7 +35,9 @@ import joblib, numpy as np, torch
 import torch.distributed as dist
 
 from conftest import make_tiny_cnn
-from skfastretrain import FastRetrainClassifier, RidgeHead, TrainingCheckpoint
+from skfastretrain import (
+    EarlyStopping, FastRetrainClassifier, RidgeHead, TrainingCheckpoint,
+)
 from test_distributed import RecordFrozen, head_solve, solve_data, train_images
 
 out = Path(sys.argv[1])
@@ -77,6 +79,16 @@ clf = FastRetrainClassifier(make_tiny_cnn, max_epochs=3, **params).fit(
     X, y, resume=True
 )
 torch.save(clf.module_.state_dict(), out / f"resumed_state{rank}.pt")
+
+# Early stopping: every rank holds out the same rows and stops alike.
+clf = FastRetrainClassifier(
+    make_tiny_cnn, max_epochs=3, early_stopping=EarlyStopping(tol=1.0),
+    batch_size=32, lr=0.05, device="cpu",
+).fit(X, y)
+torch.save(clf.module_.state_dict(), out / f"es_state{rank}.pt")
+(out / f"es{rank}.json").write_text(json.dumps(
+    {"losses": clf.history_[:, "valid_loss"], "best": clf.best_epoch_}
+))
 
 coef, intercept = head_solve(*solve_data(), distributed=True)
 np.savez(out / f"head{rank}.npz", coef=coef, intercept=intercept)
@@ -176,12 +188,19 @@ def test_head_solve_matches_single_process(torchrun_run):
         np.testing.assert_allclose(got["intercept"], expected[1], atol=1e-5)
 
 
-@pytest.mark.parametrize("prefix", ["", "sgd_", "resumed_"])
+@pytest.mark.parametrize("prefix", ["", "sgd_", "resumed_", "es_"])
 def test_fit_gives_every_rank_the_same_model(torchrun_run, prefix):
     states = [torch.load(torchrun_run / f"{prefix}state{r}.pt") for r in range(2)]
     assert states[0].keys() == states[1].keys()
     for name, value in states[0].items():
         torch.testing.assert_close(value, states[1][name], rtol=0, atol=0, msg=name)
+
+
+def test_ranks_score_the_same_validation_rows(torchrun_run):
+    first, second = (
+        json.loads((torchrun_run / f"es{r}.json").read_text()) for r in range(2)
+    )
+    assert first == second and len(first["losses"]) == 3
 
 
 def test_rank0_alone_writes_the_checkpoint(torchrun_run):

@@ -212,3 +212,26 @@ def test_a_resumed_fit_restores_the_best_epoch(small_images, tmp_path):
     )
     assert resumed.best_epoch_ == whole.best_epoch_
     np.testing.assert_allclose(resumed.predict_proba(X), whole.predict_proba(X))
+
+
+class MarksDiverged(Callback):
+    """Stands in for DivergenceGuard: at the end of training it records a
+    divergence and puts the starting weights back, as the guard does."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.start = copy.deepcopy(net.module_.state_dict())
+
+    def on_train_end(self, net, **kwargs):
+        net.history.record("diverged", "test")
+        net.module_.load_state_dict(self.start)
+
+
+def test_a_diverged_fit_keeps_the_guards_model(blobs):
+    X, y = blobs
+    guard = MarksDiverged()
+    net = _net([guard, ValidationScoring(None)], max_epochs=3).fit(X, y)
+    # The guard's choice is not overridden by the best validation epoch,
+    # whose weights may be the diverged ones.
+    state = net.module_.state_dict()
+    assert all(torch.equal(state[k], guard.start[k]) for k in state)
+    assert dict(net.callbacks_)["ValidationScoring"].best_epoch_ is not None
