@@ -290,14 +290,22 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like, sequence of paths or torch Dataset
+        X : array-like, folder, sequence of paths or images, or torch Dataset
             Images (n, H, W), (n, H, W, C) or (n, C, H, W) of any integer dtype
-            in [0, 255] (scaled by 1/255) or float (taken as is; no bool);
-            feature vectors (n, d); image file paths (read lazily with PIL); or
-            a torch Dataset (or SliceDataset) of images or (image, label) items.
+            in [0, 255] (scaled by 1/255) or float in [0, 1] (taken as is; a
+            float image above 1 warns; no bool); feature vectors (n, d); a
+            folder (str or path) of one subfolder of images per class, whose
+            names are the labels (y must be None; see
+            :func:`~skfastretrain.datasets.load_image_folder`); image file
+            paths (read lazily with PIL); a list of PIL images, arrays or
+            tensors, of one size or several (read as paths are, resized to
+            the first image's size); or a torch Dataset (or SliceDataset) of
+            images or (image, label) items.
         y : array-like of shape (n,) or None, default=None
             Class labels of any type scikit-learn accepts. None only when X
-            is a Dataset of (image, label) items.
+            is a folder (the labels are its subfolder names) or a Dataset of
+            (image, label) items (the labels are its ``targets``, mapped to
+            the names in its ``classes`` where it has them).
         resume : bool, default=False
             Continue from the file of the :class:`TrainingCheckpoint` in
             ``callbacks`` when it exists (else start

@@ -9,7 +9,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from skorch.helper import SliceDataset
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "input_kind",
     "make_augment",
     "model_data",
+    "resize_images",
     "to_model_layout",
 ]
 
@@ -142,12 +143,30 @@ class Preprocess(nn.Module):
         return f"channels={self.channels}, size={self.size}"
 
 
+def _is_image_item(item):
+    return isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim in (2, 3)
+
+
 def input_kind(X):
-    """``"dataset"``, ``"paths"`` or ``"array"``: how ``X`` is read."""
+    """How ``X`` is read: ``"dataset"``, ``"folder"``, ``"paths"``,
+    ``"images"`` or ``"array"``.
+
+    A str or path is a folder of class subfolders. ``"images"`` is a list or
+    tuple holding PIL images, or of 2-D and 3-D arrays or tensors of more
+    than one shape, read one by one as files are; equal shapes stack into
+    one array, and nested lists of numbers are arrays too.
+    """
     if isinstance(X, (Dataset, SliceDataset)):
         return "dataset"
-    if isinstance(X, (list, tuple)) and X and isinstance(X[0], (str, os.PathLike)):
-        return "paths"
+    if isinstance(X, (str, os.PathLike)):
+        return "folder"
+    if isinstance(X, (list, tuple)) and X:
+        if isinstance(X[0], (str, os.PathLike)):
+            return "paths"
+        if any(isinstance(x, Image.Image) for x in X) or (
+            all(_is_image_item(x) for x in X) and len({x.shape for x in X}) > 1
+        ):
+            return "images"
     if (
         isinstance(X, np.ndarray)
         and X.ndim == 1
@@ -207,18 +226,21 @@ class ImageDataset(Dataset):
         return len(self.source)
 
     def _load(self, i):
-        if self.is_paths:
-            mode = {1: "L", 3: "RGB"}.get(self.channels)
-            path = self.source[i]
-            try:
-                with Image.open(path) as img:
-                    return _to_chw(img.convert(mode) if mode else img)
-            except OSError as exc:  # a truncated file decodes only so far
-                raise ValueError(
-                    f"Cannot read image {os.fspath(path)!r}: {exc}"
-                ) from exc
+        mode = {1: "L", 3: "RGB"}.get(self.channels)
         item = self.source[i]
-        return _to_chw(item[0] if isinstance(item, tuple) else item)
+        if not self.is_paths:
+            item = item[0] if isinstance(item, tuple) else item
+            if not isinstance(item, Image.Image):
+                return _to_chw(item)
+        # PIL images are converted to the backbone's mode as files are.
+        try:
+            if not self.is_paths:
+                return _to_chw(item.convert(mode) if mode else item)
+            with Image.open(item) as img:
+                return _to_chw(img.convert(mode) if mode else img)
+        except OSError as exc:  # a truncated file decodes only so far
+            name = repr(str(os.fspath(item))) if self.is_paths else f"{i}"
+            raise ValueError(f"Cannot read image {name}: {exc}") from exc
 
     def __getitem__(self, i):
         x = self._load(i)
@@ -226,17 +248,46 @@ class ImageDataset(Dataset):
             x = TF.resize(x, list(self.size), antialias=True)
         if self.channels == 3 and x.shape[0] == 1:
             x = x.expand(3, -1, -1)
+        if self.channels is not None and x.shape[0] != self.channels:
+            # Else the first convolution fails with a shape error.
+            mode = {1: " (grayscale)", 3: " (RGB)"}.get(self.channels, "")
+            raise ValueError(
+                f"Image {i} has {x.shape[0]} channels, but the backbone takes "
+                f"{self.channels}-channel{mode} images; convert the images to "
+                f"{self.channels} channels first."
+            )
         label = 0 if self.labels is None else int(self.labels[i])
         return x, label
 
 
 def dataset_labels(dataset):
-    """Labels of a dataset of (image, label) items, without decoding images
-    when the dataset exposes ``targets`` (as torchvision datasets do)."""
-    targets = getattr(dataset, "targets", None)
-    if targets is not None:
-        return np.asarray(targets)
-    return np.asarray([dataset[i][1] for i in range(len(dataset))])
+    """Labels of a dataset of (image, label) items.
+
+    ``targets`` (as torchvision datasets have, also through a ``Subset``) is
+    read without decoding images, and mapped to the names in ``classes``
+    where the dataset has them, so that an ``ImageFolder`` gives its folder
+    names as classes; else each item's label is read.
+    """
+    base, index = dataset, slice(None)
+    if isinstance(dataset, Subset):
+        base, index = dataset.dataset, np.asarray(dataset.indices, dtype=np.int64)
+    targets = getattr(base, "targets", None)
+    if targets is None:
+        return np.asarray([dataset[i][1] for i in range(len(dataset))])
+    targets = np.asarray(targets)[index]
+    classes = getattr(base, "classes", None)
+    if classes is None or targets.size == 0:
+        return targets
+    classes = np.asarray(classes)
+    if classes.ndim != 1 or targets.ndim != 1 or targets.dtype.kind not in "iu":
+        return targets
+    if targets.min() < 0 or targets.max() >= len(classes):
+        raise ValueError(
+            f"The dataset's targets range over [{targets.min()}, "
+            f"{targets.max()}], but it has {len(classes)} classes; targets "
+            "must index its classes."
+        )
+    return classes[targets]
 
 
 def check_paths(paths):
@@ -252,11 +303,11 @@ def check_paths(paths):
             raise TypeError(f"Expected image file paths, got {type(path).__name__}.")
         if os.path.isdir(path):
             raise ValueError(
-                f"{os.fspath(path)!r} is a folder, not an image file; pass the "
+                f"{str(os.fspath(path))!r} is a folder, not an image file; pass the "
                 "paths of the image files in it."
             )
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"Image file not found: {os.fspath(path)!r}.")
+            raise FileNotFoundError(f"Image file not found: {str(os.fspath(path))!r}.")
         try:
             with Image.open(path) as img:
                 img.verify()
@@ -264,7 +315,7 @@ def check_paths(paths):
             # PIL's UnidentifiedImageError is an OSError; verify raises
             # SyntaxError for some broken headers.
             raise ValueError(
-                f"{os.fspath(path)!r} is not a readable image: {exc}"
+                f"{str(os.fspath(path))!r} is not a readable image: {exc}"
             ) from exc
 
 
@@ -317,3 +368,15 @@ def model_data(X, y, *, conv, size):
     data = ImageDataset(X, y, size=size, channels=channels)
     sample = torch.stack([data[i][0] for i in range(min(2, len(data)))])
     return data, None, sample.numpy()
+
+
+def resize_images(X, size, *, chunk=256):
+    """Images (n, C, H, W) resized to ``size`` as :class:`ImageDataset`
+    resizes files (bilinear, antialiased; uint8 stays uint8)."""
+    out = np.empty((len(X), X.shape[1], *size), dtype=X.dtype)
+    # By chunks, so that the float copies made inside stay small.
+    for start in range(0, len(X), chunk):
+        block = torch.from_numpy(X[start : start + chunk])
+        resized = TF.resize(block, list(size), antialias=True)
+        out[start : start + chunk] = resized.numpy()
+    return out

@@ -2,6 +2,7 @@
 
 import copy
 import math
+from collections import defaultdict
 
 import torch
 from skorch import NeuralNetClassifier
@@ -25,7 +26,7 @@ from .callbacks._prefix_cache import PrefixCache
 from .callbacks._progress import EpochTable, resolve_verbose, table_columns
 from .callbacks._regularizer_names import regularizer_components
 from .callbacks._ridge_head import RidgeHeadSolver
-from .callbacks._validation import ValidationScoring, validation_split
+from .callbacks._validation_scoring import ValidationScoring, validation_split
 
 __all__ = [
     "AUTO_LR",
@@ -89,7 +90,7 @@ class FastRetrainNet(DataParallelSteps, NeuralNetClassifier):
         if slim:
             # skorch serializes the optimizer inside super().__getstate__, so
             # its state is swapped out only for that call.
-            saved, optimizer.state = optimizer.state, type(optimizer.state)()
+            saved, optimizer.state = optimizer.state, defaultdict(dict)
         try:
             state = super().__getstate__()
         finally:

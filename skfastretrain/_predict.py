@@ -34,8 +34,11 @@ class PredictMixin:
 
         Parameters
         ----------
-        X : array-like
-            As in :meth:`fit`.
+        X : array-like, sequence of images or paths, folder or torch Dataset
+            As in :meth:`fit`. Image arrays of another height and width than
+            at fit are resized to it, as files are; a folder's images are
+            predicted in the order of
+            ``skfastretrain.datasets.load_image_folder(folder).filenames``.
 
         Returns
         -------
@@ -53,8 +56,11 @@ class PredictMixin:
 
         Parameters
         ----------
-        X : array-like
-            As in :meth:`fit`.
+        X : array-like, sequence of images or paths, folder or torch Dataset
+            As in :meth:`fit`. Image arrays of another height and width than
+            at fit are resized to it, as files are; a folder's images are
+            predicted in the order of
+            ``skfastretrain.datasets.load_image_folder(folder).filenames``.
 
         Returns
         -------
@@ -67,8 +73,11 @@ class PredictMixin:
 
         Parameters
         ----------
-        X : array-like
-            As in :meth:`fit`.
+        X : array-like, sequence of images or paths, folder or torch Dataset
+            As in :meth:`fit`. Image arrays of another height and width than
+            at fit are resized to it, as files are; a folder's images are
+            predicted in the order of
+            ``skfastretrain.datasets.load_image_folder(folder).filenames``.
 
         Returns
         -------

@@ -10,6 +10,7 @@ import torch
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
+    check_array,
     check_consistent_length,
     column_or_1d,
     validate_data,
@@ -23,9 +24,12 @@ from ._data import (
     check_paths,
     dataset_labels,
     input_kind,
+    resize_images,
     to_model_layout,
 )
 from .callbacks._regularizer_names import reads_feature_maps
+from .datasets._image_folder import scan_image_folder
+from .datasets._image_list import check_image_list, warn_if_above_one
 
 __all__ = [
     "check_array_input",
@@ -111,7 +115,7 @@ def check_params(est):
         # bf16 autocast is not split.
         for name, value, needed in (
             ("freeze_mode", est.freeze_mode, "prefix"),
-            ("augment", est.augment, None),
+            ("augment", sgd.augment, None),
             ("precision", est.precision, "float32"),
         ):
             if value != needed:
@@ -141,7 +145,7 @@ def prefix_cache_applies(est, sgd):
         return sgd.cache_prefix
     return (
         est.freeze_mode == "prefix"
-        and est.augment is None
+        and sgd.augment is None
         and est.precision == "float32"
         and not reads_feature_maps(est.regularizer)
     )
@@ -175,17 +179,31 @@ def resolve_input_size(input_size, pretrained_size, native_size, device):
 _CPU_MIN_SIDE = 64
 
 
-def check_array_input(est, X, *, reset, y=None):
+def _as_array(X):
+    """``np.asarray(X)`` with a message for the ragged input it refuses."""
+    try:
+        return np.asarray(X)
+    except ValueError as exc:
+        raise ValueError(
+            f"X cannot be read as one array ({exc}). Its rows must have one "
+            "length; images of different sizes can be passed as a list of "
+            "arrays, tensors or PIL images."
+        ) from exc
+
+
+def check_array_input(est, X, *, reset, y=None, check_features=True):
     """validate_data for arrays of images or feature vectors.
 
     Images are validated flattened, so ``n_features_in_`` counts the values
-    of one sample; integer images become uint8 (:func:`as_pixels`); sparse
-    input goes straight to validate_data's error.
+    of one sample; integer images become uint8 (:func:`as_pixels`); float
+    images above 1 warn; sparse input goes straight to validate_data's
+    error. ``check_features=False`` leaves out the ``n_features_in_`` check,
+    for images that predict resizes.
     """
     if not sp.issparse(X):
         # Before validate_data, which would turn integer images into floats
         # in [0, 255] where floats in [0, 1] are expected.
-        X = as_pixels(np.asarray(X))
+        X = as_pixels(_as_array(X))
     if X.dtype.kind in "bUS":
         # validate_data would turn booleans into 0/1 pixels (near black if
         # read as intensities, white if read as floats) and strings of digits
@@ -200,21 +218,49 @@ def check_array_input(est, X, *, reset, y=None):
     dtypes = [np.float32, np.float64, np.uint8]
     if reset:
         flat, y = validate_data(est, flat, y, dtype=dtypes)
-    else:
+    elif check_features:
         flat = validate_data(est, flat, reset=False, dtype=dtypes)
+    else:
+        flat = check_array(flat, dtype=dtypes, input_name="X")
+    if len(shape) > 2 and flat.dtype.kind == "f":
+        warn_if_above_one(float(flat.max()))
     return (flat if len(shape) <= 2 else flat.reshape(shape)), y
 
 
+def _image_source(X, kind):
+    """Paths, image list or dataset ready for ImageDataset; a folder's
+    paths and class names as labels."""
+    labels = None
+    if kind == "folder":
+        X, target, names = scan_image_folder(X)
+        kind, labels = "paths", names[target]
+    if kind == "paths":
+        check_paths(X)
+    elif kind == "images":
+        X = check_image_list(X)
+    return X, labels
+
+
 def check_fit_input(est, X, y):
-    """Validate fit's X and y for arrays, image paths and datasets."""
+    """Validate fit's X and y for arrays, image paths, folders and datasets."""
     kind = input_kind(X)
     if kind == "array":
         return check_array_input(est, X, reset=True, y=y)
-    if kind == "paths":
-        check_paths(X)
-    if y is None:
+    if kind == "folder" and y is not None:
+        raise ValueError(
+            "y must be None when X is a folder: the labels are the names of "
+            "its class subfolders. To give other labels, pass the image "
+            "paths (load_image_folder(folder).filenames) with y."
+        )
+    X, labels = _image_source(X, kind)
+    if labels is not None:
+        y = labels
+    elif y is None:
         if kind != "dataset":
-            raise ValueError("y is required unless X is a torch Dataset.")
+            raise ValueError(
+                "y is required unless X is a folder of class subfolders or a "
+                "torch Dataset."
+            )
         y = dataset_labels(X)
     y = column_or_1d(y, warn=True)
     check_consistent_length(X, y)
@@ -223,18 +269,51 @@ def check_fit_input(est, X, y):
     return X, y
 
 
+_CHANNEL_NAMES = {1: "1-channel (grayscale)", 3: "3-channel (RGB)"}
+_CONVERSIONS = {
+    1: "grayscale, e.g. with PIL's image.convert('L')",
+    3: "RGB, e.g. with PIL's image.convert('RGB') or np.repeat(X[..., None], "
+    "3, axis=-1) for grayscale arrays",
+}
+
+
+def _check_image_array(est, X):
+    """Predict's image array as at fit: same channels, resized to the fitted
+    height and width as image files are."""
+    X, _ = check_array_input(est, X, reset=False, check_features=False)
+    fitted = est.input_shape_[0]
+    if X.ndim == 4 and X.shape[1] != fitted and X.shape[3] == fitted:
+        X = X.transpose(0, 3, 1, 2)  # channels-last, told by the fitted count
+    X = to_model_layout(X, expects_images=True)
+    if X.shape[1] != fitted:
+        got = _CHANNEL_NAMES.get(X.shape[1], f"{X.shape[1]}-channel")
+        raise ValueError(
+            f"The estimator was fitted on {_CHANNEL_NAMES.get(fitted, fitted)} "
+            f"images, got {got} images; convert them to "
+            f"{_CONVERSIONS.get(fitted, f'{fitted} channels')}."
+        )
+    if X.shape[2:] != est.input_shape_[1:]:
+        X = resize_images(X, est.input_shape_[1:])
+    return X
+
+
 def check_predict_input(est, X):
     """Predict's input in model layout, shaped as at fit, or a dataset.
 
-    Images of another channel count or size than at fit raise rather than
-    being resized silently: the features would not be the ones trained on.
+    Image arrays of another height and width than at fit are resized to it,
+    as image files and lists are; other channel counts raise, and feature
+    vectors must have the features seen at fit.
     """
-    if input_kind(X) != "array":
-        if input_kind(X) == "paths":
-            check_paths(X)
-        # Files and datasets are resized to the fitted size, as at fit.
+    kind = input_kind(X)
+    if kind != "array":
+        X, _ = _image_source(X, kind)
+        # Files, lists and datasets are resized to the fitted size, as at fit.
         channels = est.net_.module_.preprocess.channels
         return ImageDataset(X, size=est.input_shape_[-2:], channels=channels)
+    if not sp.issparse(X):
+        X = _as_array(X)
+        if X.ndim >= 3 and len(est.input_shape_) == 3:
+            return _check_image_array(est, X)
     X, _ = check_array_input(est, X, reset=False)
     X = to_model_layout(X, expects_images=len(est.input_shape_) > 1)
     if X.shape[1:] != est.input_shape_:
@@ -252,7 +331,7 @@ def encode_labels(y):
     encoder = LabelEncoder().fit(y)
     if len(encoder.classes_) < 2:
         raise ValueError(
-            f"y has 1 class ({encoder.classes_[0]!r}); a classifier needs at "
+            f"y has 1 class ({encoder.classes_.tolist()[0]!r}); a classifier needs at "
             "least two classes."
         )
     return encoder.classes_, encoder.transform(y).astype(np.int64)

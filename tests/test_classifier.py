@@ -25,7 +25,13 @@ def test_tiny_cnn_on_digits_beats_chance_clearly(digit_images):
     assert clf.score(X_test, y_test) > 0.8  # chance is 0.1
     assert clf.n_iter_ == 3
     row = clf.history_[-1]
-    for key in ("train_loss", "dur", "frozen_fraction", "solve_dur", "train_acc_before_solve"):
+    for key in (
+        "train_loss",
+        "dur",
+        "frozen_fraction",
+        "solve_dur",
+        "train_acc_before_solve",
+    ):
         assert key in row
     assert "init_solve_dur" in clf.history_[0]
 

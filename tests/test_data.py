@@ -291,3 +291,45 @@ def test_a_truncated_file_is_named_when_decoded(tmp_path):
     path.write_bytes(data[:200])
     with pytest.raises(ValueError, match=r"cut\.jpg' is not a readable image"):
         check_paths([str(path)])
+
+
+# -- float images above 1 warn: they are read as intensities in [0, 1] ---------
+
+FLOAT_WARNING = r"read as intensities in \[0, 1\], but X has values up to 255\."
+
+
+def _float_warnings(record):
+    return [w for w in record if "intensities in [0, 1]" in str(w.message)]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_float_images_above_one_warn_once_per_call(uint8_fit, small_images, dtype):
+    X, y = small_images
+    X = X.astype(dtype)
+    X[0, 0, 0] = 255
+    with pytest.warns(UserWarning, match=FLOAT_WARNING + ".*divide them by 255") as rec:
+        clf = tiny_cnn_classifier(device="cpu").fit(X, y)
+    assert len(_float_warnings(rec)) == 1
+    # The warning names the caller's line, not the package's.
+    assert _float_warnings(rec)[0].filename == __file__
+    for method in ("predict", "predict_proba", "decision_function", "score"):
+        args = (X, y) if method == "score" else (X,)
+        with pytest.warns(UserWarning, match=FLOAT_WARNING) as rec:
+            getattr(clf, method)(*args)
+        assert len(_float_warnings(rec)) == 1, method
+    with pytest.warns(UserWarning, match=FLOAT_WARNING):
+        uint8_fit[0].predict(X)
+
+
+def test_floats_in_0_1_and_feature_vectors_do_not_warn(small_images, digits):
+    import warnings
+
+    X, y = small_images
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        clf = tiny_cnn_classifier(device="cpu").fit(X / 255, y)
+        clf.predict(X / 255)
+        clf.predict(X)  # uint8 is read as pixels
+        features, labels = digits
+        mlp = FastRetrainClassifier(make_mlp, max_epochs=1, random_state=0)
+        mlp.fit(features[:100] * 16, labels[:100]).predict(features[:10] * 16)

@@ -42,7 +42,13 @@ def test_default_plots_train_loss_per_epoch(fitted):
 
 
 def test_several_keys_one_line_each(fitted):
-    keys = ["train_loss", "train_acc_before_solve", "frozen_fraction", "dur", "solve_dur"]
+    keys = [
+        "train_loss",
+        "train_acc_before_solve",
+        "frozen_fraction",
+        "dur",
+        "solve_dur",
+    ]
     ax = plot_history(fitted, keys=keys)
     assert [line.get_label() for line in ax.get_lines()] == keys
     for line, key in zip(ax.get_lines(), keys, strict=True):

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import options
+from conftest import make_mlp, options
 from conftest import tiny_cnn_classifier as _cnn
 from sklearn.utils._param_validation import InvalidParameterError
 from skorch import NeuralNetClassifier
@@ -49,17 +49,33 @@ def test_bad_fit_input(X, y, match):
 @pytest.mark.parametrize(
     "X_predict, match",
     [
-        (np.zeros((4, 3, 8, 8), np.uint8), "features"),
-        (np.zeros((4, 8, 7), np.uint8), "features"),
-        (np.zeros((4, 7, 8, 8), np.uint8)[:, :, :4, :2], "features"),
-        (np.zeros((4, 4, 16), np.uint8), "shape"),
+        (
+            np.zeros((4, 3, 8, 8), np.uint8),
+            r"fitted on 1-channel \(grayscale\) images, got 3-channel \(RGB\) "
+            r"images; convert them to grayscale",
+        ),
+        (np.zeros((4, 8, 8, 3), np.uint8), r"got 3-channel \(RGB\) images"),
+        (np.zeros((4, 7, 8, 8), np.uint8)[:, :, :4, :2], "got 2-channel images"),
+        (np.zeros((4, 10)), "X has 10 features"),
+        (np.zeros((4, 1, 1, 8, 8)), "3 or 4 dimensions"),
     ],
 )
-def test_predict_shape_mismatch_raises(small_images, X_predict, match):
+def test_predict_channel_mismatch_raises(small_images, X_predict, match):
+    # Another height and width is resized (test_predict.py); another number
+    # of channels is not the input trained on.
     X, y = small_images
     clf = _cnn().fit(X, y)
     with pytest.raises(ValueError, match=match):
         clf.predict(X_predict)
+
+
+def test_predict_feature_vectors_keep_sklearns_message(digits):
+    X, y = digits
+    clf = FastRetrainClassifier(make_mlp, max_epochs=1, random_state=0)
+    clf.fit(X[:100, :4], y[:100])
+    match = "X has 3 features, but FastRetrainClassifier is expecting 4 features"
+    with pytest.raises(ValueError, match=match):
+        clf.predict(X[:5, :3])
 
 
 def test_unknown_backbone_name_lists_names(small_images):
@@ -96,7 +112,6 @@ def test_unknown_backbone_name_lists_names(small_images):
         ({"input_size": "big"}, r"'input_size' .* 'auto', None, a positive int"),
         ({"input_size": (0, 4)}, r"'input_size' .* Got \(0, 4\)"),
         ({"precision": "float16"}, options("'bfloat16'", "'float32'")),
-        ({"augment": "heavy"}, options("'light'", "callable", got="'heavy'")),
         ({"num_workers": -1}, r"'num_workers' .* int in the range \[0, inf\)"),
         ({"distributed": "yes"}, options("'auto'", got="'yes'")),
         ({"callbacks": "ProgressBar"}, r"'callbacks' .*'list'.* or None"),
@@ -125,6 +140,7 @@ def test_invalid_parameters_name_the_valid_options(small_images, params, match):
         (SGDEpoch(weight_decay="l2"), r"'weight_decay' .* Got 'l2'"),
         (SGDEpoch(lr_schedule="linear"), options("'constant'", "'cosine'")),
         (SGDEpoch(bn_mode="frozen"), options("'auto'", "'eval'", "'train'")),
+        (SGDEpoch(augment="heavy"), options("'light'", "callable", got="'heavy'")),
         (SGDEpoch(bn_momentum=2.0), r"'bn_momentum' .* or None"),
         (
             SGDEpoch(cache_prefix="yes"),

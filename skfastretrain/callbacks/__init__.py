@@ -17,7 +17,7 @@ from ._prefix_cache import PrefixCache
 from ._progress import EpochTable
 from ._regularizers import L2SP, DeltaLoss, DeltaRegularizer
 from ._ridge_head import RidgeHeadSolver
-from ._validation import ValidationScoring
+from ._validation_scoring import ValidationScoring
 
 __all__ = [
     "L2SP",
