@@ -74,7 +74,17 @@ def progress(iterable, net, *, desc, total=None):
         return iterable
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+    # A generator, not the iterable itself: tqdm.auto's bar calls iter() on
+    # an iterable when it is made and again when it is looped over, and each
+    # iter() of a DataLoader draws a seed from torch's global generator (and
+    # starts its workers), so a bar would change the fit's random stream.
+    return tqdm(
+        _each(iterable), total=total, desc=desc, leave=False, dynamic_ncols=True
+    )
+
+
+def _each(iterable):
+    yield from iterable
 
 
 class EpochTable(PrintLog):

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_cnn_classifier
+from conftest import make_tiny_cnn, tiny_cnn_classifier
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
 
@@ -131,3 +131,20 @@ def test_verbose_0_and_auto_outside_a_terminal_print_nothing(digits, capsys):
     for verbose in (0, "auto"):
         tiny_cnn_classifier(verbose=verbose, early_stopping=True).fit(X, y).predict(X)
         assert capsys.readouterr() == ("", "")
+
+
+def test_progress_bars_leave_the_fit_unchanged(digits, capsys):
+    # Dropout draws from torch's global generator, so any extra draw (such
+    # as a DataLoader iterated once more for a bar) would change the model.
+    X, y = digits
+
+    def with_dropout():
+        return torch.nn.Sequential(
+            make_tiny_cnn(), torch.nn.Flatten(), torch.nn.Dropout(0.5)
+        )
+
+    fits = [
+        tiny_cnn_classifier(backbone=with_dropout, max_epochs=2, verbose=v).fit(X, y)
+        for v in (0, 1)
+    ]
+    np.testing.assert_array_equal(*(f.predict_proba(X) for f in fits))
