@@ -12,8 +12,12 @@ from importlib.util import find_spec
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# Build from the working tree even when the package is not installed.
+# Build from the working tree even when the package is not installed; the
+# docs' own helper modules sit next to this file.
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from _benchmark_page import write_benchmark_page  # noqa: E402
 
 import skfastretrain  # noqa: E402
 
@@ -35,6 +39,8 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "sphinx_gallery.gen_gallery",
+    # MathJax copied into _static: the pages render math without a network.
+    "sphinx-mathjax-offline",
 ]
 
 templates_path = ["_templates"]
@@ -44,7 +50,9 @@ default_role = "literal"
 
 # autosummary writes one page per public object listed in api.rst.
 autosummary_generate = True
-autodoc_default_options = {"members": True, "inherited-members": False}
+# Inherited members are documented where they are the estimator API
+# (predict, score, ...): see _skip_inherited_members below.
+autodoc_default_options = {"members": True, "inherited-members": True}
 autodoc_typehints = "none"
 
 # numpydoc renders the Parameters/Returns sections; the class member tables
@@ -78,122 +86,25 @@ else:
 sphinx_gallery_conf = {
     "examples_dirs": ["../examples"],
     "gallery_dirs": ["auto_examples"],
-    "filename_pattern": "/plot_",
+    # Every example runs, the quickstart (README's first command) first.
+    "filename_pattern": r"/(plot_|quickstart)",
+    "within_subsection_order": "_gallery_order.QuickstartFirst",
+    # The computation-times page loads jQuery and DataTables from CDNs.
+    "write_computation_times": False,
     # A failing example fails the build instead of leaving a broken page.
     "abort_on_example_error": True,
     "doc_module": ("skfastretrain",),
     "reference_url": {"skfastretrain": None},
     "backreferences_dir": "generated/backreferences",
     "download_all_examples": False,
-    "within_subsection_order": "FileNameSortKey",
 }
 
 # -- Benchmark results -------------------------------------------------------
-# benchmarks.rst includes generated/benchmark_results.inc, written here from
-# the result files of benchmarks/transfer.py that exist at build time, so
-# that a missing run leaves a note instead of a broken image (an error with
-# -W).
+# benchmarks.rst includes generated/benchmark_results.inc, written by
+# _benchmark_page.py from the saved runs in benchmarks/ (the headline figure,
+# the summary, the findings of benchmarks/README.md and the raw tables).
 
-BENCHMARK_RESULTS = HERE.parent / "benchmarks" / "results"
-BENCHMARK_RUNS = {
-    "quick": (
-        "Quick run",
-        "1,500 training and 500 test images, 2 epochs",
-        "transfer.py --quick",
-    ),
-    "full": (
-        "Full run",
-        "10,000 training and 2,000 test images, 4 epochs",
-        "transfer.py --full",
-    ),
-    "pilot_variants": (
-        "Variants pilot",
-        "Variants of the method on 4,000 training-split images, evaluated on "
-        "1,000 others (never the test split), 3 epochs",
-        "pilot.py --variants",
-    ),
-    "levers": (
-        "Speed levers",
-        "The Lite0 step under each lever, and float32 Gram accumulation",
-        "levers.py",
-    ),
-}
-
-
-def _benchmark_results_rst():
-    lines = []
-    for name, (title, setting, command) in BENCHMARK_RUNS.items():
-        lines += [title, "-" * len(title), ""]
-        png = BENCHMARK_RESULTS / f"{name}.png"
-        md = BENCHMARK_RESULTS / f"{name}.md"
-        if not png.is_file() and not md.is_file():
-            lines += [
-                f"No saved results: run ``python benchmarks/{command}``",
-                f"({setting}).",
-                "",
-            ]
-            continue
-        lines += [f"{setting}. Files ``benchmarks/results/{name}.*``.", ""]
-        if png.is_file():
-            # Image paths are relative to benchmarks.rst, the including file.
-            lines += [
-                f".. figure:: ../benchmarks/results/{name}.png",
-                f"   :alt: Test accuracy against fit time, {name} run",
-                "   :width: 100%",
-                "",
-                "   Test accuracy against fit wall time.",
-                "",
-            ]
-        if md.is_file():
-            lines += _markdown_tables_rst(md.read_text())
-    return "\n".join(lines)
-
-
-def _rst_cell(text):
-    # Backslash-escape what reStructuredText would read as markup: inline
-    # markup characters anywhere, list and comment markers at the start.
-    text = re.sub(r"([\\*`_|])", r"\\\1", text.strip())
-    if text[:1] in ("-", "+", "#", ".", ":"):
-        text = "\\" + text
-    return text
-
-
-def _markdown_tables_rst(markdown):
-    """The pipe tables of a markdown file as list-tables, other text as is."""
-    lines = []
-    for block in re.split(r"\n\s*\n", markdown.strip()):
-        rows = [row.strip() for row in block.splitlines() if row.strip()]
-        is_table = (
-            len(rows) >= 2
-            and all(row.startswith("|") and row.endswith("|") for row in rows)
-            and set(rows[1]) <= set("|-: ")
-        )
-        if not is_table:
-            lines += [".. code-block:: text", ""]
-            lines += ["   " + row for row in block.splitlines()] + [""]
-            continue
-        cells = [
-            [_rst_cell(cell) for cell in row[1:-1].split("|")]
-            for i, row in enumerate(rows)
-            if i != 1
-        ]
-        lines += [".. list-table::", "   :header-rows: 1", ""]
-        for row in cells:
-            lines.append(f"   * - {row[0]}".rstrip())
-            lines += [f"     - {cell}".rstrip() for cell in row[1:]]
-        lines.append("")
-    return lines
-
-
-def _write_if_changed(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.is_file() or path.read_text() != text:
-        path.write_text(text)
-
-
-_write_if_changed(
-    HERE / "generated" / "benchmark_results.inc", _benchmark_results_rst()
-)
+write_benchmark_page(HERE.parent / "benchmarks", HERE / "generated")
 
 # -- HTML output -------------------------------------------------------------
 
@@ -202,13 +113,20 @@ if find_spec("pydata_sphinx_theme") is not None:
     html_theme_options = {
         "navigation_with_keys": False,
         "show_toc_level": 2,
+        # The six top-level pages in the header, none behind "More".
+        "header_links_before_dropdown": 7,
+        "navbar_align": "left",
+        "navbar_end": ["theme-switcher"],
     }
+    # Pages without subpages get no (empty) section navigation.
+    html_sidebars = {page: [] for page in ("index", "benchmarks", "references")}
 else:
     html_theme = "alabaster"
     html_theme_options = {}
 
 html_title = f"skfastretrain {release}"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 
 # -- Hooks -------------------------------------------------------------------
 
@@ -223,5 +141,71 @@ def _skip_metadata_request_methods(app, what, name, obj, skip, options):
     return None
 
 
+#: Inherited methods documented on a class's page: the estimator API.
+_INHERITED_API = {
+    "decision_function",
+    "fit",
+    "get_params",
+    "predict",
+    "predict_proba",
+    "score",
+    "set_params",
+}
+
+
+def _skip_inherited_members(app, what, name, obj, skip, options):
+    """Document inherited methods only where they are this package's own or
+    the scikit-learn API (``predict``, ``score``, ``get_params``, ...).
+
+    ``inherited-members`` is on so that ``FastRetrainClassifier`` lists
+    ``predict`` and ``score``; without this, a callback's page would list
+    every skorch hook and a module's every ``torch.nn.Module`` method.
+    """
+    if what != "class" or name in _INHERITED_API:
+        return None
+    function = getattr(obj, "fget", obj)
+    if not callable(function):
+        return None
+    module = getattr(function, "__module__", None) or ""
+    return None if module.startswith("skfastretrain") else True
+
+
+def _local_refs_only(app, what, name, obj, options, lines):
+    """Docstrings inherited from scikit-learn (``score``) point at labels of
+    its user guide, which this build does not have: show them as text."""
+    if getattr(obj, "__module__", "").startswith("sklearn"):
+        lines[:] = [re.sub(r":ref:`([^`<]+?)(?: <[^>]+>)?`", r"\1", x) for x in lines]
+
+
+def _quickstart_figure(app):
+    """getting_started.rst includes the quickstart's figure where the gallery
+    drew it (an executed build), and a link otherwise."""
+    image = HERE / "auto_examples" / "images" / "sphx_glr_quickstart_001.png"
+    if image.is_file():
+        text = (
+            ".. figure:: auto_examples/images/sphx_glr_quickstart_001.png\n"
+            "   :alt: Test accuracy of the quickstart after every epoch\n"
+            "   :width: 80%\n\n"
+            "   The quickstart's test accuracy after every epoch, against the\n"
+            "   linear probe (epoch 0), as the gallery ran it.\n"
+        )
+    else:
+        text = (
+            "(The figure appears when the documentation is built with the\n"
+            "gallery executed.)\n"
+        )
+    _write_if_changed(HERE / "generated" / "quickstart_figure.inc", text)
+
+
+def _write_if_changed(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+
+
 def setup(app):
     app.connect("autodoc-skip-member", _skip_metadata_request_methods)
+    app.connect("autodoc-skip-member", _skip_inherited_members)
+    app.connect("autodoc-process-docstring", _local_refs_only)
+    # After sphinx-gallery (priority 500) has run the examples.
+    app.connect("builder-inited", _quickstart_figure, priority=900)

@@ -28,7 +28,7 @@ head is random. The images come from the full Fashion-MNIST release where
 Debian's ``dataset-fashion-mnist`` is installed, and from the subset bundled
 with skfastretrain otherwise.
 
-The setting is kept tiny so that the example runs in about two minutes on two
+The setting is kept tiny so that the example runs in about a minute on two
 CPU cores; the benchmarks in the documentation use more data and epochs.
 """
 

@@ -14,6 +14,8 @@ scratch, and draws the mean cross-validated accuracy as a heat map.
 ``ridge_lambda=None`` turns the head solves off (plain SGD with layer
 freezing), and ``freeze_prob=0`` trains every layer: the corner
 ``(0, None)`` is plain SGD with momentum.
+
+It runs in under half a minute on two CPU cores.
 """
 
 # %%

@@ -11,6 +11,8 @@ skfastretrain otherwise) as PNG files into a temporary folder, fine-tunes the
 pretrained EfficientNet-Lite0 for one epoch at 64 pixels on the paths of 500
 of them, predicts the other 100 from their paths, and shows a few of them
 with their predicted labels.
+
+It runs in under half a minute on two CPU cores.
 """
 
 # %%

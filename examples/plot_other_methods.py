@@ -10,6 +10,8 @@ and DELTA run as regularizers of plain fine-tuning, as in their papers. Each
 fine-tunes ImageNet EfficientNet-Lite0 at 32 px on 600 of sklearn's digits
 for two epochs and is scored on 400 held-out digits. DELTA's channel
 attention is shown for its last compared layer.
+
+It runs in about a minute and a half on two CPU cores.
 """
 
 import matplotlib.pyplot as plt

@@ -8,6 +8,8 @@ fine-tuning history, pulls the most similar pairs together, removes the one of
 each pair with the smaller L1 norm and fine-tunes, for as long as the held-out
 accuracy stays within ``max_accuracy_drop`` of the best seen. Here a small CNN
 on sklearn's digits is pruned and compared before and after.
+
+It runs in a few seconds on two CPU cores.
 """
 
 import matplotlib.pyplot as plt

@@ -192,17 +192,25 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         ``"feature_map"``) per compared layer; None otherwise.
     history_ : skorch.History
         Per-epoch records: ``train_loss``, ``dur`` (SGD epoch seconds),
-        ``frozen_fraction``, and where solved ``solve_dur``, ``train_acc_before_solve``
-        (before the solve), ``train_acc_ridge`` and ``train_acc`` (training
-        accuracy of the ridge solution and of the updated head, on up to
-        2,048 rows); ``probe_lr`` in the first row with ``lr="auto"``;
-        ``diverged`` and ``kept_epoch`` in the last row of a fit that
-        :class:`DivergenceGuard` stopped.
+        ``frozen_fraction``; where solved ``solve_dur``, ``ridge_lambda``,
+        ``train_acc`` (the epoch's model, after its solve, on up to 2,048
+        training rows), ``train_acc_before_solve`` and ``train_acc_ridge``
+        (the ridge solution alone); with ``early_stopping`` ``valid_loss``
+        and ``valid_acc``; ``probe_lr`` in the first row with
+        ``lr="auto"``; ``diverged`` and ``kept_epoch`` in the last row of a
+        fit that :class:`DivergenceGuard` stopped.
 
     See Also
     --------
     RandomFreezer : The freezing step as a skorch callback.
     RidgeHeadSolver : The head solve as a skorch callback.
+    EarlyStopping : The held-out rows and early stopping.
+
+    References
+    ----------
+    .. [1] Zhang, Yang, Akilan, Wu, Liu, "Fast Transfer Learning Method Using
+       Random Layer Freezing and Feature Refinement Strategy", IEEE
+       Transactions on Cybernetics, 2024, doi:10.1109/TCYB.2024.3483068.
 
     Examples
     --------
@@ -372,7 +380,15 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
 
     @property
     def history_(self):
-        """The skorch History of the fit: one record per epoch."""
+        """The skorch History of the fit: one record per epoch.
+
+        Keys: ``train_loss``, ``dur``, ``frozen_fraction``, ``train_acc``,
+        ``train_acc_before_solve``, ``train_acc_ridge``, ``ridge_lambda``,
+        ``solve_dur``; ``valid_loss`` and ``valid_acc`` with early
+        stopping; ``init_*`` and ``probe_lr`` in the first row; ``diverged``
+        and ``kept_epoch`` after a divergence. The "Watching, stopping and
+        saving a fit" page says what each measures.
+        """
         check_is_fitted(self)
         return self.net_.history
 

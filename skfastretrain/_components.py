@@ -71,6 +71,14 @@ class RidgeHead(BaseEstimator):
     --------
     RidgeHeadSolver : The skorch callback these parameters configure.
 
+    References
+    ----------
+    .. [1] Yang, Wu, Feng, Thangarajah, "Recomputation of Dense Layers for the
+       Performance Improvement of DCNN", IEEE TPAMI 2019 (``update="residual"``).
+    .. [2] Basha, Tula, Vinakota, Dubey, "Target Aware Network Architecture
+       Search and Compression for Efficient Knowledge Transfer", arXiv:2205.05967
+       (``hidden`` and ``reinit_layers``).
+
     Examples
     --------
     >>> from skfastretrain import FastRetrainClassifier, RidgeHead

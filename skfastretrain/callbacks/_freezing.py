@@ -66,6 +66,12 @@ class RandomFreezer(Callback):
     frozen_ : list of str
         Layers frozen in the current (or last) epoch.
 
+    References
+    ----------
+    .. [1] Zhang, Yang, Akilan, Wu, Liu, "Fast Transfer Learning Method Using
+       Random Layer Freezing and Feature Refinement Strategy", IEEE
+       Transactions on Cybernetics, 2024, doi:10.1109/TCYB.2024.3483068.
+
     Examples
     --------
     >>> import numpy as np, torch

@@ -59,6 +59,11 @@ class L2SP(_Regularizer):
     w0_ : dict of str to torch.Tensor
         Starting weights by name (kept for ``partial_fit``).
 
+    References
+    ----------
+    .. [1] Li, Grandvalet, Davoine, "Explicit Inductive Bias for Transfer
+       Learning with Convolutional Networks", ICML 2018, arXiv:1802.01483.
+
     Examples
     --------
     >>> import numpy as np, torch
@@ -212,6 +217,12 @@ class DeltaRegularizer(_Regularizer):
     attention_ : dict of str to ndarray
         Channel weights of each layer.
     source_ : nn.Module
+
+    References
+    ----------
+    .. [1] Li, Xiong, Wang, Rao, Liu, Chen, Huan, "DELTA: DEep Learning
+       Transfer using Feature Map with Attention", ICLR 2019,
+       arXiv:1901.09229; ACM TKDD 2021, doi:10.1145/3473912.
 
     Examples
     --------

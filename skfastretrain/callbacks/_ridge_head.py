@@ -40,23 +40,18 @@ class RidgeHeadSolver(Callback):
     :class:`sklearn.linear_model.Ridge`) of one-hot targets in {-1, +1} is then
     blended into the head: ``W <- W + blend * (W* - W)``.
 
-    The {-1, +1} targets regress the head's outputs toward +1 for the true class
-    and -1 for the others: those outputs are logits on a small scale. With
-    ``calibrate=True`` the solution is multiplied by the temperature that
-    minimizes the cross-entropy of its softmax on a random subset of the
-    training rows, capped at ``max_scale``, so ``predict_proba`` and the next
-    SGD epoch see logits on a sensible scale. Predictions (the argmax) do not
-    change.
+    The {-1, +1} targets give logits on a small scale: with ``calibrate=True``
+    the solution is multiplied by the temperature that minimizes the
+    cross-entropy of its softmax on a random subset of the training rows,
+    capped at ``max_scale``, so ``predict_proba`` and the next SGD epoch see
+    logits on a sensible scale; the argmax does not change.
 
     With ``recalibrate_bn=True`` the same pass re-estimates the running
-    statistics of the trainable BatchNorm layers: they run on batch statistics,
-    as in the SGD epochs, while their running averages are reset and
-    recomputed exactly over the pass. The solved head then matches the
-    features that SGD sees, and eval-mode features (used by predict) match
-    the current weights. It costs no extra pass.
-
-    Works in any skorch net whose module ends in an ``nn.Linear`` head and is
-    trained on integer class labels.
+    statistics of the trainable BatchNorm layers (on batch statistics, as in
+    SGD; running averages reset and recomputed exactly over the pass), so
+    the solved head matches the features SGD sees and predict uses, at no
+    extra pass. Works in any skorch net whose module ends in an
+    ``nn.Linear`` head, trained on integer class labels.
 
     Parameters
     ----------
@@ -120,6 +115,12 @@ class RidgeHeadSolver(Callback):
         Temperature of the last solve (1.0 without calibration).
     ridge_lambda_ : float
         Ridge strength of the last solve.
+
+    References
+    ----------
+    .. [1] Zhang, Yang, Akilan, Wu, Liu, "Fast Transfer Learning Method Using
+       Random Layer Freezing and Feature Refinement Strategy", IEEE
+       Transactions on Cybernetics, 2024, doi:10.1109/TCYB.2024.3483068.
 
     Examples
     --------

@@ -249,6 +249,12 @@ def prune_filters(
     ``pull_terms="pair"`` keeps the pull at any size.
     ``pruning_report_.rounds`` records the pairs' cosine after the pull.
 
+    References
+    ----------
+    .. [1] Basha, Tula, Vinakota, Dubey, "Target Aware Network Architecture
+       Search and Compression for Efficient Knowledge Transfer" (TASCNet),
+       arXiv:2205.05967, 2022.
+
     Examples
     --------
     >>> import numpy as np
