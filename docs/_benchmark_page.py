@@ -176,12 +176,13 @@ def _summary(full):
             if isinstance(paired.get(name), dict)
             else None
         )
+        p_text = "not measured" if p is None else f"{p:.2g}"
         lines += [
             f"   * - {label}",
             f"     - {acc:.3f}",
             f"     - {record['fit_wall']:.0f}",
             f"     - {record['fit_wall'] / sgdm['fit_wall']:.2f}",
-            f"     - {'-' if p is None else f'{p:.2g}'}",
+            f"     - {'(the reference)' if name == 'sgdm' else p_text}",
         ]
     return [*lines, ""]
 
@@ -198,7 +199,7 @@ def _targets(full):
     ]
     for name, target in full["targets"].items():
         value = target.get("value")
-        shown = "-" if value is None else f"{value:.2f}"
+        shown = "not measured" if value is None else f"{value:.2f}"
         lines += [
             f"   * - {name.replace('_', ' ')}",
             f"     - {target.get('target', '')}",
@@ -212,7 +213,7 @@ def write_benchmark_page(benchmarks, generated):
     """Write ``generated/benchmark_results.inc`` and the headline figure."""
     results = benchmarks / "results"
     readme = (benchmarks / "README.md").read_text()
-    lines = ["Headline", "--------", ""]
+    lines = ["Accuracy against time", "---------------------", ""]
     full_json = results / "full.json"
     if full_json.is_file():
         full = json.loads(full_json.read_text())

@@ -104,7 +104,7 @@ def test_the_benchmark_page_is_written_from_the_saved_runs(tmp_path):
     page.write_benchmark_page(ROOT / "benchmarks", tmp_path)
     text = (tmp_path / "benchmark_results.inc").read_text()
     assert (tmp_path / "benchmark_headline.png").stat().st_size > 0
-    for heading in ("Headline", "The methods compared", "Findings", "Raw results"):
+    for heading in ("Accuracy against time", "The methods", "Findings", "Raw results"):
         assert heading in text
     # Captions are prose, not code blocks.
     assert ".. code-block::" not in text
