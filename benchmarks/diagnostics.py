@@ -1,4 +1,4 @@
-"""Two side measurements behind the benchmark's findings.
+"""Side measurements behind the benchmark's findings and the docs.
 
 1. Thread contention: the median Lite0 SGD step (batch 32, 64 px) and one
    float64 ``torch.linalg.eigh`` at d=1280 (what ``select_lambda`` runs five
@@ -8,11 +8,14 @@
    accumulators of ``ridge_lambda="auto"``, then by ``select_lambda`` or by
    the final ``ridge_solve`` (each in its own process), at d=1280 and
    n=1,500 and 10,000.
+3. The size of a pickled fitted estimator (the defaults: Lite0, 300 bundled
+   Fashion-MNIST images, 1 epoch) against its model's weights, as pickled by
+   default and with ``net_.keep_training_state = True``.
 
 Each measurement runs in a fresh process. Usage::
 
     python benchmarks/diagnostics.py                 # results/diagnostics.json, .md
-    python benchmarks/diagnostics.py --parts memory  # rerun one part, keep the other
+    python benchmarks/diagnostics.py --parts memory  # rerun one part, keep the others
     python benchmarks/diagnostics.py --report        # re-print a saved run
 """
 
@@ -74,6 +77,28 @@ else:
     ridge_solve(sum_statistics(folds), 1.0)
 print(json.dumps({{"folds_mb": after_folds - base, "step_mb": peak() - after_folds}}))
 """
+
+
+PICKLE_CODE = """
+import json, pickle
+from skfastretrain import FastRetrainClassifier
+from skfastretrain.datasets import load_fashion_mnist
+data = load_fashion_mnist(source="bundled")
+clf = FastRetrainClassifier(max_epochs=1, random_state=0, verbose=0)
+clf.fit(data.data[:300], data.target[:300])
+weights = sum(t.numel() * t.element_size() for t in clf.module_.state_dict().values())
+slim = len(pickle.dumps(clf))
+clf.net_.keep_training_state = True
+full = len(pickle.dumps(clf))
+print(json.dumps({"weights_mb": weights / 1e6, "pickle_mb": slim / 1e6,
+                  "pickle_kept_mb": full / 1e6}))
+"""
+
+
+def pickle_size():
+    rec = run_snippet(PICKLE_CODE, {"OMP_WAIT_POLICY": "PASSIVE"})
+    print(rec, flush=True)
+    return rec
 
 
 def contention():
@@ -155,7 +180,18 @@ def render(result):
             for r in result["memory"]
         ],
     )
-    return note + "\n\n" + a + "\n\n" + b
+    text = note + "\n\n" + a + "\n\n" + b
+    if "pickle" in result:
+        rec = result["pickle"]
+        text += "\n\n" + markdown_table(
+            ["fitted Lite0 estimator", "MB"],
+            [
+                ["model weights (state_dict)", f"{rec['weights_mb']:.1f}"],
+                ["pickle (default)", f"{rec['pickle_mb']:.1f}"],
+                ["pickle, keep_training_state=True", f"{rec['pickle_kept_mb']:.1f}"],
+            ],
+        )
+    return text
 
 
 def main():
@@ -167,7 +203,7 @@ def main():
     if "--report" in sys.argv:
         result = json.loads(path.read_text())
     else:
-        parts = ["contention", "memory"]
+        parts = ["contention", "memory", "pickle"]
         if "--parts" in sys.argv:
             parts = sys.argv[sys.argv.index("--parts") + 1].split(",")
         result = json.loads(path.read_text()) if path.exists() else {}
@@ -176,7 +212,8 @@ def main():
             # The contention note quotes the load under "machine".
             key = "machine" if part == "contention" else f"machine_{part}"
             result[key] = machine_info()
-            result[part] = {"contention": contention, "memory": memory}[part]()
+            run = {"contention": contention, "memory": memory, "pickle": pickle_size}
+            result[part] = run[part]()
             result["measured"][part] = time.strftime("%Y-%m-%d %H:%M:%S")
             result[key]["loadavg_end"] = list(os.getloadavg())
         RESULTS.mkdir(exist_ok=True)

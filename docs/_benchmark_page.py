@@ -66,6 +66,18 @@ def _is_table(rows):
     )
 
 
+def _list_table(rows, *, caption="", css_class=None):
+    """``rows`` (the first is the header) as an rST list-table."""
+    lines = [f".. list-table:: {caption}".rstrip(), "   :header-rows: 1"]
+    if css_class:
+        lines.append(f"   :class: {css_class}")
+    lines.append("")
+    for row in rows:
+        lines.append(f"   * - {row[0]}".rstrip())
+        lines += [f"     - {cell}".rstrip() for cell in row[1:]]
+    return [*lines, ""]
+
+
 def _table(rows):
     if len(rows) < 3:
         return []  # a header without rows
@@ -74,11 +86,7 @@ def _table(rows):
         for i, row in enumerate(rows)
         if i != 1
     ]
-    lines = [".. list-table::", "   :header-rows: 1", "   :class: wide-table", ""]
-    for row in cells:
-        lines.append(f"   * - {row[0]}".rstrip())
-        lines += [f"     - {cell}".rstrip() for cell in row[1:]]
-    return [*lines, ""]
+    return _list_table(cells, css_class="wide-table")
 
 
 def markdown_rst(markdown):
@@ -156,57 +164,49 @@ def _summary(full):
     methods = full["methods"]
     sgdm = methods["sgdm"]
     paired = full.get("paired_vs_sgdm", {})
-    lines = [
-        ".. list-table:: The headline methods in the full run",
-        "   :header-rows: 1",
-        "",
-        "   * - method",
-        "     - final test accuracy",
-        "     - fit time (s)",
-        "     - time / plain fine-tuning",
-        "     - McNemar p vs plain fine-tuning",
+    rows = [
+        [
+            "method",
+            "final test accuracy",
+            "fit time (s)",
+            "time / plain fine-tuning",
+            "McNemar p vs plain fine-tuning",
+        ]
     ]
     for name, label in HEADLINE.items():
         record = methods.get(name)
         if record is None:
             continue
-        acc = record["points"][-1]["test_acc"]
-        p = (
-            paired.get(name, {}).get("p")
-            if isinstance(paired.get(name), dict)
-            else None
+        p = (paired.get(name) or {}).get("p")
+        if name == "sgdm":
+            p_text = "(the reference)"
+        else:
+            p_text = "not measured" if p is None else f"{p:.2g}"
+        rows.append(
+            [
+                label,
+                f"{record['points'][-1]['test_acc']:.3f}",
+                f"{record['fit_wall']:.0f}",
+                f"{record['fit_wall'] / sgdm['fit_wall']:.2f}",
+                p_text,
+            ]
         )
-        p_text = "not measured" if p is None else f"{p:.2g}"
-        lines += [
-            f"   * - {label}",
-            f"     - {acc:.3f}",
-            f"     - {record['fit_wall']:.0f}",
-            f"     - {record['fit_wall'] / sgdm['fit_wall']:.2f}",
-            f"     - {'(the reference)' if name == 'sgdm' else p_text}",
-        ]
-    return [*lines, ""]
+    return _list_table(rows, caption="The headline methods in the full run")
 
 
 def _targets(full):
-    lines = [
-        ".. list-table:: The targets, measured in the full run",
-        "   :header-rows: 1",
-        "",
-        "   * - target",
-        "     - goal",
-        "     - measured",
-        "     - met",
-    ]
+    rows = [["target", "goal", "measured", "met"]]
     for name, target in full["targets"].items():
         value = target.get("value")
-        shown = "not measured" if value is None else f"{value:.2f}"
-        lines += [
-            f"   * - {name.replace('_', ' ')}",
-            f"     - {target.get('target', '')}",
-            f"     - {shown}",
-            f"     - {'yes' if target.get('met') else '**no**'}",
-        ]
-    return [*lines, ""]
+        rows.append(
+            [
+                name.replace("_", " "),
+                target.get("target", ""),
+                "not measured" if value is None else f"{value:.2f}",
+                "yes" if target.get("met") else "**no**",
+            ]
+        )
+    return _list_table(rows, caption="The targets, measured in the full run")
 
 
 def write_benchmark_page(benchmarks, generated):

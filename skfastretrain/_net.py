@@ -26,7 +26,11 @@ from .callbacks._prefix_cache import PrefixCache
 from .callbacks._progress import EpochTable, resolve_verbose, table_columns
 from .callbacks._regularizer_names import regularizer_components
 from .callbacks._ridge_head import RidgeHeadSolver
-from .callbacks._validation_scoring import ValidationScoring, validation_split
+from .callbacks._validation_scoring import (
+    ValidationScoring,
+    held_out_rows,
+    validation_split,
+)
 
 __all__ = [
     "AUTO_LR",
@@ -315,7 +319,7 @@ def train_net(
         callbacks.append(("validation", scoring))
     n_train = len(data)
     if train_split is not None:
-        n_train -= math.ceil(early_stopping.validation_fraction * len(data))
+        n_train -= held_out_rows(early_stopping.validation_fraction, len(data))
     sampler = None
     if distributed:
         sampler = train_sampler(n_train, plan.seed)

@@ -2,7 +2,6 @@
 
 import re
 import sys
-from numbers import Number
 
 from skorch.callbacks import PrintLog
 from tqdm.auto import tqdm
@@ -150,14 +149,10 @@ class EpochTable(PrintLog):
         return head + shown + tail
 
     def _cell(self, row, key):
-        if key not in row:
-            return ""
-        value = row[key]
-        if isinstance(value, (list, tuple, dict)):
-            return ""
-        if isinstance(value, Number) and not isinstance(value, bool):
-            return self.format_row(row, key, color="\033[92m")
-        return str(self.format_row(row, key, color=""))
+        if key not in row or isinstance(row[key], (list, tuple, dict)):
+            return ""  # not recorded, or no room in a column (layer_lambdas)
+        # format_row colours a value only where its <key>_best is True.
+        return str(self.format_row(row, key, color="\033[92m"))
 
     def on_epoch_end(self, net, **kwargs):
         row = net.history[-1]

@@ -15,7 +15,7 @@ from .._params import NON_NEGATIVE, POSITIVE_INT, validate_constraints
 from ._checkpoint import module_copy
 from ._progress import progress
 
-__all__ = ["ValidationScoring", "validation_split"]
+__all__ = ["ValidationScoring", "held_out_rows", "validation_split"]
 
 
 class _BestEpoch:
@@ -222,7 +222,7 @@ def validation_split(fraction, y, seed):
     ``y`` holds the labels encoded as ``0 .. k-1``.
     """
     n_classes = int(y.max()) + 1
-    n_valid = math.ceil(fraction * len(y))
+    n_valid = held_out_rows(fraction, len(y))
     counts = np.bincount(y, minlength=n_classes)
     if n_valid < n_classes or len(y) - n_valid < n_classes or counts.min() < 2:
         raise ValueError(
@@ -233,3 +233,9 @@ def validation_split(fraction, y, seed):
             "early_stopping=False."
         )
     return ValidSplit(fraction, stratified=True, random_state=seed)
+
+
+def held_out_rows(fraction, n_rows):
+    """How many of ``n_rows`` the split of ``fraction`` holds out: scikit-learn's
+    StratifiedShuffleSplit (behind skorch's ValidSplit) rounds up."""
+    return math.ceil(fraction * n_rows)
