@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import torch
+from _bench_fastai import run_fastai
 from _bench_utils import (
     BATCH_SIZE,
     IMAGE_SIZE,
@@ -14,6 +15,7 @@ from _bench_utils import (
     TestAccuracy,
     current_rss_mb,
     estimator_kwargs,
+    image_size,
     load_data,
     machine_info,
     rss_mb,
@@ -48,9 +50,10 @@ def _pretrained_lite0(n_classes=None):
     return model
 
 
-def run_sgdm(params, data, epochs):
+def run_sgdm(params, data, setting):
     """Plain skorch fine-tuning of the whole network, cosine learning rate."""
     X_tr, y_tr, X_te, y_te = data
+    epochs, size = setting["epochs"], image_size(setting)
     steps = epochs * math.ceil(len(y_tr) / BATCH_SIZE)
     acc_cb = TestAccuracy(X_te, y_te)
     acc_cb.t0 = time.perf_counter()
@@ -66,7 +69,7 @@ def run_sgdm(params, data, epochs):
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.momentum = params["bn_momentum"]
     net = NeuralNetClassifier(
-        nn.Sequential(LitePreprocess(IMAGE_SIZE), backbone),
+        nn.Sequential(LitePreprocess(size), backbone),
         criterion=nn.CrossEntropyLoss,
         optimizer=torch.optim.SGD,
         optimizer__momentum=0.9,
@@ -93,8 +96,8 @@ def run_sgdm(params, data, epochs):
     return cb.points_, history, fit_wall, cb.eval_time_, cb.last_pred_, None
 
 
-def _features(backbone, X):
-    prep = LitePreprocess(IMAGE_SIZE)
+def _features(backbone, X, size=IMAGE_SIZE):
+    prep = LitePreprocess(size)
     out = []
     with torch.inference_mode():
         for i in range(0, len(X), BATCH_SIZE):
@@ -103,12 +106,13 @@ def _features(backbone, X):
     return torch.cat(out).numpy()
 
 
-def run_linear_probe(params, data, epochs):
+def run_linear_probe(params, data, setting):
     """Frozen pretrained features, standardized, and a LogisticRegression."""
     X_tr, y_tr, X_te, y_te = data
+    size = image_size(setting)
     t0 = time.perf_counter()
     backbone = _pretrained_lite0().eval()
-    H = _features(backbone, X_tr)
+    H = _features(backbone, X_tr, size)
     t_feat = time.perf_counter() - t0
     clf = make_pipeline(
         StandardScaler(),
@@ -116,7 +120,7 @@ def run_linear_probe(params, data, epochs):
     ).fit(H, y_tr)
     fit_wall = time.perf_counter() - t0
     t1 = time.perf_counter()
-    pred = clf.predict(_features(backbone, X_te))
+    pred = clf.predict(_features(backbone, X_te, size))
     acc = float(np.mean(pred == y_te))
     eval_time = time.perf_counter() - t1
     loss = float(log_loss(y_tr, clf.predict_proba(H)))
@@ -155,21 +159,23 @@ _HISTORY_KEYS = (
 )
 
 
-def run_estimator(params, data, epochs):
+def run_estimator(params, data, setting):
     """FastRetrainClassifier with one of the ablation's settings."""
     X_tr, y_tr, X_te, y_te = data
+    epochs = setting["epochs"]
     acc_cb = TestAccuracy(X_te, y_te)
     settings = {k: params[k] for k in _ESTIMATOR_KEYS if k in params}
-    # The recorded runs predate the defaults pilot (benchmarks/defaults.py):
-    # a method states every setting it depends on, and the new defaults that
-    # would change it are pinned to the values those runs had.
-    settings = {"cache_prefix": False, "lr": 0.01, **settings}
+    if params["kind"] != "default":
+        # The recorded ablation predates the defaults pilot (defaults.py): a
+        # method states every setting it depends on, and the new defaults
+        # that would change it are pinned to the values those runs had.
+        settings = {"cache_prefix": False, "lr": 0.01, **settings}
     # Flat settings (the records' names) -> sgd=SGDEpoch(...), head=RidgeHead(...)
     kwargs = estimator_kwargs(settings)
     clf = FastRetrainClassifier(
         "efficientnet_lite0",
         weights="DEFAULT",
-        input_size=IMAGE_SIZE,
+        input_size=image_size(setting),
         max_epochs=epochs,
         batch_size=BATCH_SIZE,
         random_state=SEED,
@@ -184,14 +190,14 @@ def run_estimator(params, data, epochs):
     return cb.points_, history, fit_wall, cb.eval_time_, cb.last_pred_, clf
 
 
-def run_pruned(params, data, epochs):
+def run_pruned(params, data, setting):
     """ours, then ``prune_filters``; the last point adds the pruning time.
 
     The pruning's validation rows are train-split images outside the
     training subset (as many as the test rows); the test rows stay unseen.
     """
     X_tr, y_tr, X_te, y_te = data
-    points, history, fit_wall, eval_time, _, clf = run_estimator(params, data, epochs)
+    points, history, fit_wall, eval_time, _, clf = run_estimator(params, data, setting)
     validation = validation_rows(X_tr, len(y_te))
     start = time.perf_counter()
     pruned = prune_filters(
@@ -228,10 +234,23 @@ def run_pruned(params, data, epochs):
     return points, history, fit_wall + prune_wall, eval_time, pred.tolist(), pruned
 
 
+def run_fastai_baseline(params, data, setting):
+    """fastai's ``fine_tune`` in plain torch (``_bench_fastai.py``)."""
+    return run_fastai(
+        params,
+        data,
+        setting,
+        pretrained=_pretrained_lite0,
+        hold_bn_in_eval=_hold_bn_in_eval,
+    )
+
+
 RUNNERS = {
     "sgdm": run_sgdm,
+    "fastai": run_fastai_baseline,
     "linear_probe": run_linear_probe,
     "estimator": run_estimator,
+    "default": run_estimator,
     "pruned": run_pruned,
 }
 
@@ -246,7 +265,7 @@ def run_worker(method, params, setting, *, holdout=False):
     rss_before = current_rss_mb()
     peak_before = rss_mb()
     points, history, fit_wall, eval_time, pred, _ = RUNNERS[params["kind"]](
-        params, data, setting["epochs"]
+        params, data, setting
     )
     peak = rss_mb()
     return {

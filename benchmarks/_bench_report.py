@@ -13,7 +13,9 @@ from _bench_targets import (  # noqa: F401 (re-exported for transfer.py)
 )
 
 ORDER = (
+    "default",
     "sgdm",
+    "fastai",
     "linear_probe",
     "sgdm_freeze",
     "sgdm_ridge",

@@ -89,6 +89,10 @@ RUNS = {
     "ridge_lambda=1": {"ridge_lambda": 1.0},
     "ridge_lambda=None": {"ridge_lambda": None, "init_head": "random"},
     "cache_prefix=False": {"cache_prefix": False},
+    # The prefix's outputs stored exactly, not in float16.
+    "cache_dtype=float32": {"cache_dtype": "float32"},
+    # A deeper frozen prefix in the first epoch, the default's after it.
+    "freeze_prob=0.75/0.5/0.5": {"freeze_prob": [0.75, 0.5, 0.5]},
     "input_size=96": {"input_size": 96},
     "input_size=128": {"input_size": 128},
     "max_epochs=5": {"max_epochs": 5},

@@ -15,6 +15,14 @@
    fit. The eval forward and
    the training step are timed from a stored prefix output against the full
    network.
+5. The default path (``_bench_levers.py``), at 64 and 224 px: the head
+   solve's pass per row at eval batches of 32, 128 and 256; the frozen
+   prefix run as inference (``inference_mode``, BatchNorm folded into its
+   convolutions, channels-last, bf16); skorch's per-batch overhead against a
+   plain torch loop, beside the trained suffix's step.
+6. The prefix cache stored in bfloat16 or float16: bytes per image and the
+   effect on a ridge head over the features computed from it, on rows held
+   out of the train split.
 
 Each configuration runs in a fresh process with ``OMP_WAIT_POLICY=PASSIVE``.
 Usage::
@@ -34,10 +42,11 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 
+from _bench_levers import CACHE_DTYPE_CODE, PATH_CODE, path_tables  # noqa: E402
 from _bench_utils import SNIPPET_PRELUDE, machine_info, run_snippet  # noqa: E402
 
 PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
-PARTS = ("steps", "memory", "gram", "prefix_cache")
+PARTS = ("steps", "memory", "gram", "prefix_cache", "path", "cache_dtype")
 
 STEP_CODE = """
 cfg = {cfg!r}
@@ -237,6 +246,12 @@ def measure(parts, result=None):
     if "prefix_cache" in parts:
         result["prefix_cache"] = _snippet(PREFIX_CODE)
         print(result["prefix_cache"], flush=True)
+    if "path" in parts:
+        result["path"] = [_snippet(PATH_CODE, size=size) for size in (64, 224)]
+        print(result["path"], flush=True)
+    if "cache_dtype" in parts:
+        result["cache_dtype"] = _snippet(CACHE_DTYPE_CODE, size=64)
+        print(result["cache_dtype"], flush=True)
     result["machine"][f"loadavg_end_{'_'.join(parts)}"] = list(os.getloadavg())
     return result
 
@@ -303,7 +318,8 @@ def render(result):
     )
     text = f"{note}\n\n{steps}\n\n{gram_note}\n\n{gram}"
     prefix = _prefix_table(result.get("prefix_cache"))
-    return f"{text}\n\n{prefix}" if prefix else text
+    text = f"{text}\n\n{prefix}" if prefix else text
+    return "\n\n".join([text, *path_tables(result)])
 
 
 def _prefix_table(r):

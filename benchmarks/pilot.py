@@ -3,8 +3,10 @@
 Plain SGDM (skorch, cosine schedule) is tried at lr 0.01, 0.003 and 0.001,
 each with BatchNorm in train mode (batch statistics, running-statistics
 momentum 0.1) and held in eval mode (pretrained statistics); the estimator's
-``ours`` setting at lr 0.001 and 0.003. Accuracy is measured on rows held out
-of the *train* split, so the choice never sees the test split.
+``ours`` setting at lr 0.001 and 0.003; the fastai-style baseline at base
+rates 0.001 to 0.01 with BatchNorm in train mode, and 0.0005 to 0.01 in
+eval mode. Accuracy is measured on rows held out of the *train* split, so
+the choice never sees the test split.
 
 Usage::
 
@@ -37,6 +39,12 @@ SGDM_GRID = {"train": (0.03, 0.01, 0.003, 0.001), "eval": (0.01, 0.003, 0.001)}
 #: off for named Lite backbones).
 SGDM_NO_SD = (("train", 0.01), ("eval", 0.003), ("eval", 0.001))
 OURS_LRS = (0.001, 0.003)
+#: fastai's fine_tune (AdamW, one cycle): base rates around fastai's 2e-3,
+#: BatchNorm in train mode as fastai trains it, and held in eval mode.
+FASTAI_GRID = {
+    "train": (0.001, 0.002, 0.005, 0.01),
+    "eval": (0.0005, 0.001, 0.002, 0.005, 0.01),
+}
 
 #: The variants pilot: its setting and what each variant changes in ours, in
 #: the records' flat names (estimator_kwargs builds the RidgeHead and SGDEpoch).
@@ -62,6 +70,10 @@ def candidates():
         yield f"sgdm lr={lr} bn={bn} no-sd", "sgdm", params
     for lr in OURS_LRS:
         yield f"ours lr={lr}", "ours", {**METHODS["ours"], "lr": lr}
+    for bn, lrs in FASTAI_GRID.items():
+        for lr in lrs:
+            params = {**METHODS["fastai"], "lr": lr, "bn": bn}
+            yield f"fastai lr={lr} bn={bn}", "fastai", params
 
 
 def variant_candidates():
@@ -107,6 +119,7 @@ def report(result):
     # more than one standard error of the holdout accuracy.
     result["chosen"] = {
         "sgdm": best_of(result, "sgdm"),
+        "fastai": best_of(result, "fastai"),
         "ours": best_of(result, "ours", default=f"ours lr={METHODS['ours']['lr']}"),
     }
     (RESULTS / "pilot.json").write_text(json.dumps(result, indent=1))

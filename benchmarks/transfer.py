@@ -46,10 +46,10 @@ from _bench_report import (  # noqa: E402
 from _bench_utils import (  # noqa: E402
     BATCH_SIZE,
     EXTRA_METHODS,
-    IMAGE_SIZE,
     METHODS,
     SEED,
     SETTINGS,
+    image_size,
     machine_info,
 )
 
@@ -173,7 +173,11 @@ def replace_in(name, methods):
     """Run ``methods`` again with the saved run's setting; swap their records."""
     path = RESULTS / f"{name}.json"
     result = json.loads(path.read_text())
-    setting = {k: result["setting"][k] for k in ("n_train", "n_test", "epochs")}
+    setting = {
+        k: result["setting"][k]
+        for k in ("n_train", "n_test", "epochs", "image_size")
+        if k in result["setting"]
+    }
     known = {**METHODS, **EXTRA_METHODS}
     with package_snapshot() as (package, info):
         for method in (m.strip() for m in methods if m.strip()):
@@ -195,6 +199,9 @@ def main(argv=None):
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="small setting (default)")
     mode.add_argument("--full", action="store_true", help="10,000 / 2,000 images")
+    mode.add_argument(
+        "--native", action="store_true", help="224 px, 1,000 / 1,000 images"
+    )
     mode.add_argument("--smoke", action="store_true", help="tiny, checks the code")
     mode.add_argument("--report", metavar="NAME", help="re-print a saved run")
     parser.add_argument(
@@ -233,7 +240,9 @@ def main(argv=None):
 
     if args.replace_in:
         return replace_in(args.replace_in, args.methods.split(","))
-    setting_name = "full" if args.full else "smoke" if args.smoke else "quick"
+    setting_name = next(
+        (n for n in ("full", "native", "smoke") if getattr(args, n)), "quick"
+    )
     setting = SETTINGS[setting_name]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     known = {**METHODS, **EXTRA_METHODS}
@@ -246,7 +255,7 @@ def main(argv=None):
             **setting,
             "name": setting_name,
             "batch_size": BATCH_SIZE,
-            "image_size": IMAGE_SIZE,
+            "image_size": image_size(setting),
             "seed": SEED,
         },
         "machine": machine_info(),

@@ -165,7 +165,17 @@ class SGDEpoch(BaseEstimator):
         same function, computed once). It costs one prefix output of memory
         per image and needs ``freeze_mode="prefix"``, ``augment=None``,
         ``precision="float32"`` and no feature-map regularizer. ``"auto"``
-        is True wherever those hold.
+        is True wherever those hold. The store is filled by the first head
+        solve's pass, with the prefix run as inference (BatchNorm folded
+        into its convolutions, channels-last).
+    cache_dtype : {"float32", "float16"}, default="float32"
+        How the stored outputs are kept. ``"float32"`` gives the unstored
+        fit's function (the folded BatchNorm aside, which rounds
+        differently). ``"float16"`` halves the store's memory (a row beyond
+        float16's range stays float32), for large sets at large sizes: on
+        the defaults pilot's held-out rows it ended within one standard
+        error of float32 but was up to 2.3 points lower after the first
+        epochs (``benchmarks/README.md``), so it is not the default.
     augment : None, "light" or callable, default=None
         Per-sample augmentation in the SGD epochs only (never in the head
         solve's feature pass, the validation score or predict): ``"light"``
@@ -191,6 +201,7 @@ class SGDEpoch(BaseEstimator):
         "bn_mode": [StrOptions({"auto", "eval", "train"})],
         "bn_momentum": [FRACTION, None],
         "cache_prefix": ["boolean", StrOptions({"auto"})],
+        "cache_dtype": [StrOptions({"float32", "float16"})],
         "augment": [StrOptions({"light"}), callable, None],
     }
 
@@ -203,6 +214,7 @@ class SGDEpoch(BaseEstimator):
         bn_mode="auto",
         bn_momentum=0.1,
         cache_prefix="auto",
+        cache_dtype="float32",
         augment=None,
     ):
         self.momentum = momentum
@@ -211,6 +223,7 @@ class SGDEpoch(BaseEstimator):
         self.bn_mode = bn_mode
         self.bn_momentum = bn_momentum
         self.cache_prefix = cache_prefix
+        self.cache_dtype = cache_dtype
         self.augment = augment
 
 

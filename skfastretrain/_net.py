@@ -283,7 +283,7 @@ def train_net(
         callbacks.append(("lr_probe", LRProbe(random_state=plan.seed)))
     if prefix_cache_applies(est, sgd):
         # After the freezer, whose frozen prefix it stores.
-        callbacks.append(("prefix_cache", PrefixCache()))
+        callbacks.append(("prefix_cache", PrefixCache(dtype=sgd.cache_dtype)))
     if est.ridge_lambda is not None:
         solver = RidgeHeadSolver(
             est.ridge_lambda,

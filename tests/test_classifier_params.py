@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import Recorder, make_tiny_cnn, tiny_cnn_classifier
+from skorch.callbacks import Callback
 from torch import nn
 
 from skfastretrain import (
@@ -103,6 +104,21 @@ def check_sgd__cache_prefix(c):
     assert callback(c.fit(sgd=SGDEpoch(cache_prefix=False)), "prefix_cache") is None
     est = c.fit(sgd=SGDEpoch(cache_prefix=True))
     assert callback(est, "prefix_cache").status_ == "on"
+
+
+def check_sgd__cache_dtype(c):
+    est = c.fit(sgd=SGDEpoch(cache_dtype="float16"), callbacks=[("size", _StoreSize())])
+    assert callback(est, "prefix_cache").dtype == "float16"
+    base = c.fit(callbacks=[("size", _StoreSize())])
+    # The same rows, in half the bytes.
+    assert 2 * callback(est, "size").bytes == callback(base, "size").bytes > 0
+
+
+class _StoreSize(Callback):
+    # The bytes the store holds when the first epoch ends.
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == 1:
+            self.bytes = dict(net.callbacks_)["prefix_cache"]._bytes
 
 
 def check_ridge_lambda(c):

@@ -97,7 +97,7 @@ def test_cache_prefix_auto(params, expected):
     assert prefix_cache_applies(est, resolve_sgd(est.sgd)) is expected
 
 
-def test_cache_prefix_auto_fits_as_without_cache(small_images):
+def test_cache_prefix_auto_fits_as_without_cache(small_images, exact_store):
     X, y = small_images
     # cpu: the two fits are compared to 1e-4, about what one float32 ulp of
     # difference grows to in two epochs; CUDA's atomic sums add such noise.

@@ -103,7 +103,9 @@ def test_auto_lambda_is_ridgecv_choice_on_the_same_folds(small_images):
     cv = PredefinedSplit(np.arange(len(y)) % 5)
     ridge = RidgeCV(alphas=grid, cv=cv, scoring="neg_mean_squared_error").fit(H, T)
     chosen = est.history_[-1, "ridge_lambda"]
-    np.testing.assert_allclose(chosen, ridge.alpha_, rtol=1e-9)
+    # The same grid point; its scale comes from the fit's features, which
+    # the prefix store computes with BatchNorm folded (another rounding).
+    np.testing.assert_allclose(chosen, ridge.alpha_, rtol=1e-6)
     W0, b0 = (rec.head[k].double().numpy() for k in ("weight", "bias"))
     W, b = expected_head(W0, b0, ridge.coef_, ridge.intercept_, H, y, 0.5)
     scale = np.abs(W).max()

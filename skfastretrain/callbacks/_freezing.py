@@ -9,7 +9,7 @@ from sklearn.utils._param_validation import StrOptions
 from skorch.callbacks import Callback
 from torch import nn
 
-from .._batchnorm import hold_in_eval
+from .._batchnorm import hold_in_eval, is_held_in_eval
 from .._params import FractionSchedule, validate_constraints
 from ..backbones._module import find_head
 
@@ -41,7 +41,11 @@ class RandomFreezer(Callback):
     with every parameter that runs before the first trainable layer, and the
     BatchNorm layers of that prefix are held in eval mode. The prefix is then a
     fixed function: autograd records nothing for it, so the backward pass
-    stops early and its activations are not stored.
+    stops early and its activations are not stored. A prefix whose BatchNorm
+    layers are all held in eval mode already (pretrained statistics) is
+    frozen from ``on_train_begin`` on, so that what other callbacks run
+    before the first epoch (a head solve's pass, which fills
+    :class:`PrefixCache`) sees the first epoch's prefix.
 
     The fraction frozen in each epoch is recorded in the history as
     ``frozen_fraction``. Everything is unfrozen at the end of training.
@@ -110,6 +114,7 @@ class RandomFreezer(Callback):
         self._order = []
         self._hooks = []
         self._touched = []
+        self._newly_held = False
         return self
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
@@ -132,6 +137,18 @@ class RandomFreezer(Callback):
             and not any(id(p) in excluded for p in m.parameters())
         ]
         self._excluded = excluded
+        if self.mode == "prefix":
+            # The first epoch's prefix is frozen before the fit's first pass
+            # (the head solve's, in on_train_begin), so that PrefixCache can
+            # store its output during that pass. A prefix draws nothing, so
+            # the random stream is the same as without this. Not where the
+            # prefix holds BatchNorm layers that nothing held before: that
+            # pass re-estimates their statistics (RidgeHeadSolver's
+            # recalibrate_bn), which a held layer would keep at its initial
+            # values.
+            self._apply(len(net.history) + 1)
+            if self._newly_held:
+                self._release()
 
     def _forward_order(self, net, leaves, X, y):
         seen = []
@@ -159,7 +176,7 @@ class RandomFreezer(Callback):
             h.remove()
         for p in self._touched:
             p.requires_grad_(True)
-        self._hooks, self._touched = [], []
+        self._hooks, self._touched, self._newly_held = [], [], False
 
     def _freeze(self, params):
         for p in params:
@@ -168,8 +185,13 @@ class RandomFreezer(Callback):
                 self._touched.append(p)
 
     def on_epoch_begin(self, net, **kwargs):
+        n_freeze = self._apply(len(net.history))
+        n_cand = len(self.candidates_)
+        net.history.record("frozen_fraction", n_freeze / n_cand if n_cand else 0.0)
+
+    def _apply(self, epoch):
+        """Freeze the layers of 1-based ``epoch``; return how many candidates."""
         self._release()
-        epoch = len(net.history)
         fraction = freeze_schedule_value(self.freeze_prob, epoch)
         n_cand = len(self.candidates_)
         # Python rounding (half to even), as in the authors' code.
@@ -191,8 +213,9 @@ class RandomFreezer(Callback):
                         continue
                     self._freeze(m.parameters())
                     if isinstance(m, _BN_TYPES):
+                        self._newly_held |= not is_held_in_eval(m)
                         self._hooks += hold_in_eval([m])
-        net.history.record("frozen_fraction", n_freeze / n_cand if n_cand else 0.0)
+        return n_freeze
 
     def on_train_end(self, net, **kwargs):
         self._release()

@@ -21,6 +21,21 @@ __all__ = ["LR_CANDIDATES", "LRProbe"]
 LR_CANDIDATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
 
+def load_changed(module, state):
+    """Copy into ``module`` the tensors of ``state`` (a module_copy) that differ.
+
+    A tensor left alone keeps its version counter, so a store of a frozen
+    prefix's output (:class:`PrefixCache`) stays valid across the restore.
+    """
+    with torch.no_grad():
+        for key, value in module.state_dict(keep_vars=True).items():
+            saved = state[key]
+            if value.shape != saved.shape or not torch.equal(
+                value, saved.to(value.device)
+            ):
+                value.copy_(saved)
+
+
 class LRProbe(Callback):
     """Pick the SGD learning rate by a few steps at each candidate rate.
 
@@ -153,7 +168,7 @@ class LRProbe(Callback):
                 self.start_loss_ = _rank_mean(self._start_loss(net, batches))
                 losses = self._search(net, batches, module_state, seed)
         finally:
-            net.module_.load_state_dict(module_state)
+            load_changed(net.module_, module_state)
             net.optimizer_.load_state_dict(optimizer_state)
             for module, mode in zip(net.module_.modules(), modes, strict=True):
                 module.training = mode
@@ -212,7 +227,7 @@ class LRProbe(Callback):
         return float(np.mean(losses[len(losses) // 2 :]))
 
     def _try(self, net, lr, batches, module_state):
-        net.module_.load_state_dict(module_state)
+        load_changed(net.module_, module_state)
         net.optimizer_.state.clear()
         for group in net.optimizer_.param_groups:
             group["lr"] = lr

@@ -406,3 +406,25 @@ def test_checkpointed_estimator_pickles_without_a_weight_copy(small_images, tmp_
     )
     callback = dict(clf.net_.callbacks_)["checkpoint"]
     assert len(pickle.dumps(callback)) < weights / 2
+
+
+def test_load_changed_copies_only_what_differs():
+    from skfastretrain.callbacks._checkpoint import module_copy
+    from skfastretrain.callbacks._lr_probe import load_changed
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    saved = module_copy(net)
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    versions = {k: v._version for k, v in net.state_dict(keep_vars=True).items()}
+    load_changed(net, saved)
+    # The same values as load_state_dict would give...
+    reference = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    reference.load_state_dict(saved)
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, reference.state_dict()[key])
+    # ...and only the changed tensor was written to.
+    after = {k: v._version for k, v in net.state_dict(keep_vars=True).items()}
+    assert after.pop("0.weight") > versions.pop("0.weight")
+    assert after == versions

@@ -153,7 +153,10 @@ def test_estimator_with_lr_1_keeps_the_ridge_started_model(digit_images):
         clf.fit(X[:300], y[:300])
     assert clf.history_[-1, "kept_epoch"] == 0
     start = dict(clf.net_.callbacks_)["start"].proba_
-    np.testing.assert_allclose(clf.predict_proba(X_test), start, rtol=1e-5, atol=1e-6)
+    # The starting predictions ran through the prefix store, filled by the
+    # prefix with its BatchNorm folded in: the same function, rounded
+    # otherwise.
+    np.testing.assert_allclose(clf.predict_proba(X_test), start, rtol=1e-4, atol=1e-5)
     # Not near chance (0.1): the pretrained features' ridge head.
     assert clf.score(X_test, y_test) > 0.7
 

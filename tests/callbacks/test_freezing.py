@@ -6,9 +6,11 @@ import pytest
 import torch
 from conftest import invalid_param
 from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback
 from torch import nn
 
 from skfastretrain import RandomFreezer
+from skfastretrain._batchnorm import hold_in_eval, is_held_in_eval
 
 
 def _module():
@@ -27,9 +29,9 @@ def _module():
     )
 
 
-def _net(freezer, max_epochs=1, lr=0.1):
+def _net(freezer, max_epochs=1, lr=0.1, module=None):
     return NeuralNetClassifier(
-        _module(),
+        _module() if module is None else module,
         criterion=nn.CrossEntropyLoss,
         optimizer=torch.optim.SGD,
         optimizer__momentum=0.9,
@@ -171,3 +173,65 @@ def test_bad_mode_raises(data):
     )
     with pytest.raises(ValueError, match=match):
         _net(RandomFreezer(0.5, mode="middle")).fit(*data)
+
+
+class _AtTrainBegin(Callback):
+    """Records which parameters train when the fit begins, after the freezer."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.trainable = [
+            n for n, p in net.module_.named_parameters() if p.requires_grad
+        ]
+        self.bn_held = is_held_in_eval(net.module_[1])
+
+
+@pytest.mark.parametrize(
+    "mode, held, frozen",
+    [
+        (
+            "prefix",
+            True,
+            ["0.weight", "0.bias", "1.weight", "1.bias", "3.weight", "3.bias"],
+        ),
+        ("prefix", False, []),
+        ("random", True, []),
+    ],
+)
+def test_a_held_prefix_is_frozen_from_train_begin(data, mode, held, frozen):
+    # What runs before the first epoch (a head solve's pass, which fills
+    # PrefixCache) sees the first epoch's prefix, where its BatchNorm is held
+    # already (pretrained statistics). A BatchNorm that nothing held waits
+    # for the epoch, so that the head solve's pass can re-estimate its
+    # statistics; a random draw waits too.
+    module = _module()
+    if held:
+        hold_in_eval([module[1]])
+    seen = _AtTrainBegin()
+    net = _net(RandomFreezer([0.5, 0.0], mode=mode, random_state=0), module=module)
+    net.callbacks = [*net.callbacks, ("seen", seen)]
+    net.fit(*data)
+    names = [n for n, _ in net.module_.named_parameters()]
+    frozen += ["3.bias"] if frozen else []
+    assert seen.trainable == [n for n in names if n not in frozen]
+    assert seen.bn_held is held
+
+
+def test_freezing_at_train_begin_keeps_the_random_stream(data):
+    # Drawing nothing, the early prefix leaves the fit's random stream alone:
+    # the weights equal those of freezing only when the epoch begins.
+    class EpochOnly(RandomFreezer):
+        def on_train_begin(self, net, X=None, y=None, **kwargs):
+            mode, self.mode = self.mode, "random"
+            try:
+                super().on_train_begin(net, X=X, y=y, **kwargs)
+            finally:
+                self.mode = mode
+
+    weights = []
+    for cls in (RandomFreezer, EpochOnly):
+        torch.manual_seed(0)
+        module = _module()
+        hold_in_eval([module[1]])
+        net = _net(cls(0.5, mode="prefix"), max_epochs=2, module=module).fit(*data)
+        weights.append(net.module_.state_dict())
+    assert all(torch.equal(v, weights[1][k]) for k, v in weights[0].items())

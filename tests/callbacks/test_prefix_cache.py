@@ -14,7 +14,9 @@ from skfastretrain import (
     PrefixCache,
     RidgeHead,
     SGDEpoch,
+    efficientnet_lite,
 )
+from skfastretrain.callbacks import _prefix_cache
 
 # The prefix stored, and not: the default cache_prefix="auto" would store it
 # in every fit here (freeze_mode="prefix", no augmentation, float32).
@@ -52,7 +54,9 @@ def images():
 
 @pytest.mark.parametrize("backbone", ["efficientnet_lite0", "resnet18"])
 @pytest.mark.parametrize("ridge_lambda", [None, "auto"])
-def test_cached_fit_equals_the_uncached_one(images, backbone, ridge_lambda):
+def test_cached_fit_equals_the_uncached_one(
+    images, exact_store, backbone, ridge_lambda
+):
     X, y = images
     init = "random" if ridge_lambda is None else "ridge"
     kw = {"ridge_lambda": ridge_lambda, "head": RidgeHead(init=init)}
@@ -61,41 +65,77 @@ def test_cached_fit_equals_the_uncached_one(images, backbone, ridge_lambda):
     np.testing.assert_allclose(
         cached.predict_proba(X), plain.predict_proba(X), rtol=1e-5, atol=1e-6
     )
-    # Every training row was stored in the first epoch and reused after it.
+    # Every training row was stored in the first epoch and reused after it
+    # (the prefix's BatchNorm, at its initial statistics, is re-estimated by
+    # the first head solve's pass, so the prefix is frozen after it).
     assert cached.history_[:, "prefix_cache_rows"] == [0, len(X)]
     # The store is detached from the fitted model.
     assert cached.module_.feature_source is None
 
 
-def test_the_prefix_runs_once_per_row(images):
+def test_the_prefix_runs_once_per_row(images, exact_store):
     X, y = images
     rows = {}
     for cache in (False, True):
-        sgd = SGDEpoch(cache_prefix=cache)
-        clf = _fit(X, y, max_epochs=3, sgd=sgd, callbacks=[_CountStem()])
-        rows[cache] = next(
-            cb.rows for _, cb in clf.net_.callbacks_ if isinstance(cb, _CountStem)
-        )
-    # Counted from the first epoch on (the initial solve runs before): 3 SGD
-    # epochs and 3 solves without the store; with it, the first epoch and
-    # the check of the split on one batch, in eval and train mode (the
-    # whole network and the prefix on 16 rows, the prefix on 8).
-    assert rows[False] == 6 * len(X)
-    assert rows[True] == len(X) + 2 * (16 + 16 + 8)
+        backbone = efficientnet_lite("efficientnet_lite0", weights=None)
+        for block in backbone._blocks:
+            # What the estimator does to a Lite0 it names: a random prefix
+            # cannot be stored.
+            block.drop_connect = 0.0
+        counter = {"rows": 0}
+
+        def hook(module, args, counter=counter):
+            counter["rows"] += len(args[0])
+
+        # On the first layer before the fit: the fit's deep copy of the
+        # backbone, and the store's inference copy of the prefix, keep it.
+        backbone._conv_stem.register_forward_pre_hook(hook)
+        _fit(X, y, backbone, max_epochs=3, sgd=SGDEpoch(cache_prefix=cache))
+        rows[cache] = counter["rows"]
+    # Both fits run the first solve, and setup steps that look at a batch.
+    # Then, without the store: 3 SGD epochs and 3 solves. With it: the check
+    # of the split on one batch in eval and train mode (the whole network
+    # and the prefix on 16 rows, the prefix on 8) and every row once, in the
+    # first epoch.
+    # The rest, the same in both, is the setup's look at the data.
+    setup = rows[False] - 7 * len(X)
+    assert 16 <= setup < len(X)
+    assert rows[True] == setup + len(X) + 2 * (16 + 16 + 8) + len(X)
 
 
-class _CountStem(Callback):
-    # Rows that reach the first layer: the frozen prefix's work.
-    def on_train_begin(self, net, **kwargs):
-        self.rows = 0
+class _StoreSize(Callback):
+    # The bytes held by the estimator's store at the end of each epoch.
+    def initialize(self):
+        self.sizes = []
+        return self
 
-        def hook(module, args):
-            self.rows += len(args[0])
-
-        net.module_.backbone._conv_stem.register_forward_pre_hook(hook)
+    def on_epoch_end(self, net, **kwargs):
+        self.sizes.append(dict(net.callbacks_)["prefix_cache"]._bytes)
 
 
-def test_store_is_dropped_when_the_prefix_is_unfrozen(images):
+def test_pretrained_stored_fit_is_close_to_the_unstored_one(small_images):
+    # The default store: the folded inference copy of the prefix fills it.
+    # On pretrained weights (features that differ between images) the fit
+    # moves by rounding only; float16 rows take half the bytes (and a fit on
+    # them differs by more than rounding: the head is solved and trained on
+    # rounded features).
+    X, y = small_images
+    kw = {"weights": "DEFAULT", "lr": 0.001, "ridge_lambda": "auto", "max_epochs": 1}
+    plain = _fit(X, y, sgd=UNCACHED, **kw)
+    fits = {}
+    for dtype in ("float32", "float16"):
+        sgd = SGDEpoch(cache_prefix=True, cache_dtype=dtype)
+        fits[dtype] = _fit(X, y, sgd=sgd, callbacks=[("size", _StoreSize())], **kw)
+    cached = fits["float32"]
+    assert cached.history_[:, "prefix_cache_rows"] == [len(X)]
+    np.testing.assert_allclose(
+        cached.predict_proba(X), plain.predict_proba(X), rtol=0, atol=1e-4
+    )
+    sizes = {k: dict(f.net_.callbacks_)["size"].sizes[0] for k, f in fits.items()}
+    assert sizes["float16"] * 2 == sizes["float32"] > 0
+
+
+def test_store_is_dropped_when_the_prefix_is_unfrozen(images, exact_store):
     X, y = images
     # The frozen fraction falls to 0: the second epoch trains everything.
     kw = {"freeze_prob": [0.5, 0.0], "ridge_lambda": 1.0}
@@ -221,3 +261,29 @@ def test_max_bytes_zero_stores_nothing():
         outs.append((net.predict_proba(X), net.history[:, "prefix_cache_rows"]))
     np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-6)
     assert outs[0][1] == [0, 0] and outs[1][1] == [0, 40]
+
+
+@pytest.mark.parametrize(
+    "row, dtype, stored",
+    [
+        (torch.tensor([0.5, -3.0, 6.0]), "float16", torch.float16),
+        (torch.tensor([0.5, 7e4]), "float16", torch.float32),  # beyond float16
+        (torch.tensor([0.5, float("nan")]), "float16", torch.float32),
+        (torch.tensor([0.5, -3.0]), "float32", torch.float32),
+        (torch.tensor([1, 2]), "float16", torch.int64),
+    ],
+)
+def test_rows_are_stored_compactly_where_they_fit(row, dtype, stored):
+    kept = _prefix_cache._compact(row, _prefix_cache._STORAGE[dtype])
+    assert kept.dtype == stored
+    # float16 keeps 11 significant bits; the rest comes back as it was.
+    rtol = 2**-11 if stored == torch.float16 else 0.0
+    torch.testing.assert_close(
+        kept.to(row.dtype), row, rtol=rtol, atol=0.0, equal_nan=True
+    )
+    assert kept.data_ptr() != row.data_ptr()  # a copy, not a view of the batch
+
+
+def test_bad_dtype():
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        PrefixCache(dtype="bfloat16").initialize()
