@@ -159,14 +159,24 @@ def render(result, table=text_table):
             f" skfastretrain at {pkg['git_head']} ({state}, sources "
             f"{pkg['package_sha1']}), one snapshot for all methods."
         )
+    # Records rerun by one --replace-in invocation share its package snapshot.
+    reruns = {}
     for name, rec in [*methods.items(), ("P4's GEMM measurement", result.get("gemm"))]:
         if rec and rec.get("rerun_at"):
             again = rec["rerun_package"]
-            header += (
-                f" {name} was run again on its own at {rec['rerun_at']} "
-                f"(skfastretrain at {again['git_head']}, sources "
-                f"{again['package_sha1']}) and replaced its first record."
-            )
+            key = (again["git_head"], again["package_sha1"])
+            reruns.setdefault(key, []).append((rec["rerun_at"], name))
+    for (head, sha1), runs in reruns.items():
+        names = [name for _, name in sorted(runs)]
+        if len(names) == 1:
+            what = f"{names[0]} was run again on its own"
+        else:
+            listed = ", ".join(names[:-1]) + " and " + names[-1]
+            what = f"{listed} were run again together, in one invocation,"
+        header += (
+            f" {what} by {max(runs)[0]} (skfastretrain at {head}, sources "
+            f"{sha1}), replacing the first records."
+        )
     parts = [
         header,
         table(METHOD_HEADER, method_rows(methods, result.get("paired_vs_sgdm"))),
@@ -178,7 +188,8 @@ def render(result, table=text_table):
     order = [m for m in ORDER if m in methods] + [m for m in methods if m not in ORDER]
     variants = variant_rows(methods, order)
     if variants:
-        parts.append("The same targets with each other method in ours' place:")
+        judged = result["targets"].get("judged", "ours")
+        parts.append(f"The same targets with each other method in {judged}'s place:")
         parts.append(table(VARIANT_HEADER, variants))
     return "\n\n".join(parts)
 

@@ -287,3 +287,23 @@ def test_rows_are_stored_compactly_where_they_fit(row, dtype, stored):
 def test_bad_dtype():
     with pytest.raises(ValueError, match="dtype must be one of"):
         PrefixCache(dtype="bfloat16").initialize()
+
+
+class _FillCopy(Callback):
+    # How the estimator's store is filled, as the first epoch begins.
+    def on_epoch_begin(self, net, **kwargs):
+        if len(net.history) == 1:
+            self.fill = dict(net.callbacks_)["prefix_cache"]._split.fill
+
+
+@pytest.mark.parametrize("size", [64, 224])
+def test_the_estimators_prefix_is_folded(images, size):
+    # Lite0's pretrained prefix, as the estimator stores it: every BatchNorm
+    # folded into its convolution (the check of the copy must pass on the
+    # estimator's own images, whose outputs include many near zero).
+    X, y = images
+    kw = {"weights": "DEFAULT", "input_size": size, "max_epochs": 1}
+    est = _fit(X[:32], y[:32], callbacks=[("peek", _FillCopy())], **kw)
+    peek = dict(est.net_.callbacks_)["peek"]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in peek.fill.modules())
+    assert any(isinstance(m, nn.Conv2d) for m in peek.fill.modules())
