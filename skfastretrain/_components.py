@@ -165,13 +165,12 @@ class SGDEpoch(BaseEstimator):
         same function, computed once). It costs one prefix output of memory
         per image and needs ``freeze_mode="prefix"``, ``augment=None``,
         ``precision="float32"`` and no feature-map regularizer. ``"auto"``
-        is True wherever those hold. The store is filled by the first head
-        solve's pass, with the prefix run as inference (BatchNorm folded
-        into its convolutions, channels-last).
+        is True wherever those hold. Where the prefix's BatchNorm holds
+        pretrained statistics, the store is filled by the first head solve's
+        pass, so that the first epoch runs only the rest.
     cache_dtype : {"float32", "float16"}, default="float32"
         How the stored outputs are kept. ``"float32"`` gives the unstored
-        fit's function (the folded BatchNorm aside, which rounds
-        differently). ``"float16"`` halves the store's memory (a row beyond
+        fit's function. ``"float16"`` halves the store's memory (a row beyond
         float16's range stays float32), for large sets at large sizes: on
         the defaults pilot's held-out rows it ended within one standard
         error of float32 but was up to 2.3 points lower after the first

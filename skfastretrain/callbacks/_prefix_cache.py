@@ -141,11 +141,10 @@ class PrefixCache(Callback):
     The store is set up in ``on_train_begin`` too (after
     :class:`RandomFreezer` froze the first epoch's prefix), so that a head
     solve's first pass fills it and the first epoch already runs only the
-    rest. The prefix fills it as inference: a copy with each BatchNorm
-    folded into the convolution before it, in channels-last memory format
-    (checked against the prefix on a batch; 1.7x faster at 64 px and 2.7x
-    at 224 px for Lite0 on a CPU, ``benchmarks/levers.py``). Outputs are
-    stored in ``dtype``.
+    rest. Outputs are stored in ``dtype``. With ``fold=True`` the prefix
+    fills the store as inference: a copy with each BatchNorm folded into the
+    convolution before it, in channels-last memory format, checked against
+    the prefix on a batch.
 
     Parameters
     ----------
@@ -159,6 +158,13 @@ class PrefixCache(Callback):
         features of a pretrained network by 2e-4 and changed none of 1,000
         held-out predictions of a ridge head on them
         (``benchmarks/levers.py``).
+    fold : bool, default=False
+        Fill the store with the folded inference copy of the prefix. For
+        Lite0's prefix on a CPU it runs 1.7x faster at 64 px and 2.7x at
+        224 px (``benchmarks/levers.py``), but it rounds otherwise than the
+        prefix, and in whole fits at 64 px it gave no measurable time gain
+        and held-out accuracies 0.5-1.2 points lower (within one standard
+        error, ``benchmarks/README.md``), so it is off by default.
 
     Attributes
     ----------
@@ -186,9 +192,10 @@ class PrefixCache(Callback):
     [0, 20]
     """
 
-    def __init__(self, max_bytes=2**31, dtype="float32"):
+    def __init__(self, max_bytes=2**31, dtype="float32", fold=False):
         self.max_bytes = max_bytes
         self.dtype = dtype
+        self.fold = fold
 
     def initialize(self):
         if isinstance(self.max_bytes, bool) or not (
@@ -235,7 +242,7 @@ class PrefixCache(Callback):
             with torch.random.fork_rng(devices=devices):
                 iterator = net.get_iterator(dataset_train, training=False)
                 probe = next(iter(iterator))[0]
-                self._split = _build(module, device, probe)
+                self._split = _build(module, device, probe, fold=self.fold)
             self.status_ = "on"
         except _NothingFrozen as exc:
             self.status_ = str(exc)
@@ -312,13 +319,13 @@ def _key(row):
     return digest.digest()
 
 
-def _build(module, device, probe):
+def _build(module, device, probe, *, fold=False):
     if getattr(module, "precision", "float32") != "float32":
         raise ValueError("it supports precision='float32' only")
     split = _Split(module.backbone)
     x = module.preprocess(torch.as_tensor(probe).to(device))
     _check(module.backbone, split, x)
-    split.fill = inference_copy(split.prefix, x)
+    split.fill = inference_copy(split.prefix, x) if fold else split.prefix
     split.versions = split._versions()
     return split
 

@@ -103,7 +103,7 @@ def test_tuple_outputs_and_flat_input():
 def test_the_check_is_relative_to_the_outputs_scale():
     # Folding rounds every element at the scale of the largest: an output
     # near zero moves by more than rtol of itself, and the copy still counts
-    # as the same function (PrefixCache's own images have many such).
+    # as the same function (the estimator's own images have many such).
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
     net = nn.Sequential(conv, _trained_bn(nn.BatchNorm2d(4), 5)).eval()

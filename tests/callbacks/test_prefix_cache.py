@@ -289,21 +289,62 @@ def test_bad_dtype():
         PrefixCache(dtype="bfloat16").initialize()
 
 
-class _FillCopy(Callback):
-    # How the estimator's store is filled, as the first epoch begins.
-    def on_epoch_begin(self, net, **kwargs):
+class _PrefixAndBatch(Callback):
+    # The estimator's stored prefix and a batch of its own inputs to it.
+    def on_epoch_begin(self, net, dataset_train=None, **kwargs):
         if len(net.history) == 1:
-            self.fill = dict(net.callbacks_)["prefix_cache"]._split.fill
+            self.prefix = dict(net.callbacks_)["prefix_cache"]._split.prefix
+            Xi = next(iter(net.get_iterator(dataset_train, training=False)))[0]
+            self.x = net.module_.preprocess(torch.as_tensor(Xi))
 
 
 @pytest.mark.parametrize("size", [64, 224])
-def test_the_estimators_prefix_is_folded(images, size):
-    # Lite0's pretrained prefix, as the estimator stores it: every BatchNorm
-    # folded into its convolution (the check of the copy must pass on the
-    # estimator's own images, whose outputs include many near zero).
+def test_the_estimators_prefix_folds(images, size):
+    # Lite0's pretrained prefix as the estimator stores it, on the
+    # estimator's own images (many outputs near zero): every BatchNorm
+    # folds into its convolution, as PrefixCache(fold=True) fills the store.
     X, y = images
     kw = {"weights": "DEFAULT", "input_size": size, "max_epochs": 1}
-    est = _fit(X[:32], y[:32], callbacks=[("peek", _FillCopy())], **kw)
+    est = _fit(X[:32], y[:32], callbacks=[("peek", _PrefixAndBatch())], **kw)
     peek = dict(est.net_.callbacks_)["peek"]
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in peek.fill.modules())
-    assert any(isinstance(m, nn.Conv2d) for m in peek.fill.modules())
+    copy = _prefix_cache.inference_copy(peek.prefix, peek.x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in copy.modules())
+    peek.prefix.eval()  # after the fit the backbone is in train mode
+    with torch.no_grad():
+        (out,), (ref,) = copy(peek.x), peek.prefix(peek.x)
+    assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_fold_fills_the_store_with_the_folded_copy():
+    from skorch import NeuralNetClassifier
+
+    from skfastretrain import RandomFreezer
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 1, 6, 6)).astype(np.float32)
+    y = (X[:, 0, 0, 0] > 0).astype(np.int64)
+    fills = []
+    for fold in (False, True):
+        torch.manual_seed(0)
+        backbone = nn.Sequential(
+            nn.Conv2d(1, 4, 3),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.Conv2d(4, 4, 3),
+            nn.Flatten(),
+        )
+        cache = PrefixCache(fold=fold)
+
+        class Peek(Callback):
+            def on_epoch_end(self, net, **kwargs):
+                fills.append(dict(net.callbacks_)["PrefixCache"]._split.fill)
+
+        NeuralNetClassifier(
+            FastRetrainModule(nn.Identity(), backbone, nn.Linear(16, 2)),
+            max_epochs=1,
+            train_split=None,
+            verbose=0,
+            callbacks=[RandomFreezer(0.5, mode="prefix", head="head"), cache, Peek()],
+        ).fit(X, y)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in fills[0].modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fills[1].modules())
