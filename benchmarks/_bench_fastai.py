@@ -107,27 +107,18 @@ def _epoch(model, loader, optimizer, scheduler, *, frozen_body=None):
     return sum(losses) / len(loader.dataset), time.perf_counter() - start
 
 
-def run_fastai(params, data, setting, *, pretrained, hold_bn_in_eval):
+def run_fastai(params, data, setting, *, backbone):
     """Fine-tune as fastai's ``fine_tune`` does; return the runner's tuple.
 
-    ``pretrained(n_classes)`` builds the backbone with a new head and
-    ``hold_bn_in_eval(module)`` keeps its BatchNorm layers in eval mode.
+    ``backbone(params)`` builds the pretrained network with a new head, its
+    BatchNorm mode and stochastic depth set as for the other baseline.
     """
     X_tr, y_tr, X_te, y_te = data
     epochs, size = setting["epochs"], setting.get("image_size", 64)
     acc_cb = TestAccuracy(X_te, y_te).initialize()
     acc_cb.t0 = time.perf_counter()
     torch.manual_seed(SEED)
-    backbone = pretrained(10)
-    if not params.get("stochastic_depth", True):
-        for block in backbone._blocks:
-            block.drop_connect = 0.0
-    if params["bn"] == "eval":
-        hold_bn_in_eval(backbone)
-    else:
-        for m in backbone.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.momentum = params["bn_momentum"]
+    backbone = backbone(params)
     model = nn.Sequential(LitePreprocess(size), backbone)
     predictor = _Predictor(model)
     fc = backbone._fc

@@ -50,14 +50,13 @@ def _pretrained_lite0(n_classes=None):
     return model
 
 
-def run_sgdm(params, data, setting):
-    """Plain skorch fine-tuning of the whole network, cosine learning rate."""
-    X_tr, y_tr, X_te, y_te = data
-    epochs, size = setting["epochs"], image_size(setting)
-    steps = epochs * math.ceil(len(y_tr) / BATCH_SIZE)
-    acc_cb = TestAccuracy(X_te, y_te)
-    acc_cb.t0 = time.perf_counter()
-    torch.manual_seed(SEED)
+def baseline_backbone(params):
+    """Pretrained Lite0 with a new 10-way head, as a baseline's ``params`` set it.
+
+    ``stochastic_depth`` (default True) keeps the blocks' drop-connect;
+    ``bn`` is ``"eval"`` (pretrained statistics held) or ``"train"`` (batch
+    statistics, running ones at ``bn_momentum``).
+    """
     backbone = _pretrained_lite0(n_classes=10)
     if not params.get("stochastic_depth", True):
         for block in backbone._blocks:
@@ -68,6 +67,18 @@ def run_sgdm(params, data, setting):
         for m in backbone.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.momentum = params["bn_momentum"]
+    return backbone
+
+
+def run_sgdm(params, data, setting):
+    """Plain skorch fine-tuning of the whole network, cosine learning rate."""
+    X_tr, y_tr, X_te, y_te = data
+    epochs, size = setting["epochs"], image_size(setting)
+    steps = epochs * math.ceil(len(y_tr) / BATCH_SIZE)
+    acc_cb = TestAccuracy(X_te, y_te)
+    acc_cb.t0 = time.perf_counter()
+    torch.manual_seed(SEED)
+    backbone = baseline_backbone(params)
     net = NeuralNetClassifier(
         nn.Sequential(LitePreprocess(size), backbone),
         criterion=nn.CrossEntropyLoss,
@@ -236,13 +247,7 @@ def run_pruned(params, data, setting):
 
 def run_fastai_baseline(params, data, setting):
     """fastai's ``fine_tune`` in plain torch (``_bench_fastai.py``)."""
-    return run_fastai(
-        params,
-        data,
-        setting,
-        pretrained=_pretrained_lite0,
-        hold_bn_in_eval=_hold_bn_in_eval,
-    )
+    return run_fastai(params, data, setting, backbone=baseline_backbone)
 
 
 RUNNERS = {
