@@ -4,21 +4,25 @@ The path from data to prediction, one place per step (see the Design page):
 
 - data: ``_data.py`` (input layout, preprocessing) and :mod:`.datasets`;
 - backbone: :mod:`.backbones` (names, weights, :class:`FastRetrainModule`);
-- freezing, the learning-rate probe, the prefix cache, the head solve and the
+- freezing, the learning-rate probe, the prefix store, the head solve and the
   transfer regularizers: skorch callbacks in :mod:`.callbacks`;
-- the SGD epoch: the skorch net assembled in ``_net.py``, configured by
+- the SGD epoch: the skorch net of ``_net.py``, configured by
   :class:`SGDEpoch`; the head by :class:`RidgeHead`; early stopping by
   :class:`EarlyStopping`;
-- Gram statistics and the ridge solve: :mod:`.linalg`;
+- Gram statistics and the ridge solve: :mod:`.linalg`, with the head
+  solve's feature passes in ``head/``;
 - pruning: :mod:`.pruning`;
 
-all driven by :class:`FastRetrainClassifier`.
+all driven by :class:`FastRetrainClassifier`, whose ``fit`` validates the
+input (``_validation.py``), resolves a run configuration (``_config.py``),
+builds the module (``_model.py``) and the callback pipeline
+(``_pipeline.py``), and trains (``_train.py``).
 """
 
 from . import backbones, callbacks, datasets, linalg, pruning
 from ._classifier import FastRetrainClassifier
-from ._components import EarlyStopping, RidgeHead, SGDEpoch
 from ._plotting import plot_history
+from ._settings import EarlyStopping, RidgeHead, SGDEpoch
 from .backbones import FastRetrainModule, efficientnet_lite
 from .callbacks import (
     L2SP,
@@ -29,6 +33,7 @@ from .callbacks import (
     DivergenceGuard,
     DivergenceWarning,
     EpochTable,
+    LayerFreezer,
     LRProbe,
     PrefixCache,
     RandomFreezer,
@@ -56,6 +61,7 @@ __all__ = [
     "FastRetrainModule",
     "GramAccumulator",
     "LRProbe",
+    "LayerFreezer",
     "PrefixCache",
     "PruningReport",
     "RandomFreezer",

@@ -7,14 +7,12 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._components import HEAD_SHORTCUTS, EarlyStopping, RidgeHead, SGDEpoch
-from ._distributed import broadcast_seed, setup_distributed
-from ._net import AUTO_LR, probes_lr, train_net
+from ._config import resolve_config
+from ._model import build_model
 from ._params import (
     NON_NEGATIVE_INT,
     POSITIVE,
@@ -23,11 +21,18 @@ from ._params import (
     FractionSchedule,
     InputSize,
 )
+from ._pipeline import build_pipeline
 from ._predict import PredictMixin
-from ._resume import plan_run
-from ._validation import check_fit_input, check_params, encode_labels
+from ._settings import (
+    HEAD_SHORTCUTS,
+    REGULARIZERS,
+    EarlyStopping,
+    RidgeHead,
+    SGDEpoch,
+)
+from ._train import train
+from ._validation import check_fit_input
 from .callbacks import L2SP, DeltaRegularizer
-from .callbacks._regularizer_names import REGULARIZERS
 
 __all__ = ["FastRetrainClassifier"]
 
@@ -36,7 +41,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
     """Fine-tune a torch backbone with random layer freezing and ridge heads.
 
     Each epoch is an SGD-with-momentum epoch in which a random fraction of the
-    backbone's layers is frozen (:class:`RandomFreezer`), followed by a
+    backbone's layers is frozen (:class:`LayerFreezer`), followed by a
     closed-form ridge solve of the linear head from Gram statistics gathered
     batch by batch (:class:`RidgeHeadSolver`). The training loop is a skorch
     :class:`~skorch.NeuralNetClassifier`, available after fit as ``net_``.
@@ -63,7 +68,8 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
     freeze_mode : {"random", "prefix"}, default="prefix"
         ``"random"`` draws the frozen layers uniformly, as in the paper;
         ``"prefix"`` freezes the first layers in forward order, which then
-        need no backward pass (as accurate and 1.1-1.3x faster in our pilot).
+        need no backward pass (faster, and as accurate on the defaults
+        pilot's held-out rows: see the Benchmarks page).
     ridge_lambda : float, "auto" or None, default="auto"
         Ridge strength of the head solve (in the units of
         :class:`sklearn.linear_model.Ridge`'s ``alpha``). ``"auto"`` chooses
@@ -98,7 +104,8 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         prefix stored wherever that computes the same function, no
         augmentation.
     max_epochs : int, default=3
-        Number of epochs (held-out accuracy levels off after 3 in our pilot).
+        Number of epochs (where held-out accuracy levelled off in the
+        defaults pilot).
     early_stopping : bool or EarlyStopping, default=False
         Hold out a stratified 10% of the training rows, score the model on
         them after every epoch (``valid_loss`` and ``valid_acc`` in
@@ -110,8 +117,9 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
     lr : float or "auto", default="auto"
         SGD learning rate. ``"auto"`` picks it before the first epoch by a
         short probe of a few SGD steps per candidate rate from the
-        ridge-started head (:class:`LRProbe`); it chose 0.001 for pretrained
-        Lite0 and 0.01 for a ResNet-18 trained from scratch. Without a
+        ridge-started head (:class:`LRProbe`), so that a pretrained network
+        gets a rate that keeps its features and a network trained from
+        scratch a larger one (the Benchmarks page lists its choices). Without a
         ridge-started head (``ridge_lambda=None`` or
         ``head=RidgeHead(init="random")``) ``"auto"`` is 0.001. The rate used
         is ``lr_``.
@@ -122,15 +130,15 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         backbone's pretrained input size (none without weights). ``"auto"``
         resizes only for a backbone with a pretrained input size: on a GPU to
         that size; on a CPU to the images' own size, at least 64 px and at
-        most the pretrained size (28 px Fashion-MNIST: 64 px, 1.4x faster
-        than 96 px and as accurate in our pilot). The size used is
-        ``input_size_``.
+        most the pretrained size, because every doubling of the side costs
+        four times the compute (the Benchmarks page compares sizes). The
+        size used is ``input_size_``.
     precision : {"float32", "bfloat16"}, default="float32"
         ``"bfloat16"`` runs the backbone under bf16 autocast (SGD epochs,
         feature passes and predict) with channels-last images and weights;
         parameters, the head, the Gram statistics and the solve stay float32
-        or float64. On a CPU with AMX it made the Lite0 step 1.2x and the
-        eval forward 1.5x faster; on a GPU it needs bfloat16 support.
+        or float64. It pays on CPUs with AMX and on GPUs with bfloat16
+        support (which it needs); the Benchmarks page gives the figures.
     num_workers : int, default=0
         DataLoader worker processes. 0 loads in the main process, which is
         best for in-memory arrays; use workers for image files.
@@ -202,7 +210,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
 
     See Also
     --------
-    RandomFreezer : The freezing step as a skorch callback.
+    LayerFreezer : The freezing step as a skorch callback.
     RidgeHeadSolver : The head solve as a skorch callback.
     EarlyStopping : The held-out rows and early stopping.
 
@@ -336,41 +344,30 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         inf, fit raises a :class:`DivergenceError` naming the epoch and
         learning rate (see :ref:`reliability`).
         """
-        device, head, sgd = check_params(self)
-        X, y = check_fit_input(self, X, y)
-        classes, y_enc = encode_labels(y)
-        distributed, device = setup_distributed(self.distributed, device)
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        if distributed:
-            seed = broadcast_seed(int(seed))
-        plan = plan_run(self, X, y_enc, int(seed), resume=resume)
+        fit_input = check_fit_input(self, X, y)
+        config = resolve_config(self, fit_input, resume=resume)
+        # The build draws random heads and initializations: from the run's
+        # seed, without touching the caller's global generator.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(plan.seed)
-            net, input_shape, held = train_net(
-                self,
-                X,
-                y_enc,
-                n_classes=len(classes),
-                head=head,
-                sgd=sgd,
-                plan=plan,
-                device=device,
-                distributed=distributed,
-                resume=resume,
-            )
-        self.classes_ = classes
-        self.input_shape_ = input_shape
-        self.held_batchnorm_ = held
+            torch.manual_seed(config.seed)
+            model = build_model(config, fit_input)
+            pipeline = build_pipeline(config, model)
+            net = train(config, model, pipeline)
+        self._collect(fit_input, model, pipeline, net)
+        return self
+
+    def _collect(self, fit_input, model, pipeline, net):
+        """The fitted attributes, from the run's model, pipeline and net."""
+        self.classes_ = fit_input.classes
+        self.input_shape_ = model.input_shape
+        self.held_batchnorm_ = model.held_batchnorm_names()
         self.net_ = net
         self.n_iter_ = len(net.history)
-        self.lr_ = net.history[0].get("probe_lr") if probes_lr(self, head) else None
-        if self.lr_ is None:
-            self.lr_ = AUTO_LR if isinstance(self.lr, str) else self.lr
+        probed = None if pipeline.probe is None else pipeline.probe.lr_
+        self.lr_ = net.lr if probed is None else probed
         self.input_size_ = net.module_.preprocess.size
-        callbacks = dict(net.callbacks_)
-        self.attention_ = getattr(callbacks.get("regularizer"), "attention_", None)
-        self.best_epoch_ = getattr(callbacks.get("validation"), "best_epoch_", None)
-        return self
+        self.attention_ = getattr(pipeline.regularizer, "attention_", None)
+        self.best_epoch_ = getattr(pipeline.validation, "best_epoch_", None)
 
     @property
     def module_(self):

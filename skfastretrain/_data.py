@@ -1,6 +1,7 @@
 """Input checking and on-the-fly preprocessing: the data step of the path."""
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from torchvision.transforms import v2
 
 __all__ = [
     "AugmentCollate",
+    "FitInput",
     "ImageDataset",
     "Preprocess",
     "as_pixels",
@@ -354,14 +356,56 @@ class AugmentCollate:
         return torch.stack(xs), torch.as_tensor(np.asarray(ys))
 
 
-def model_data(X, y, *, conv, size):
+@dataclass(frozen=True, repr=False)
+class FitInput:
+    """The training data of a fit, checked and classified once.
+
+    Parameters
+    ----------
+    kind : {"array", "paths", "images", "dataset"}
+        How ``X`` is read (:func:`input_kind`; a folder arrives as its
+        paths).
+    X : ndarray, list or Dataset
+        The checked input.
+    y : ndarray of int64
+        The labels encoded as ``0 .. n_classes - 1``.
+    classes : ndarray
+        The class labels, in the order of their codes.
+    """
+
+    kind: str
+    X: object
+    y: np.ndarray
+    classes: np.ndarray
+
+    @property
+    def native_size(self):
+        """(height, width) of array images in model layout; None when it is
+        unknown before reading (files, lists, datasets) or for vectors."""
+        if self.kind != "array" or self.X.ndim not in (3, 4):
+            return None
+        shape = self.X.shape
+        if self.X.ndim == 4 and shape[1] > 4:  # channels-last (to_model_layout)
+            return (int(shape[1]), int(shape[2]))
+        return (int(shape[-2]), int(shape[-1]))
+
+    def __repr__(self):
+        return (
+            f"FitInput(kind={self.kind!r}, n_samples={len(self.y)}, "
+            f"n_classes={len(self.classes)}, native_size={self.native_size})"
+        )
+
+
+def model_data(fit_input, *, conv, size):
     """What skorch trains on: ``(data, targets, sample)``.
 
-    Arrays become one array in model layout; paths and datasets become an
-    :class:`ImageDataset` carrying its labels (so ``targets`` is None).
-    ``sample`` holds two inputs for the dry forward pass.
+    Arrays (of a :class:`FitInput`) become one array in model layout; paths
+    and datasets become an :class:`ImageDataset` carrying its labels (so
+    ``targets`` is None). ``sample`` holds two inputs for the dry forward
+    pass.
     """
-    if input_kind(X) == "array":
+    X, y = fit_input.X, fit_input.y
+    if fit_input.kind == "array":
         data = to_model_layout(X, expects_images=conv is not None)
         return data, y, data[:2]
     channels = None if conv is None else conv.in_channels

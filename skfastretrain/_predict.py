@@ -6,8 +6,8 @@ from scipy.special import softmax
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from ._progress import resolve_verbose
 from ._validation import check_predict_input
-from .callbacks._progress import resolve_verbose
 
 __all__ = ["PredictMixin"]
 

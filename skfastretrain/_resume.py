@@ -13,7 +13,13 @@ import numpy as np
 from .callbacks._checkpoint import TrainingCheckpoint, module_copy, read_checkpoint
 from .callbacks._divergence import DivergenceError, DivergenceGuard
 
-__all__ = ["RunPlan", "checkpoint_path", "fit_recovering", "plan_run"]
+__all__ = [
+    "RunPlan",
+    "checkpoint_path",
+    "fit_recovering",
+    "is_checkpoint",
+    "plan_run",
+]
 
 # Parameters that may change between a run and its resumption: they do not
 # change the arithmetic on one device (max_epochs may grow to train longer).
@@ -28,14 +34,16 @@ class RunPlan(NamedTuple):
     done: int
 
 
-def _is_checkpoint(cb):
+def is_checkpoint(cb):
+    """Whether ``cb`` (a callback or a (name, callback) pair) is a
+    :class:`TrainingCheckpoint`."""
     return isinstance(cb[1] if isinstance(cb, tuple) else cb, TrainingCheckpoint)
 
 
 def checkpoint_path(callbacks):
     """The file of the first :class:`TrainingCheckpoint` in ``callbacks``."""
     for cb in callbacks or []:
-        if _is_checkpoint(cb):
+        if is_checkpoint(cb):
             return (cb[1] if isinstance(cb, tuple) else cb).path
     return None
 
@@ -85,7 +93,7 @@ def _fall_back_if_stopped(net, ckpt):
         "callback that ends training); the estimator keeps the model of "
         f"the last completed epoch, {done}.",
         UserWarning,
-        # To the caller of fit: this, fit_recovering, train_net, fit and
+        # To the caller of fit: this, fit_recovering, train, fit and
         # scikit-learn's _fit_context wrapper lie between.
         stacklevel=6,
     )
@@ -108,7 +116,7 @@ def _fingerprint(est, X, y, seed):
     params = est.get_params(deep=False)
     # A checkpoint's file may move between a run and its resumption.
     params["callbacks"] = [
-        cb for cb in params["callbacks"] or [] if not _is_checkpoint(cb)
+        cb for cb in params["callbacks"] or [] if not is_checkpoint(cb)
     ]
     params = {
         k: _describe(v)

@@ -1,12 +1,13 @@
 """Checks of fit and predict input, and of parameters beyond their constraints.
 
 The declared constraints (``_params.py``) check each parameter alone; here
-are the checks between parameters and the device.
+are the checks between parameters. What the checked values then mean for the
+run (the device, the input size, which steps apply) is decided in
+``_config.py``.
 """
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
@@ -17,8 +18,8 @@ from sklearn.utils.validation import (
 )
 from skorch.callbacks import Callback
 
-from ._components import resolve_head, resolve_sgd
 from ._data import (
+    FitInput,
     ImageDataset,
     as_pixels,
     check_paths,
@@ -27,7 +28,7 @@ from ._data import (
     resize_images,
     to_model_layout,
 )
-from .callbacks._regularizer_names import reads_feature_maps
+from ._settings import reads_feature_maps
 from .datasets._image_folder import scan_image_folder
 from .datasets._image_list import check_image_list, warn_if_above_one
 
@@ -37,10 +38,6 @@ __all__ = [
     "check_freeze_schedule",
     "check_params",
     "check_predict_input",
-    "encode_labels",
-    "prefix_cache_applies",
-    "resolve_device",
-    "resolve_input_size",
 ]
 
 
@@ -78,36 +75,12 @@ def _check_callbacks(callbacks):
         )
 
 
-def resolve_device(device):
-    """``"auto"`` is cuda when available, else cpu; anything else is checked."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"Invalid device {device!r}: {exc}") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but CUDA is not available.")
-    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
-        raise ValueError(
-            f"device={device!r}: there are {torch.cuda.device_count()} CUDA devices."
-        )
-    return str(resolved)
-
-
-def _as_pair(input_size):
-    """(height, width) from an int or a pair of ints (validated at fit)."""
-    size = np.atleast_1d(np.asarray(input_size, dtype=object))
-    return (int(size[0]), int(size[-1]))
-
-
-def check_params(est):
+def check_params(est, head, sgd):
     """What the declared constraints of ``est`` cannot say alone.
 
-    Returns the resolved torch device, :class:`RidgeHead` and
-    :class:`SGDEpoch`.
+    ``head`` and ``sgd`` are the resolved :class:`RidgeHead` and
+    :class:`SGDEpoch` of ``est``.
     """
-    head, sgd = resolve_head(est.head), resolve_sgd(est.sgd)
     head.hidden_widths()
     check_freeze_schedule(est.freeze_prob, est.max_epochs)
     if sgd.cache_prefix is True:
@@ -132,51 +105,6 @@ def check_params(est):
                 "the backbone's feature maps; use 'l2sp' or None."
             )
     _check_callbacks(est.callbacks)
-    return resolve_device(est.device), head, sgd
-
-
-def prefix_cache_applies(est, sgd):
-    """Whether ``est`` stores its frozen prefix's output (``cache_prefix``).
-
-    ``"auto"`` stores it wherever ``cache_prefix=True`` would be accepted,
-    since the stored prefix computes the same function for less time.
-    """
-    if isinstance(sgd.cache_prefix, bool):
-        return sgd.cache_prefix
-    return (
-        est.freeze_mode == "prefix"
-        and sgd.augment is None
-        and est.precision == "float32"
-        and not reads_feature_maps(est.regularizer)
-    )
-
-
-def resolve_input_size(input_size, pretrained_size, native_size, device):
-    """The (height, width) images are resized to inside the model, or None.
-
-    ``"auto"`` resizes only for a backbone with a pretrained input size: on a
-    GPU to that size; on a CPU to the images' own size, raised to at least
-    64 px (smaller inputs leave too little of the image after the backbone's
-    downsampling) and capped at the pretrained size, because every doubling
-    of the side costs four times the compute. ``native_size`` is None when
-    it is unknown (image files, datasets): the pretrained size is used then.
-    """
-    if input_size is None:
-        return pretrained_size
-    if not isinstance(input_size, str):
-        return _as_pair(input_size)
-    if pretrained_size is None:
-        return None
-    if str(device).startswith("cuda") or native_size is None:
-        return tuple(pretrained_size)
-    return tuple(
-        int(min(cap, max(_CPU_MIN_SIDE, side)))
-        for side, cap in zip(native_size, pretrained_size, strict=True)
-    )
-
-
-#: The smallest side "auto" resizes to on a CPU (see resolve_input_size).
-_CPU_MIN_SIDE = 64
 
 
 def _as_array(X):
@@ -242,10 +170,15 @@ def _image_source(X, kind):
 
 
 def check_fit_input(est, X, y):
-    """Validate fit's X and y for arrays, image paths, folders and datasets."""
+    """Fit's X and y, checked and classified once, as a :class:`FitInput`.
+
+    Arrays, image paths, folders, image lists and datasets; the labels are
+    checked as classification targets and encoded.
+    """
     kind = input_kind(X)
     if kind == "array":
-        return check_array_input(est, X, reset=True, y=y)
+        X, y = check_array_input(est, X, reset=True, y=y)
+        return FitInput(kind, X, *_encoded(y))
     if kind == "folder" and y is not None:
         raise ValueError(
             "y must be None when X is a folder: the labels are the names of "
@@ -266,7 +199,7 @@ def check_fit_input(est, X, y):
     check_consistent_length(X, y)
     if len(y) == 0:
         raise ValueError("Found array with 0 sample(s): X is empty.")
-    return X, y
+    return FitInput("paths" if kind == "folder" else kind, X, *_encoded(y))
 
 
 _CHANNEL_NAMES = {1: "1-channel (grayscale)", 3: "3-channel (RGB)"}
@@ -325,8 +258,8 @@ def check_predict_input(est, X):
     return X
 
 
-def encode_labels(y):
-    """Classes and labels encoded as ``0 .. k-1`` (int64); needs 2 classes."""
+def _encoded(y):
+    """Labels encoded as ``0 .. k-1`` (int64) and the classes; needs 2 classes."""
     check_classification_targets(y)
     encoder = LabelEncoder().fit(y)
     if len(encoder.classes_) < 2:
@@ -334,4 +267,4 @@ def encode_labels(y):
             f"y has 1 class ({encoder.classes_.tolist()[0]!r}); a classifier needs at "
             "least two classes."
         )
-    return encoder.classes_, encoder.transform(y).astype(np.int64)
+    return encoder.transform(y).astype(np.int64), encoder.classes_

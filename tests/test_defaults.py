@@ -1,6 +1,6 @@
-"""The defaults: the configuration benchmarks/defaults.py measured best."""
+"""The defaults: the configuration the defaults pilot measured best."""
 
-import ast
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,32 +9,23 @@ from conftest import tiny_cnn_classifier as _cnn
 from skorch.callbacks import Callback
 
 from skfastretrain import FastRetrainClassifier, SGDEpoch
-from skfastretrain._components import resolve_sgd
-from skfastretrain._validation import prefix_cache_applies, resolve_input_size
+from skfastretrain._config import resolve_input_size, stores_prefix
+from skfastretrain._settings import resolve_sgd
+
+#: The record of the defaults pilot (``python -m benchmarks.defaults``): the
+#: ``base`` row of each task holds the configuration it measured as the
+#: defaults, with SGDEpoch's settings named flat.
+PILOT = Path(__file__).resolve().parents[1] / "benchmarks/results/defaults.json"
 
 
-def _pilot_base(name="BASE"):
-    """A configuration benchmarks/defaults.py measured as the defaults:
-    ``BASE`` (constructor parameters) or ``BASE_SGD`` (SGDEpoch's)."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "defaults.py"
-    tree = ast.parse(path.read_text())
-    node = next(
-        n
-        for n in tree.body
-        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == name
-    )
-    return ast.literal_eval(node.value)
-
-
-def test_defaults_are_the_benchmarked_configuration():
+@pytest.mark.parametrize("task", ["fashion", "digits"])
+def test_defaults_are_the_benchmarked_configuration(task):
+    base = json.loads(PILOT.read_text())["runs"][task]["base"]["params"]
     params = FastRetrainClassifier().get_params()
-    base = _pilot_base()
-    assert {k: params[k] for k in base} == base
     # The SGD settings of that configuration are those of sgd=None.
     assert params["sgd"] is None
-    sgd_params = SGDEpoch().get_params()
-    base_sgd = _pilot_base("BASE_SGD")
-    assert {k: sgd_params[k] for k in base_sgd} == base_sgd
+    params.update(SGDEpoch().get_params())
+    assert {k: params[k] for k in base} == base
 
 
 def test_default_estimator_fine_tunes_pretrained_lite0(digit_images):
@@ -94,7 +85,9 @@ def test_input_size_auto(native, device, expected):
 )
 def test_cache_prefix_auto(params, expected):
     est = FastRetrainClassifier(**params)
-    assert prefix_cache_applies(est, resolve_sgd(est.sgd)) is expected
+    sgd = resolve_sgd(est.sgd)
+    applies = stores_prefix(sgd, est.freeze_mode, est.precision, est.regularizer)
+    assert applies is expected
 
 
 def test_cache_prefix_auto_fits_as_without_cache(small_images, exact_store):

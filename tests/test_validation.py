@@ -11,8 +11,8 @@ from torch import nn
 from skfastretrain import (
     L2SP,
     FastRetrainClassifier,
+    LayerFreezer,
     LRProbe,
-    RandomFreezer,
     RidgeHead,
     RidgeHeadSolver,
     SGDEpoch,
@@ -185,12 +185,12 @@ def test_callbacks_share_the_estimators_constraints(small_images):
     with pytest.raises(InvalidParameterError, match=options("'auto'")):
         fit(RidgeHeadSolver(ridge_lambda="Auto"))
     with pytest.raises(InvalidParameterError, match=r"'mode' parameter of Random"):
-        fit(RandomFreezer(mode="middle"))
+        fit(LayerFreezer(mode="middle"))
     with pytest.raises(InvalidParameterError, match=r"'start' parameter of LRProbe"):
         fit(LRProbe(start=0))
     # numpy scalars pass as Python numbers do (np.float32 was once refused).
     fit(RidgeHeadSolver(ridge_lambda=np.float32(0.5), blend=np.float64(0.5)))
-    fit(RandomFreezer(np.float32(0.5)))
+    fit(LayerFreezer(np.float32(0.5)))
     fit(L2SP(alpha=np.float32(0.1), beta=np.float16(0.1)))
 
 

@@ -1,7 +1,8 @@
 """Check that the test suite notices a hyperparameter that is read wrongly.
 
 For every read of ``ridge_lambda``, ``blend``, ``freeze_prob``, ``lr``,
-``momentum`` and ``weight_decay`` off an estimator, a component (``head``,
+``momentum`` and ``weight_decay`` off an estimator, its run configuration
+(``config``, ``config.head``, ``config.sgd``), a settings object (``head``,
 ``sgd``) or a callback in the package, this replaces that one read by the
 parameter's default value (the value a test that sets nothing would not
 notice), runs the test suite with
@@ -29,7 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "skfastretrain"
 NAMES = ("ridge_lambda", "blend", "freeze_prob", "lr", "momentum", "weight_decay")
-READ = re.compile(rf"\b(est|head|sgd|self)\.({'|'.join(NAMES)})\b(?!\s*=[^=])")
+RECEIVERS = ("config.head", "config.sgd", "config", "est", "head", "sgd", "self")
+READ = re.compile(
+    rf"\b({'|'.join(map(re.escape, RECEIVERS))})\.({'|'.join(NAMES)})\b(?!\s*=[^=])"
+)
 # The tests that see wiring fastest run first, and the whole suite only when
 # they pass (pytest would merge the files into the folder's own order).
 TESTS = [
@@ -51,10 +55,15 @@ def owners():
 
     return {
         "est": sk.FastRetrainClassifier,
+        # The run configuration holds the estimator's parameters resolved.
+        "config": sk.FastRetrainClassifier,
         "head": sk.RidgeHead,
+        "config.head": sk.RidgeHead,
         "sgd": sk.SGDEpoch,
+        "config.sgd": sk.SGDEpoch,
         "_classifier.py": sk.FastRetrainClassifier,
-        "_freezing.py": sk.RandomFreezer,
+        "_config.py": sk.FastRetrainClassifier,
+        "_freezing.py": sk.LayerFreezer,
         "_ridge_head.py": sk.RidgeHeadSolver,
     }
 

@@ -1,5 +1,7 @@
 """The model the estimator trains: preprocessing, backbone and a new head."""
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -48,7 +50,8 @@ class FastRetrainModule(nn.Module):
     """
 
     precision = "float32"  # modules pickled before the option existed
-    feature_source = None
+    # Set only inside ``reading_prefix_store``, for the time of a fit.
+    _prefix_store = None
 
     def __init__(self, preprocess, backbone, head, *, precision="float32"):
         super().__init__()
@@ -60,12 +63,11 @@ class FastRetrainModule(nn.Module):
     def features(self, x):
         """The flattened backbone output for raw input ``x``.
 
-        While ``feature_source`` is set (a callable of ``x``, for the time of
-        a fit: :class:`PrefixCache` runs only the layers after a frozen
-        prefix), its result is used unless it is None.
+        Inside :meth:`reading_prefix_store` the backbone's output comes from
+        the store's lookup, unless the lookup returns None.
         """
-        if self.feature_source is not None:
-            h = self.feature_source(x)
+        if self._prefix_store is not None:
+            h = self._prefix_store(x)
             if h is not None:
                 return torch.flatten(h, 1)
         x = self.preprocess(x)
@@ -73,7 +75,7 @@ class FastRetrainModule(nn.Module):
             return torch.flatten(self.backbone(x), 1)
         if x.ndim == 4:
             # channels-last alone slowed the CPU step; with bf16 it paid
-            # (benchmarks/results/levers.md).
+            # (the levers benchmark).
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
             h = self.backbone(x)
@@ -82,10 +84,31 @@ class FastRetrainModule(nn.Module):
     def forward(self, x):
         return self.head(self.features(x))
 
+    @contextmanager
+    def reading_prefix_store(self, lookup):
+        """Within the block, take the backbone's output from ``lookup``.
+
+        ``lookup(x)`` returns the backbone's output for raw input ``x``
+        computed from a store of a frozen prefix's outputs, or None when the
+        store no longer applies (then the backbone runs). Used by
+        :class:`PrefixCache` for the time of a fit; the module is unchanged
+        after the block, and a pickle never holds the lookup.
+
+        Parameters
+        ----------
+        lookup : callable
+            Maps a batch of raw inputs to the backbone's output, or None.
+        """
+        previous, self._prefix_store = self._prefix_store, lookup
+        try:
+            yield self
+        finally:
+            self._prefix_store = previous
+
     def __getstate__(self):
-        # A source set for a fit in progress is not part of the model.
+        # A store read during a fit in progress is not part of the model.
         state = super().__getstate__()
-        state.pop("feature_source", None)
+        state.pop("_prefix_store", None)
         return state
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from ._efficientnet_lite import LITE_MEAN, LITE_SPECS, LITE_STD, efficientnet_lite
 from ._weights import is_weights_path, load_state_dict_file
 
-__all__ = ["BackboneSpec", "resolve_backbone"]
+__all__ = ["BackboneSpec", "backbone_spec", "resolve_backbone"]
 
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -30,14 +30,10 @@ class BackboneSpec:
     input_size: tuple | None = None
 
 
-def _torchvision_model(name, weights):
-    if weights is None or is_weights_path(weights):
-        model = torchvision.models.get_model(name, weights=None)
-        if weights is not None:
-            load_state_dict_file(model, weights)
-        return model, BackboneSpec(_IMAGENET_MEAN, _IMAGENET_STD, None)
+def _torchvision_weights(name, weights):
+    """The torchvision weight enum ``weights`` names for ``name``, checked."""
     try:
-        enum = torchvision.models.get_model_weights(name).verify(weights)
+        return torchvision.models.get_model_weights(name).verify(weights)
     except (ValueError, KeyError) as exc:
         valid = [w.name for w in torchvision.models.get_model_weights(name)]
         hint = _did_you_mean(str(weights), ["DEFAULT", *valid])
@@ -45,28 +41,47 @@ def _torchvision_model(name, weights):
             f"Unknown weights {weights!r} for {name!r}.{hint} Valid: 'DEFAULT', "
             f"{', '.join(map(repr, valid))}, None or a state_dict file."
         ) from exc
+
+
+def _torchvision_spec(name, weights):
+    if weights is None or is_weights_path(weights):
+        return BackboneSpec(_IMAGENET_MEAN, _IMAGENET_STD, None)
+    preset = _torchvision_weights(name, weights).transforms()
+    size = tuple(preset.crop_size) * (2 // len(preset.crop_size))
+    return BackboneSpec(tuple(preset.mean), tuple(preset.std), size)
+
+
+def _torchvision_model(name, weights):
+    if weights is None or is_weights_path(weights):
+        model = torchvision.models.get_model(name, weights=None)
+        if weights is not None:
+            load_state_dict_file(model, weights)
+        return model
+    enum = _torchvision_weights(name, weights)
     folder = os.path.join(torch.hub.get_dir(), "checkpoints")
     filename = os.path.basename(enum.url)
     try:
-        model = torchvision.models.get_model(name, weights=enum)
+        return torchvision.models.get_model(name, weights=enum)
     except OSError as exc:  # URLError is an OSError: no network, no cache
         raise OSError(
             f"Could not load {enum} for {name!r}: {filename!r} is not in the "
             f"torchvision cache and downloading it failed ({exc}). Copy "
             f"{filename!r} into {folder!r} (set TORCH_HOME to move the cache)."
         ) from exc
-    preset = enum.transforms()
-    size = tuple(preset.crop_size) * (2 // len(preset.crop_size))
-    return model, BackboneSpec(tuple(preset.mean), tuple(preset.std), size)
 
 
-def _timm_model(name, weights):
+def _timm():
     try:
         import timm
     except ImportError as exc:
         raise ImportError(
-            f"Backbone 'timm:{name}' needs timm: pip install timm."
+            "Backbones 'timm:<name>' need timm: pip install timm."
         ) from exc
+    return timm
+
+
+def _check_timm(name, weights):
+    timm = _timm(name)
     if name not in timm.list_models():
         raise ValueError(f"Unknown timm model {name!r}; see timm.list_models().")
     pretrained = weights is not None and not is_weights_path(weights)
@@ -75,6 +90,19 @@ def _timm_model(name, weights):
             f"For timm backbones weights must be None, 'DEFAULT' or a path; "
             f"got {weights!r}."
         )
+    return timm, pretrained
+
+
+def _timm_spec(name, weights):
+    timm, _ = _check_timm(name, weights)
+    cfg = timm.models.get_pretrained_cfg(name)
+    config = timm.data.resolve_data_config(pretrained_cfg=cfg.to_dict())
+    size = tuple(config["input_size"][1:]) if weights is not None else None
+    return BackboneSpec(tuple(config["mean"]), tuple(config["std"]), size)
+
+
+def _timm_model(name, weights):
+    timm, pretrained = _check_timm(name, weights)
     try:
         model = timm.create_model(name, pretrained=pretrained)
     except OSError as exc:  # no network and nothing in the Hugging Face cache
@@ -84,9 +112,7 @@ def _timm_model(name, weights):
         ) from exc
     if weights is not None and not pretrained:
         load_state_dict_file(model, weights)
-    config = timm.data.resolve_data_config({}, model=model)
-    size = tuple(config["input_size"][1:]) if weights is not None else None
-    return model, BackboneSpec(tuple(config["mean"]), tuple(config["std"]), size)
+    return model
 
 
 def _did_you_mean(value, options):
@@ -98,13 +124,36 @@ def _did_you_mean(value, options):
     return f" Did you mean {' or '.join(repr(by_case[c]) for c in close)}?"
 
 
-def _named_backbone(name, weights):
+def _canonical_name(name):
+    """``name`` as the registry spells it, or a ValueError naming the valid ones."""
     if name.startswith("timm:"):
-        return _timm_model(name.removeprefix("timm:"), weights)
+        return name
     valid = sorted([*LITE_SPECS, *torchvision.models.list_models()])
     if name not in valid and name.lower() in valid:
         # Every name is lower case: "EfficientNet_Lite0" means the one.
         name = name.lower()
+    if name not in valid:
+        raise ValueError(
+            f"Unknown backbone {name!r}.{_did_you_mean(name, valid)} Valid names: "
+            f"{', '.join(valid)}, and 'timm:<name>' for timm models."
+        )
+    return name
+
+
+def _named_spec(name, weights):
+    name = _canonical_name(name)
+    if name.startswith("timm:"):
+        return _timm_spec(name.removeprefix("timm:"), weights)
+    if name in LITE_SPECS:
+        size = None if weights is None else (LITE_SPECS[name].resolution,) * 2
+        return BackboneSpec(LITE_MEAN, LITE_STD, size)
+    return _torchvision_spec(name, weights)
+
+
+def _named_backbone(name, weights):
+    name = _canonical_name(name)
+    if name.startswith("timm:"):
+        return _timm_model(name.removeprefix("timm:"), weights)
     if name in LITE_SPECS:
         model = efficientnet_lite(name, weights=weights)
         # Stochastic depth drops whole residual branches in train mode, so the
@@ -113,20 +162,26 @@ def _named_backbone(name, weights):
         # (2.1 -> 2.9 over two epochs; 2.0 -> 1.2 without it).
         for block in model._blocks:
             block.drop_connect = 0.0
-        size = None if weights is None else (LITE_SPECS[name].resolution,) * 2
-        return model, BackboneSpec(LITE_MEAN, LITE_STD, size)
-    if name in torchvision.models.list_models():
-        return _torchvision_model(name, weights)
-    raise ValueError(
-        f"Unknown backbone {name!r}.{_did_you_mean(name, valid)} Valid names: "
-        f"{', '.join(valid)}, and 'timm:<name>' for timm models."
-    )
+        return model
+    return _torchvision_model(name, weights)
+
+
+def backbone_spec(backbone, weights=None):
+    """What the ``backbone`` parameter expects, without building it.
+
+    The normalization and pretrained input size of a named backbone (checked
+    as :func:`resolve_backbone` checks it); an empty :class:`BackboneSpec`
+    for a module or a callable, which bring their own preprocessing.
+    """
+    if isinstance(backbone, str):
+        return _named_spec(backbone, weights)
+    return BackboneSpec()
 
 
 def resolve_backbone(backbone, weights=None):
     """Turn the ``backbone`` parameter into a fresh module and its spec."""
     if isinstance(backbone, str):
-        return _named_backbone(backbone, weights)
+        return _named_backbone(backbone, weights), _named_spec(backbone, weights)
     if isinstance(backbone, nn.Module):
         module = copy.deepcopy(backbone)
     elif callable(backbone):

@@ -1,6 +1,6 @@
 """The steps of a fit as skorch callbacks, usable in a plain skorch net.
 
-In the order the estimator runs them: :class:`RandomFreezer` (the freezing
+In the order the estimator runs them: :class:`LayerFreezer` (the freezing
 step), :class:`LRProbe` (``lr="auto"``), :class:`PrefixCache` (the frozen
 prefix computed once), :class:`RidgeHeadSolver` (the Gram statistics, the
 solve and the head update), the transfer regularizers (:class:`L2SP`,
@@ -11,7 +11,7 @@ split scored after the solve, early stopping), :class:`DivergenceGuard` and
 
 from ._checkpoint import TrainingCheckpoint
 from ._divergence import DivergenceError, DivergenceGuard, DivergenceWarning
-from ._freezing import RandomFreezer
+from ._freezing import LayerFreezer, RandomFreezer
 from ._lr_probe import LR_CANDIDATES, LRProbe
 from ._prefix_cache import PrefixCache
 from ._progress import EpochTable
@@ -29,6 +29,7 @@ __all__ = [
     "DivergenceWarning",
     "EpochTable",
     "LRProbe",
+    "LayerFreezer",
     "PrefixCache",
     "RandomFreezer",
     "RidgeHeadSolver",

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ._progress import progress
+from .._progress import progress
 from ._ridge_head import RidgeHeadSolver
 
 __all__ = ["channel_attention"]

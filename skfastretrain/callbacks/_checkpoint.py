@@ -228,7 +228,7 @@ class TrainingCheckpoint(Callback):
     in the same directory, fsynced, then renamed), the module's state
     (BatchNorm running statistics included), the optimizer's state (momentum
     buffers), the history, the random generators of every callback (such as
-    :class:`RandomFreezer`'s) and of the training data loader, torch's global
+    :class:`LayerFreezer`'s) and of the training data loader, torch's global
     generator, the state of learning-rate schedulers (skorch's
     ``LRScheduler``), and the head statistics of :class:`RidgeHeadSolver`. A crash,
     even ``kill -9`` during a write, leaves the last complete checkpoint.

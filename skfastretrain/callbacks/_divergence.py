@@ -8,6 +8,14 @@ from skorch.callbacks import Callback
 
 from .._distributed import is_distributed
 from ._checkpoint import module_copy
+from ._history_keys import (
+    DIVERGED,
+    INIT,
+    KEPT_EPOCH,
+    TRAIN_ACC,
+    TRAIN_ACC_RIDGE,
+    TRAIN_LOSS,
+)
 
 __all__ = ["DivergenceError", "DivergenceGuard", "DivergenceWarning"]
 
@@ -186,15 +194,15 @@ class DivergenceGuard(Callback):
 
     def _check_epoch(self, net, row, last=False):
         """Score the model now in ``net`` (after ``row``'s epoch) and check it."""
-        if self.diverged_ is not None or "train_loss" not in row:
+        if self.diverged_ is not None or TRAIN_LOSS not in row:
             return
-        start_acc = net.history[self._first].get("init_train_acc")
+        start_acc = net.history[self._first].get(INIT + TRAIN_ACC)
         if self._start is not None:
             epoch, state = self._start
             self._start = None
             score = -math.inf if start_acc is None else start_acc
             self._best = (score, epoch, state)
-        acc = row.get("train_acc_ridge")
+        acc = row.get(TRAIN_ACC_RIDGE)
         if (
             start_acc is not None
             and acc is not None
@@ -212,7 +220,7 @@ class DivergenceGuard(Callback):
                     raise_stop=not last,
                 )
                 return
-        score = row.get("train_acc", -row["train_loss"])
+        score = row.get(TRAIN_ACC, -row[TRAIN_LOSS])
         if self._best is None or score > self._best[0]:
             self._best = (
                 score,
@@ -228,8 +236,8 @@ class DivergenceGuard(Callback):
             net.module_.load_state_dict(state)
         self.best_epoch_ = epoch
         self.diverged_ = reason
-        net.history.record("diverged", reason)
-        net.history.record("kept_epoch", epoch)
+        net.history.record(DIVERGED, reason)
+        net.history.record(KEPT_EPOCH, epoch)
         warnings.warn(
             f"Training diverged: {reason}. Stopped, and kept the model of "
             f"{'the start of the fit' if epoch == self._first else f'epoch {epoch}'} "

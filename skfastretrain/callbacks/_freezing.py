@@ -1,5 +1,6 @@
-"""Random (or prefix) layer freezing for the SGD epochs, as a skorch callback."""
+"""Layer freezing for the SGD epochs (a random draw or a prefix): a callback."""
 
+import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -12,8 +13,9 @@ from torch import nn
 from .._batchnorm import hold_in_eval, is_held_in_eval
 from .._params import FractionSchedule, validate_constraints
 from ..backbones._module import find_head
+from ._history_keys import FROZEN_FRACTION
 
-__all__ = ["RandomFreezer"]
+__all__ = ["LayerFreezer", "RandomFreezer"]
 
 _CANDIDATE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
@@ -26,7 +28,7 @@ def freeze_schedule_value(freeze_prob, epoch):
     return float(freeze_prob[min(epoch, len(freeze_prob)) - 1])
 
 
-class RandomFreezer(Callback):
+class LayerFreezer(Callback):
     """Freeze a fraction of a network's layers before each training epoch.
 
     Candidates are the weight-carrying convolution and linear layers of
@@ -80,14 +82,14 @@ class RandomFreezer(Callback):
     --------
     >>> import numpy as np, torch
     >>> from skorch import NeuralNetClassifier
-    >>> from skfastretrain import RandomFreezer
+    >>> from skfastretrain import LayerFreezer
     >>> module = torch.nn.Sequential(
     ...     torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8),
     ...     torch.nn.ReLU(), torch.nn.Linear(8, 2))
     >>> net = NeuralNetClassifier(
     ...     module, criterion=torch.nn.CrossEntropyLoss, max_epochs=2,
     ...     train_split=None, verbose=0,
-    ...     callbacks=[RandomFreezer(0.5, random_state=0)])
+    ...     callbacks=[LayerFreezer(0.5, random_state=0)])
     >>> X = np.random.default_rng(0).normal(size=(20, 4)).astype("float32")
     >>> net = net.fit(X, (X[:, 0] > 0).astype("int64"))
     >>> net.history[:, "frozen_fraction"]
@@ -187,7 +189,7 @@ class RandomFreezer(Callback):
     def on_epoch_begin(self, net, **kwargs):
         n_freeze = self._apply(len(net.history))
         n_cand = len(self.candidates_)
-        net.history.record("frozen_fraction", n_freeze / n_cand if n_cand else 0.0)
+        net.history.record(FROZEN_FRACTION, n_freeze / n_cand if n_cand else 0.0)
 
     def _apply(self, epoch):
         """Freeze the layers of 1-based ``epoch``; return how many candidates."""
@@ -222,3 +224,42 @@ class RandomFreezer(Callback):
         # References to the net's layers: a pickle would store them again,
         # apart from the module (skorch pickles the module separately).
         self._order = []
+
+
+class RandomFreezer(LayerFreezer):
+    """Deprecated name of :class:`LayerFreezer`.
+
+    .. deprecated:: 0.1
+        ``RandomFreezer`` was renamed :class:`LayerFreezer`, which also
+        freezes a prefix (``mode="prefix"``, the estimator's default) and is
+        not always random. The old name will be removed in 0.3.
+
+    Parameters
+    ----------
+    freeze_prob : float or sequence of float, default=0.5
+        As in :class:`LayerFreezer`.
+    mode : {"random", "prefix"}, default="random"
+        As in :class:`LayerFreezer`.
+    head : str or None, default=None
+        As in :class:`LayerFreezer`.
+    random_state : int, RandomState instance or None, default=None
+        As in :class:`LayerFreezer`.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from skfastretrain.callbacks import LayerFreezer, RandomFreezer
+    >>> with warnings.catch_warnings(record=True):
+    ...     warnings.simplefilter("always")
+    ...     isinstance(RandomFreezer(0.5), LayerFreezer)
+    True
+    """
+
+    def __init__(self, freeze_prob=0.5, *, mode="random", head=None, random_state=None):
+        warnings.warn(
+            "RandomFreezer was renamed LayerFreezer in 0.1 and will be removed "
+            "in 0.3; use skfastretrain.callbacks.LayerFreezer.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        super().__init__(freeze_prob, mode=mode, head=head, random_state=random_state)

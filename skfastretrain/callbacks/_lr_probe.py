@@ -12,8 +12,9 @@ from torch.utils.data import Subset
 
 from .._distributed import is_distributed
 from .._params import POSITIVE, POSITIVE_INT, Number, validate_constraints
+from .._progress import progress
 from ._checkpoint import module_copy
-from ._progress import progress
+from ._history_keys import PROBE_LR
 
 __all__ = ["LR_CANDIDATES", "LRProbe"]
 
@@ -41,7 +42,7 @@ class LRProbe(Callback):
 
     Right before the first epoch (after every callback's ``on_train_begin``,
     so from the ridge-started head, and with the first epoch's layers frozen
-    when it runs after :class:`RandomFreezer`), the model takes ``n_steps``
+    when it runs after :class:`LayerFreezer`), the model takes ``n_steps``
     SGD steps at some rates of ``candidates`` on the same batches of
     training rows, starting each time from the same weights, an empty
     momentum and the same dropout masks. A rate's probe loss is the
@@ -59,8 +60,8 @@ class LRProbe(Callback):
     Why a probe: a pretrained network whose head was just solved keeps its
     features at 1e-3 and loses them at 1e-2, while a network trained from
     scratch, whose small features give a large ridge head, blows up at 1e-3.
-    One fixed rate does not suit both (see ``benchmarks/README.md``,
-    "Defaults"); the probe costs at most ``len(candidates) * n_steps`` steps.
+    One fixed rate does not suit both (the Benchmarks page, "Defaults");
+    the probe costs at most ``len(candidates) * n_steps`` steps.
 
     The chosen rate is written into the optimizer's parameter groups (and
     the base rates of skorch :class:`~skorch.callbacks.LRScheduler`
@@ -180,7 +181,7 @@ class LRProbe(Callback):
         # The largest safe rate; when none is, the least harmful one.
         self.lr_ = max(safe) if safe else min(self.losses_, key=self.losses_.get)
         self._apply(net, self.lr_)
-        net.history.record("probe_lr", self.lr_)
+        net.history.record(PROBE_LR, self.lr_)
 
     def _search(self, net, batches, module_state, seed):
         """Probe losses, from ``start`` up to the first unsafe rate, or down
@@ -243,6 +244,12 @@ class LRProbe(Callback):
                 return math.inf
             losses.append(loss)
         return float(np.mean(losses[len(losses) // 2 :]))
+
+    def on_train_end(self, net, **kwargs):
+        if self.lr_ is None and len(net.history):
+            # A resumed fit: the probe ran in the run it resumes, whose rate
+            # the restored history holds (and the restored optimizer uses).
+            self.lr_ = net.history[0].get(PROBE_LR)
 
     def _apply(self, net, lr):
         for group in net.optimizer_.param_groups:

@@ -2,6 +2,7 @@
 
 import hashlib
 import warnings
+from contextlib import ExitStack
 from functools import partial
 
 import torch
@@ -10,7 +11,8 @@ from skorch.callbacks import Callback
 from torch import nn
 
 from .._batchnorm import is_held_in_eval
-from ._fold import inference_copy
+from ..backbones._fold import inference_copy
+from ._history_keys import PREFIX_STORE_ROWS
 
 __all__ = ["PrefixCache"]
 
@@ -121,7 +123,7 @@ def _attr(module, target):
 class PrefixCache(Callback):
     """Store the frozen prefix's output for each input and run only the rest.
 
-    With :class:`RandomFreezer`'s ``mode="prefix"`` the first layers of the
+    With :class:`LayerFreezer`'s ``mode="prefix"`` the first layers of the
     backbone are a fixed function during the fit (frozen weights, BatchNorm
     held in eval mode), so their output for a training image never changes.
     Before each epoch this callback traces the backbone of a
@@ -139,7 +141,7 @@ class PrefixCache(Callback):
     ``prefix_cache_rows``, the rows stored when each epoch begins.
 
     The store is set up in ``on_train_begin`` too (after
-    :class:`RandomFreezer` froze the first epoch's prefix), so that a head
+    :class:`LayerFreezer` froze the first epoch's prefix), so that a head
     solve's first pass fills it and the first epoch already runs only the
     rest. Outputs are stored in ``dtype``. With ``fold=True`` the prefix
     fills the store as inference: a copy with each BatchNorm folded into the
@@ -154,17 +156,13 @@ class PrefixCache(Callback):
     dtype : {"float32", "float16"}, default="float32"
         How float32 outputs are stored; they are given back as float32.
         ``"float16"`` halves the store (a row with a value beyond float16's
-        range is stored in float32): for Lite0's prefix it moved the
-        features of a pretrained network by 2e-4 and changed none of 1,000
-        held-out predictions of a ridge head on them
-        (``benchmarks/levers.py``).
+        range is stored in float32); the stored features are rounded to
+        float16's precision (the Benchmarks page measures the effect).
     fold : bool, default=False
-        Fill the store with the folded inference copy of the prefix. For
-        Lite0's prefix on a CPU it runs 1.7x faster at 64 px and 2.7x at
-        224 px (``benchmarks/levers.py``), but it rounds otherwise than the
-        prefix, and in whole fits at 64 px it gave no measurable time gain
-        and held-out accuracies 0.5-1.2 points lower (within one standard
-        error, ``benchmarks/README.md``), so it is off by default.
+        Fill the store with the folded inference copy of the prefix, which
+        runs the prefix faster but rounds otherwise than the prefix; in
+        whole fits it gave no measurable time gain and lower held-out
+        accuracy (the Benchmarks page), so it is off by default.
 
     Attributes
     ----------
@@ -178,13 +176,13 @@ class PrefixCache(Callback):
     >>> import numpy as np
     >>> from skorch import NeuralNetClassifier
     >>> from torch import nn
-    >>> from skfastretrain import FastRetrainModule, PrefixCache, RandomFreezer
+    >>> from skfastretrain import FastRetrainModule, PrefixCache, LayerFreezer
     >>> backbone = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8))
     >>> module = FastRetrainModule(nn.Identity(), backbone, nn.Linear(8, 2))
     >>> net = NeuralNetClassifier(
     ...     module, criterion=nn.CrossEntropyLoss, max_epochs=2,
     ...     train_split=None, verbose=0,
-    ...     callbacks=[RandomFreezer(0.5, mode="prefix", head="head"),
+    ...     callbacks=[LayerFreezer(0.5, mode="prefix", head="head"),
     ...                PrefixCache()])
     >>> X = np.random.default_rng(0).normal(size=(20, 4)).astype("float32")
     >>> net = net.fit(X, (X[:, 0] > 0).astype("int64"))
@@ -209,7 +207,7 @@ class PrefixCache(Callback):
         self._split = None
         self._store = {}
         self._bytes = 0
-        self._module = None
+        self._routing = None
         self.n_stored_ = 0
         self.status_ = "off"
         return self
@@ -230,7 +228,7 @@ class PrefixCache(Callback):
         if self._split is None or not self._split.valid():
             self._release()
             self._install(net, dataset_train)
-        net.history.record("prefix_cache_rows", self.n_stored_)
+        net.history.record(PREFIX_STORE_ROWS, self.n_stored_)
 
     def _install(self, net, dataset_train):
         module = net.module_
@@ -256,16 +254,27 @@ class PrefixCache(Callback):
                 )
             self.status_ = str(exc)
             return
-        self._module = module
-        module.feature_source = partial(self.backbone_output, module)
+        # Scoped: closed by _release (at the end of the fit, or when the
+        # frozen prefix changes), which puts the module's own forward back.
+        self._routing = ExitStack()
+        self._routing.enter_context(
+            module.reading_prefix_store(partial(self.backbone_output, module))
+        )
 
     def on_train_end(self, net, **kwargs):
         self._release()
 
+    def __getstate__(self):
+        # The routing of a fit in progress belongs to that fit's module.
+        state = self.__dict__.copy()
+        state["_routing"] = None
+        return state
+
     def _release(self):
-        if self._module is not None:
-            self._module.feature_source = None
-        self._split, self._module, self._store, self._bytes = None, None, {}, 0
+        if self._routing is not None:
+            self._routing.close()
+        self._routing = None
+        self._split, self._store, self._bytes = None, {}, 0
         self.n_stored_ = 0
 
     def backbone_output(self, module, x):

@@ -18,6 +18,7 @@ from .._params import (
 )
 from ..backbones._module import find_head
 from ._attention import channel_attention
+from ._history_keys import REG_PENALTY
 
 __all__ = ["L2SP", "DeltaLoss", "DeltaRegularizer", "default_layers"]
 
@@ -35,7 +36,7 @@ class _Regularizer(Callback):
         return head
 
     def on_epoch_end(self, net, **kwargs):
-        net.history.record("reg_penalty", self._epoch_penalty())
+        net.history.record(REG_PENALTY, self._epoch_penalty())
 
 
 class L2SP(_Regularizer):

@@ -20,12 +20,21 @@ from .._params import (
     validate_constraints,
 )
 from ..backbones._module import find_head
+from ..head._features import TrainingFeatureTap, feature_pass
+from ..head._residual import dense_layers, recompute_dense
 from ..linalg._calibration import calibrated_scale
 from ..linalg._gram import HeadStatistics
 from ..linalg._solve import ridge_solve, select_lambda
 from ._divergence import DivergenceError
-from ._features import TrainingFeatureTap, feature_pass
-from ._residual_head import dense_layers, recompute_dense
+from ._history_keys import (
+    INIT,
+    LAYER_LAMBDAS,
+    SOLVE_DUR,
+    SOLVE_LAMBDA,
+    TRAIN_ACC,
+    TRAIN_ACC_BEFORE_SOLVE,
+    TRAIN_ACC_RIDGE,
+)
 
 __all__ = ["RidgeHeadSolver"]
 
@@ -272,14 +281,14 @@ class RidgeHeadSolver(Callback):
         epoch = len(net.history)
         record = {}
         if epoch == 1:
-            record.update({f"init_{k}": v for k, v in self._init_record.items()})
+            record.update({INIT + k: v for k, v in self._init_record.items()})
         if self._collecting:
             stats, tap = self._collecting
             tap.remove()
             self._collecting = None
             start = time.perf_counter()
             record.update(self._apply(net, stats, self.blend))
-            record["solve_dur"] = time.perf_counter() - start
+            record[SOLVE_DUR] = time.perf_counter() - start
         elif epoch % self.solve_every == 0:
             record.update(self.solve(net, dataset_train, blend=self.blend))
         for key, value in record.items():
@@ -343,14 +352,14 @@ class RidgeHeadSolver(Callback):
                 distributed=self.distributed,
             )
             return {
-                "solve_dur": time.perf_counter() - start,
-                "train_acc_before_solve": acc,
-                "ridge_lambda": alphas[-1],
-                "layer_lambdas": alphas,
+                SOLVE_DUR: time.perf_counter() - start,
+                TRAIN_ACC_BEFORE_SOLVE: acc,
+                SOLVE_LAMBDA: alphas[-1],
+                LAYER_LAMBDAS: alphas,
             }
         stats = self._feature_pass(net, dataset, self._head(net), n_rows)
         record = self._apply(net, stats, blend)
-        return {"solve_dur": time.perf_counter() - start, **record}
+        return {SOLVE_DUR: time.perf_counter() - start, **record}
 
     def _apply(self, net, stats, blend):
         head = self._head(net)
@@ -386,15 +395,15 @@ class RidgeHeadSolver(Callback):
                 b = (scale * intercept).to(head.bias)
                 head.bias.add_(blend * (b - head.bias))
         self.stats_, self.scale_, self.ridge_lambda_ = total, scale, alpha
-        record = {"train_acc_before_solve": stats.accuracy, "ridge_lambda": alpha}
+        record = {TRAIN_ACC_BEFORE_SOLVE: stats.accuracy, SOLVE_LAMBDA: alpha}
         if kept_y is not None and len(kept_y):
             # How linearly separable the features still are: a collapse of
             # the backbone shows here (DivergenceGuard watches it).
-            record["train_acc_ridge"] = float(np.mean(logits.argmax(1) == kept_y))
+            record[TRAIN_ACC_RIDGE] = float(np.mean(logits.argmax(1) == kept_y))
         if kept_y is not None and len(kept_y) and not self.distributed:
             # The updated head's accuracy on the calibration rows: what
             # DivergenceGuard scores the model of each epoch by.
             with torch.no_grad():
                 pred = head(kept_h.to(head.weight)).argmax(1).cpu().numpy()
-            record["train_acc"] = float(np.mean(pred == kept_y))
+            record[TRAIN_ACC] = float(np.mean(pred == kept_y))
         return record

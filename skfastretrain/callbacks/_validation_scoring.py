@@ -12,8 +12,9 @@ from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
 
 from .._params import NON_NEGATIVE, POSITIVE_INT, validate_constraints
+from .._progress import progress
 from ._checkpoint import module_copy
-from ._progress import progress
+from ._history_keys import DIVERGED, STOPPED_EARLY, VALID_ACC, VALID_DUR, VALID_LOSS
 
 __all__ = ["ValidationScoring", "held_out_rows", "validation_split"]
 
@@ -157,9 +158,9 @@ class ValidationScoring(Callback):
         start = time.perf_counter()
         loss, acc = self._score(net, dataset_valid)
         epoch = len(net.history)
-        net.history.record("valid_loss", loss)
-        net.history.record("valid_acc", acc)
-        net.history.record("valid_dur", time.perf_counter() - start)
+        net.history.record(VALID_LOSS, loss)
+        net.history.record(VALID_ACC, acc)
+        net.history.record(VALID_DUR, time.perf_counter() - start)
         score = -loss if self.scoring == "loss" else acc
         best = self.best_
         improved = best.score is None or score > best.score + self.tol
@@ -178,9 +179,9 @@ class ValidationScoring(Callback):
             # The epoch that was about to start left an empty row.
             if len(net.history) > self.stopped_epoch_:
                 del net.history[self.stopped_epoch_ :]
-            net.history.record("stopped_early", True)
+            net.history.record(STOPPED_EARLY, True)
         best = self.best_
-        diverged = bool(len(net.history)) and "diverged" in net.history[-1]
+        diverged = bool(len(net.history)) and DIVERGED in net.history[-1]
         # DivergenceGuard has already put back the model it trusts.
         if self.restore_best and best.weights is not None and not diverged:
             net.module_.load_state_dict(best.weights)
@@ -189,7 +190,7 @@ class ValidationScoring(Callback):
         best.weights = None
 
     def _key(self):
-        return "valid_loss" if self.scoring == "loss" else "valid_acc"
+        return VALID_LOSS if self.scoring == "loss" else VALID_ACC
 
     def _score(self, net, dataset):
         total_loss, correct, n = 0.0, 0, 0

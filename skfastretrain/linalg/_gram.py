@@ -58,9 +58,9 @@ class GramAccumulator:
     (4, 4.0)
     """
 
-    #: Rows gathered before they are added to the sums: one update of 256
-    #: rows runs near the GEMM rate, eight of 32 at about half of it
-    #: (benchmarks/README.md, P4).
+    #: Rows gathered before they are added to the sums: one large update
+    #: runs near the GEMM rate, many small ones well below it (the
+    #: Benchmarks page, P4).
     CHUNK_ROWS = 256
 
     def __init__(

@@ -52,7 +52,7 @@ class _PairPull(Callback):
     Runs in ``on_grad_computed``, after the loss's backward pass and before
     the optimizer step, so the net optimizes the cross-entropy plus the pull
     term without a change of criterion. Layers frozen for the epoch (by
-    RandomFreezer) are left alone.
+    LayerFreezer) are left alone.
     """
 
     def __init__(self, pairs, strength, per_pair=False):

@@ -19,7 +19,7 @@ from skfastretrain import (
     L2SP,
     DeltaRegularizer,
     FastRetrainClassifier,
-    RandomFreezer,
+    LayerFreezer,
     RidgeHead,
     RidgeHeadSolver,
     SGDEpoch,
@@ -196,7 +196,7 @@ def _plain_net(path, max_epochs, resume):
         verbose=0,
         iterator_train__shuffle=True,
         callbacks=[
-            ("freezer", RandomFreezer(0.5, random_state=0)),
+            ("freezer", LayerFreezer(0.5, random_state=0)),
             ("ridge", RidgeHeadSolver(random_state=0)),
             ("lr", LRScheduler(CosineAnnealingLR, T_max=30, step_every="batch")),
             ("checkpoint", TrainingCheckpoint(path, resume=resume)),

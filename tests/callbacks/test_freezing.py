@@ -1,4 +1,5 @@
 import copy
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,7 +10,7 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
 from torch import nn
 
-from skfastretrain import RandomFreezer
+from skfastretrain import LayerFreezer, RandomFreezer
 from skfastretrain._batchnorm import hold_in_eval, is_held_in_eval
 
 
@@ -51,7 +52,7 @@ def data():
     return X, rng.integers(0, 3, 48)
 
 
-class _Snapshot(RandomFreezer):
+class _Snapshot(LayerFreezer):
     """Records the frozen set and the weights at each epoch's start."""
 
     def on_epoch_begin(self, net, **kwargs):
@@ -89,7 +90,7 @@ def test_random_mode_draws_differ_and_are_seeded(data):
 
 def test_schedule_per_epoch(data):
     schedule = [0.0, 0.0, 0.25, 0.25, 0.5, 0.5, 0.75, 0.75]
-    net = _net(RandomFreezer(schedule, random_state=0), max_epochs=9).fit(*data)
+    net = _net(LayerFreezer(schedule, random_state=0), max_epochs=9).fit(*data)
     # The last value repeats once the schedule runs out.
     assert net.history[:, "frozen_fraction"] == [*schedule, 0.75]
 
@@ -107,7 +108,7 @@ def test_prefix_freezes_forward_prefix_and_holds_batchnorm(data):
 
 
 def test_prefix_builds_no_graph_for_the_prefix(data):
-    freezer = RandomFreezer(0.5, mode="prefix")
+    freezer = LayerFreezer(0.5, mode="prefix")
     net = _net(freezer)
     net.initialize()
     X, y = data
@@ -134,7 +135,7 @@ def test_prefix_and_random_give_same_gradients_for_same_frozen_set(data):
     for mode in ("random", "prefix"):
         torch.manual_seed(0)
         module = _module()
-        freezer = RandomFreezer(0.5, mode=mode, random_state=0)
+        freezer = LayerFreezer(0.5, mode=mode, random_state=0)
         net = _net(freezer)
         net.initialize()
         net.module_.load_state_dict(module.state_dict())
@@ -162,17 +163,17 @@ def test_prefix_and_random_give_same_gradients_for_same_frozen_set(data):
 
 
 def test_everything_unfrozen_after_training(data):
-    net = _net(RandomFreezer(0.75, mode="prefix"), max_epochs=2).fit(*data)
+    net = _net(LayerFreezer(0.75, mode="prefix"), max_epochs=2).fit(*data)
     assert all(p.requires_grad for p in net.module_.parameters())
     assert not any(m._forward_pre_hooks for m in net.module_.modules())
 
 
 def test_bad_mode_raises(data):
     match = invalid_param(
-        "mode", "RandomFreezer", "'prefix'", "'random'", got="'middle'"
+        "mode", "LayerFreezer", "'prefix'", "'random'", got="'middle'"
     )
     with pytest.raises(ValueError, match=match):
-        _net(RandomFreezer(0.5, mode="middle")).fit(*data)
+        _net(LayerFreezer(0.5, mode="middle")).fit(*data)
 
 
 class _AtTrainBegin(Callback):
@@ -207,7 +208,7 @@ def test_a_held_prefix_is_frozen_from_train_begin(data, mode, held, frozen):
     if held:
         hold_in_eval([module[1]])
     seen = _AtTrainBegin()
-    net = _net(RandomFreezer([0.5, 0.0], mode=mode, random_state=0), module=module)
+    net = _net(LayerFreezer([0.5, 0.0], mode=mode, random_state=0), module=module)
     net.callbacks = [*net.callbacks, ("seen", seen)]
     net.fit(*data)
     names = [n for n, _ in net.module_.named_parameters()]
@@ -219,7 +220,7 @@ def test_a_held_prefix_is_frozen_from_train_begin(data, mode, held, frozen):
 def test_freezing_at_train_begin_keeps_the_random_stream(data):
     # Drawing nothing, the early prefix leaves the fit's random stream alone:
     # the weights equal those of freezing only when the epoch begins.
-    class EpochOnly(RandomFreezer):
+    class EpochOnly(LayerFreezer):
         def on_train_begin(self, net, X=None, y=None, **kwargs):
             mode, self.mode = self.mode, "random"
             try:
@@ -228,10 +229,43 @@ def test_freezing_at_train_begin_keeps_the_random_stream(data):
                 self.mode = mode
 
     weights = []
-    for cls in (RandomFreezer, EpochOnly):
+    for cls in (LayerFreezer, EpochOnly):
         torch.manual_seed(0)
         module = _module()
         hold_in_eval([module[1]])
         net = _net(cls(0.5, mode="prefix"), max_epochs=2, module=module).fit(*data)
         weights.append(net.module_.state_dict())
     assert all(torch.equal(v, weights[1][k]) for k, v in weights[0].items())
+
+
+def test_random_freezer_is_a_deprecated_alias(digits):
+    X, y = digits
+    with pytest.warns(FutureWarning, match="renamed LayerFreezer"):
+        old = RandomFreezer(0.5, random_state=0)
+    assert isinstance(old, LayerFreezer)
+    assert old.get_params() == LayerFreezer(0.5, random_state=0).get_params()
+    # It freezes as the new name does.
+    frozen = []
+    for freezer in (old, LayerFreezer(0.5, random_state=0)):
+        module = nn.Sequential(
+            nn.Linear(64, 32),
+            nn.ReLU(),
+            nn.Linear(32, 32),
+            nn.ReLU(),
+            nn.Linear(32, 16),
+            nn.ReLU(),
+            nn.Linear(16, 10),
+        )
+        net = NeuralNetClassifier(
+            module,
+            max_epochs=1,
+            train_split=None,
+            verbose=0,
+            callbacks=[("freezer", freezer)],
+        )
+        with warnings.catch_warnings():
+            # skorch re-creates callbacks through get_params; the alias warns.
+            warnings.simplefilter("ignore", FutureWarning)
+            net.fit(X[:64], y[:64])
+        frozen.append(freezer.frozen_)
+    assert frozen[0] == frozen[1]

@@ -69,8 +69,8 @@ def test_cached_fit_equals_the_uncached_one(
     # (the prefix's BatchNorm, at its initial statistics, is re-estimated by
     # the first head solve's pass, so the prefix is frozen after it).
     assert cached.history_[:, "prefix_cache_rows"] == [0, len(X)]
-    # The store is detached from the fitted model.
-    assert cached.module_.feature_source is None
+    # The store's routing ended with the fit.
+    assert cached.module_._prefix_store is None
 
 
 def test_the_prefix_runs_once_per_row(images, exact_store):
@@ -230,16 +230,18 @@ def test_store_is_not_pickled():
     module = FastRetrainModule(nn.Identity(), nn.Linear(3, 3), nn.Linear(3, 2))
     # As PrefixCache installs itself during a fit.
     cache = PrefixCache().initialize()
-    module.feature_source = partial(cache.backbone_output, module)
-    clone = pickle.loads(pickle.dumps(module))
-    assert clone.feature_source is None
-    assert module.feature_source is not None
+    lookup = partial(cache.backbone_output, module)
+    with module.reading_prefix_store(lookup):
+        clone = pickle.loads(pickle.dumps(module))
+        assert module._prefix_store is lookup
+    assert clone._prefix_store is None
+    assert module._prefix_store is None
 
 
 def test_max_bytes_zero_stores_nothing():
     from skorch import NeuralNetClassifier
 
-    from skfastretrain import RandomFreezer
+    from skfastretrain import LayerFreezer
 
     rng = np.random.default_rng(1)
     X = rng.normal(size=(40, 6)).astype(np.float32)
@@ -255,7 +257,7 @@ def test_max_bytes_zero_stores_nothing():
             train_split=None,
             verbose=0,
             iterator_train__shuffle=False,
-            callbacks=[RandomFreezer(0.5, mode="prefix", head="head"), cache],
+            callbacks=[LayerFreezer(0.5, mode="prefix", head="head"), cache],
         ).fit(X, y)
         assert cache.n_stored_ == 0  # released at the end of training
         outs.append((net.predict_proba(X), net.history[:, "prefix_cache_rows"]))
@@ -318,7 +320,7 @@ def test_the_estimators_prefix_folds(images, size):
 def test_fold_fills_the_store_with_the_folded_copy():
     from skorch import NeuralNetClassifier
 
-    from skfastretrain import RandomFreezer
+    from skfastretrain import LayerFreezer
 
     rng = np.random.default_rng(1)
     X = rng.normal(size=(40, 1, 6, 6)).astype(np.float32)
@@ -344,7 +346,7 @@ def test_fold_fills_the_store_with_the_folded_copy():
             max_epochs=1,
             train_split=None,
             verbose=0,
-            callbacks=[RandomFreezer(0.5, mode="prefix", head="head"), cache, Peek()],
+            callbacks=[LayerFreezer(0.5, mode="prefix", head="head"), cache, Peek()],
         ).fit(X, y)
     assert any(isinstance(m, nn.BatchNorm2d) for m in fills[0].modules())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fills[1].modules())

@@ -12,8 +12,8 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
 
 from skfastretrain import EarlyStopping
+from skfastretrain._progress import interactive, resolve_verbose
 from skfastretrain.callbacks import EpochTable
-from skfastretrain.callbacks._progress import interactive, resolve_verbose
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -12,9 +12,9 @@ from skorch.dataset import ValidSplit
 from torch import nn
 from torch.nn import functional as F
 
-from skfastretrain import FastRetrainModule, RandomFreezer, RidgeHeadSolver
+from skfastretrain import FastRetrainModule, LayerFreezer, RidgeHeadSolver
+from skfastretrain._settings import regularizer_components
 from skfastretrain.backbones._efficientnet_lite import efficientnet_lite
-from skfastretrain.callbacks._regularizer_names import regularizer_components
 from skfastretrain.callbacks._regularizers import (
     L2SP,
     DeltaLoss,
@@ -365,7 +365,7 @@ def test_regularizer_components_in_plain_skorch(images, name):
         assert callbacks[0][1].weighted == (name == "delta")
         callbacks[0][1].set_params(layers=LAYERS)
     own = [
-        ("freezer", RandomFreezer(0.5, random_state=0)),
+        ("freezer", LayerFreezer(0.5, random_state=0)),
         ("ridge", RidgeHeadSolver()),
     ]
     net = _net(own + callbacks, criterion=criterion, max_epochs=1).fit(*images)

@@ -174,7 +174,7 @@ def test_sgd_feature_source_matches_ridge_on_the_epoch_features(data, dropout):
 
 
 def test_training_feature_tap_keeps_a_dropout_that_does_not_feed_the_head():
-    from skfastretrain.callbacks._features import TrainingFeatureTap
+    from skfastretrain.head._features import TrainingFeatureTap
 
     module = nn.Sequential(nn.Dropout(0.5), nn.Linear(4, 4), nn.Linear(4, 2))
     tap = TrainingFeatureTap(module, module[2])

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
-from skfastretrain.callbacks._fold import inference_copy
+from skfastretrain.backbones._fold import inference_copy
 
 
 def _trained_bn(bn, seed):

@@ -5,7 +5,7 @@ from torch import nn
 
 from .._batchnorm import is_held_in_eval
 from .._distributed import sync_batchnorm_stats
-from ._progress import progress
+from .._progress import progress
 
 __all__ = ["TrainingFeatureTap", "feature_pass"]
 
@@ -55,7 +55,7 @@ class TrainingFeatureTap:
 
 def _start_recalibration(module):
     # Trainable BatchNorm layers that run on batch statistics only: a held
-    # one (pretrained statistics, or the frozen prefix of RandomFreezer) is
+    # one (pretrained statistics, or the frozen prefix of LayerFreezer) is
     # a fixed function and keeps its statistics.
     bns = [
         m

@@ -1,16 +1,19 @@
-"""The estimator's variants as objects: the head, the SGD epoch, early stopping.
+"""The estimator's settings objects: the head, the SGD epoch, early stopping.
 
 Each is a small scikit-learn estimator holding parameters only, so that
 :class:`~sklearn.model_selection.GridSearchCV` reaches them as
-``head__blend`` or ``sgd__momentum``. The estimator turns them into the
-skorch callbacks and net options of a fit (``_net.py``).
+``head__blend`` or ``sgd__momentum``. The ``resolve_*`` functions turn the
+estimator's parameters (a name, an instance or None) into validated objects
+for the run configuration (``_config.py``), which the callback pipeline
+(``_pipeline.py``) reads.
 """
 
 from numbers import Real
 from typing import ClassVar
 
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.utils._param_validation import StrOptions
+from torch import nn
 
 from ._params import (
     FRACTION,
@@ -19,12 +22,18 @@ from ._params import (
     POSITIVE_INT,
     UNIT_INTERVAL,
     Number,
+    validate_constraints,
 )
+from .callbacks import L2SP, DeltaLoss, DeltaRegularizer
 
 __all__ = [
+    "HEAD_SHORTCUTS",
+    "REGULARIZERS",
     "EarlyStopping",
     "RidgeHead",
     "SGDEpoch",
+    "reads_feature_maps",
+    "regularizer_components",
     "resolve_early_stopping",
     "resolve_head",
     "resolve_sgd",
@@ -171,10 +180,10 @@ class SGDEpoch(BaseEstimator):
     cache_dtype : {"float32", "float16"}, default="float32"
         How the stored outputs are kept. ``"float32"`` gives the unstored
         fit's function. ``"float16"`` halves the store's memory (a row beyond
-        float16's range stays float32), for large sets at large sizes: on
-        the defaults pilot's held-out rows it ended within one standard
-        error of float32 but was up to 2.3 points lower after the first
-        epochs (``benchmarks/README.md``), so it is not the default.
+        float16's range stays float32), for large sets at large sizes; it
+        rounds the stored features, and on held-out rows it was less
+        accurate after the first epochs (the Benchmarks page), so it is not
+        the default.
     augment : None, "light" or callable, default=None
         Per-sample augmentation in the SGD epochs only (never in the head
         solve's feature pass, the validation score or predict): ``"light"``
@@ -306,3 +315,53 @@ def resolve_early_stopping(early_stopping):
     early_stopping = EarlyStopping() if early_stopping is True else early_stopping
     early_stopping._validate_params()
     return early_stopping
+
+
+#: The ``regularizer`` strings of the estimator and what each stands for.
+REGULARIZERS = {
+    "l2sp": (L2SP, {}),
+    "delta": (DeltaRegularizer, {}),
+    "feature_map": (DeltaRegularizer, {"weighted": False}),
+}
+
+
+def reads_feature_maps(regularizer):
+    """Whether ``regularizer`` (a name or a callback) hooks feature maps."""
+    if isinstance(regularizer, str):
+        return REGULARIZERS[regularizer][0] is DeltaRegularizer
+    return isinstance(regularizer, DeltaRegularizer)
+
+
+def regularizer_components(regularizer, *, head="head", prefix="", fit_head=False):
+    """Callbacks and criterion adding ``regularizer`` to a skorch net.
+
+    ``regularizer`` is None, a name of :data:`REGULARIZERS` or an
+    :class:`L2SP` or :class:`DeltaRegularizer`, copied with its parameters.
+    ``head`` names the head when the regularizer names none, ``prefix`` is
+    put before the names of a DELTA's ``layers`` (the backbone's place in
+    the module), and ``fit_head=True`` makes a DELTA fit its own head.
+    Returns ``[(name, callback)]``, to add after the head-fitting callback,
+    and ``nn.CrossEntropyLoss`` or a :class:`DeltaLoss` instance.
+    """
+    if regularizer is None:
+        return [], nn.CrossEntropyLoss
+    if isinstance(regularizer, str):
+        if regularizer not in REGULARIZERS:
+            raise ValueError(
+                f"Unknown regularizer {regularizer!r}; valid names: "
+                f"{', '.join(map(repr, REGULARIZERS))}."
+            )
+        cls, params = REGULARIZERS[regularizer]
+        reg = cls(**params)
+    else:
+        reg = clone(regularizer)
+    # Before the layer names get their prefix: the given ones are checked.
+    validate_constraints(reg)
+    if reg.head is None:
+        reg.set_params(head=head)
+    if isinstance(reg, L2SP):
+        return [("regularizer", reg)], nn.CrossEntropyLoss
+    if reg.layers is not None:
+        reg.set_params(layers=[f"{prefix}{name}" for name in reg.layers])
+    reg.set_params(fit_head=reg.fit_head or fit_head)
+    return [("regularizer", reg)], DeltaLoss(nn.CrossEntropyLoss())

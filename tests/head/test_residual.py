@@ -6,7 +6,7 @@ from skorch import NeuralNetClassifier
 from torch import nn
 
 from skfastretrain import FastRetrainClassifier, RidgeHead, RidgeHeadSolver
-from skfastretrain.callbacks._residual_head import (
+from skfastretrain.head._residual import (
     _pullback_maps,
     dense_layers,
     recompute_dense,

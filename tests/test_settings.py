@@ -5,7 +5,7 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skfastretrain import FastRetrainClassifier, RidgeHead, SGDEpoch
-from skfastretrain._components import resolve_head, resolve_sgd
+from skfastretrain._settings import resolve_head, resolve_sgd
 
 
 @pytest.mark.parametrize(
