@@ -10,25 +10,26 @@ test split), with the fit time and the training loss. Two tasks:
 - ``digits``: sklearn's 8x8 digits; its train split (75%, stratified, seed 0)
   gives 1,000 training rows and 347 held-out rows.
 
-Usage::
+Usage, from the repository root::
 
-    python benchmarks/defaults.py                    # both tasks, every run
-    python benchmarks/defaults.py --task digits      # one task
-    python benchmarks/defaults.py --runs base,lr=0.003 --task fashion
-    python benchmarks/defaults.py --report           # re-print the saved runs
+    python -m benchmarks.defaults                    # both tasks, every run
+    python -m benchmarks.defaults --task digits      # one task
+    python -m benchmarks.defaults --runs base,lr=0.003 --task fashion
+    python -m benchmarks.defaults --report           # re-print the saved runs
+    python -m benchmarks.defaults --smoke            # tiny, checks the code
 
 Results go to ``results/defaults.json`` (runs already there are kept unless
 rerun) and ``results/defaults.md``, and the table between the
-``<!-- defaults:begin -->`` markers of ``benchmarks/README.md``.
+``<!-- defaults:begin -->`` markers of ``benchmarks/README.md``. ``--smoke``
+fits a few runs (on digits unless ``--task``) for one epoch on 200 rows (100
+held out) and writes to a temporary folder (or ``--results-dir``).
 """
 
 import argparse
 import json
 import os
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,18 +37,17 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-sys.path.insert(0, str(HERE))
+from skfastretrain import FastRetrainClassifier
+from skfastretrain.datasets import load_fashion_mnist
 
-from _bench_report import markdown_table, text_table, update_readme  # noqa: E402
-from _bench_utils import TestAccuracy, estimator_kwargs  # noqa: E402
+from ._lib import results as results_lib
+from ._lib.measure import TestAccuracy
+from ._lib.methods import estimator_kwargs
+from ._lib.models import tiny_cnn
+from ._lib.tables import markdown_table, text_table
 
-from skfastretrain import FastRetrainClassifier  # noqa: E402
-from skfastretrain.datasets import load_fashion_mnist  # noqa: E402
-
-#: The configuration every run starts from. FastRetrainClassifier's defaults
-#: are these values (tests/test_defaults.py checks that they agree).
+#: The configuration every run starts from: FastRetrainClassifier's defaults
+#: are these values (the tests check the estimator's defaults against them).
 BASE = {
     "backbone": "efficientnet_lite0",
     "weights": "DEFAULT",
@@ -100,19 +100,6 @@ RUNS = {
 }
 
 
-def tiny_cnn():
-    """A small CNN with BatchNorm, trained from scratch (the tests' one)."""
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-    )
-
-
 def small_cnn():
     """A small CNN whose second convolution has no BatchNorm: its features
     are small, so the ridge head solved on them is large."""
@@ -144,6 +131,10 @@ TASK_RUNS = {
     "fashion": [*RUNS],
     "digits": [*RUNS, *SCRATCH_RUNS],
 }
+
+#: ``--smoke``: these runs, fitted for one epoch on the first rows of each split.
+SMOKE_RUNS = {"fashion": ["base"], "digits": ["base", "tiny cnn scratch lr=auto"]}
+SMOKE_ROWS, SMOKE_HOLDOUT_ROWS = 200, 100
 
 HEADER = [
     "task",
@@ -179,7 +170,7 @@ def load_task(task):
     return X_fit, y_fit, X_hold, y_hold
 
 
-def run_one(task, label):
+def run_one(task, label, *, smoke=False):
     X_fit, y_fit, X_hold, y_hold = load_task(task)
     params = {
         **BASE,
@@ -187,6 +178,10 @@ def run_one(task, label):
         **RUNS.get(label, {}),
         **SCRATCH_RUNS.get(label, {}),
     }
+    if smoke:
+        X_fit, y_fit = X_fit[:SMOKE_ROWS], y_fit[:SMOKE_ROWS]
+        X_hold, y_hold = X_hold[:SMOKE_HOLDOUT_ROWS], y_hold[:SMOKE_HOLDOUT_ROWS]
+        params["max_epochs"] = 1
     # Its "test" rows are the held-out training-split rows here.
     callback = TestAccuracy(X_hold, np.searchsorted(np.unique(y_fit), y_hold))
     clf = FastRetrainClassifier(
@@ -252,9 +247,8 @@ def table_rows(result):
     return rows
 
 
-def report(result):
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "defaults.json").write_text(json.dumps(result, indent=1))
+def report(result, results):
+    results.write_json("defaults.json", result)
     m = result["machine"]
     head = (
         f"Held-out rows of the train split only. fashion: bundled Fashion-MNIST "
@@ -265,35 +259,46 @@ def report(result):
         f"held-out accuracy near 0.85 on 1000 rows is 1.1 pt."
     )
     text = head + "\n\n" + markdown_table(HEADER, table_rows(result))
-    (RESULTS / "defaults.md").write_text(text + "\n")
-    update_readme(HERE / "README.md", "defaults", text)
+    results.write_text("defaults.md", text)
+    results.update_readme("defaults", text)
     print(text_table(HEADER, table_rows(result)))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=["fashion", "digits", "both"], default="both")
+    parser.add_argument(
+        "--task",
+        choices=["fashion", "digits", "both"],
+        help="default: both (digits with --smoke)",
+    )
     parser.add_argument("--runs", help="comma-separated run labels (default: all)")
     parser.add_argument("--report", action="store_true")
+    results_lib.add_arguments(
+        parser,
+        f"base and a tiny CNN on digits (base on fashion), 1 epoch on {SMOKE_ROWS} "
+        "rows: checks the code",
+    )
     args = parser.parse_args(argv)
-    path = RESULTS / "defaults.json"
-    result = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    results = results_lib.Results.from_args(args)
+    result = results.read_json("defaults.json", default={"runs": {}})
     if args.report:
-        report(result)
+        report(result, results)
         return
     result["machine"] = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "loadavg": list(os.getloadavg()),
     }
-    tasks = ["fashion", "digits"] if args.task == "both" else [args.task]
+    chosen = args.task or ("digits" if args.smoke else "both")
+    tasks = ["fashion", "digits"] if chosen == "both" else [chosen]
     for task in tasks:
-        labels = args.runs.split(",") if args.runs else TASK_RUNS[task]
+        every = SMOKE_RUNS[task] if args.smoke else TASK_RUNS[task]
+        labels = args.runs.split(",") if args.runs else every
         for label in labels:
-            rec = run_one(task, label)
+            rec = run_one(task, label, smoke=args.smoke)
             result["runs"].setdefault(task, {})[label] = rec
             print(task, label, json.dumps(rec)[:300], flush=True)
-            report(result)
+            report(result, results)
 
 
 if __name__ == "__main__":

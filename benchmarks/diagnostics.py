@@ -12,107 +12,127 @@
    Fashion-MNIST images, 1 epoch) against its model's weights, as pickled by
    default and with ``net_.keep_training_state = True``.
 
-Each measurement runs in a fresh process. Usage::
+Each measurement runs in a fresh process (a function of this module, called
+by ``python -m benchmarks._lib.worker``). Usage, from the repository root::
 
-    python benchmarks/diagnostics.py                 # results/diagnostics.json, .md
-    python benchmarks/diagnostics.py --parts memory  # rerun one part, keep the others
-    python benchmarks/diagnostics.py --report        # re-print a saved run
+    python -m benchmarks.diagnostics                 # results/diagnostics.json, .md
+    python -m benchmarks.diagnostics --parts memory  # rerun one part, keep the others
+    python -m benchmarks.diagnostics --report        # re-print a saved run
+    python -m benchmarks.diagnostics --smoke         # every part, tiny: checks the code
+
+``--smoke`` measures every part small (eigh at d=256, one SGD step, n=300, a
+fit on 100 images) and writes to a temporary folder (or ``--results-dir``).
 """
 
-import json
 import os
-import subprocess
-import sys
+import resource
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-sys.path.insert(0, str(HERE))
-
-from _bench_utils import SNIPPET_PRELUDE, run_snippet  # noqa: E402
-
-CONTENTION_CODE = """
-g = torch.randn(1280, 1280, dtype=torch.float64)
-g = g @ g.T
-eigh = []
-for _ in range(3):
-    t = time.perf_counter(); torch.linalg.eigh(g); eigh.append(time.perf_counter() - t)
-torch.manual_seed(0)
-m = nn.Sequential(LitePreprocess(), _pretrained_lite0(10))
-opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
-x = torch.randint(0, 255, (32, 1, 28, 28), dtype=torch.uint8)
-y = torch.randint(0, 10, (32,))
-steps = []
-for _ in range(12):
-    t = time.perf_counter()
-    opt.zero_grad(); nn.functional.cross_entropy(m(x), y).backward(); opt.step()
-    steps.append(time.perf_counter() - t)
-steps = sorted(steps[2:])
-print(json.dumps({{"eigh_s": sorted(eigh)[1], "step_s": steps[len(steps) // 2]}}))
-"""
-
-COMPETITOR_CODE = """
 import torch
-a = torch.randn(1024, 1024)
-while True:
-    a = torch.mm(a, a).div_(a.norm())
-"""
+from torch import nn
 
-MEMORY_CODE = """
-import json, resource, sys, torch
-sys.path.insert(0, {here!r})
-from _bench_gemm import _accumulate, _synthetic
-from skfastretrain import ridge_solve, select_lambda
-from skfastretrain.linalg._gram import sum_statistics
-def peak():
+from ._lib import results as results_lib
+from ._lib.gram import accumulate, sum_folds, synthetic_features
+from ._lib.measure import machine_info, median_time
+from ._lib.models import Preprocess, pretrained_lite0
+from ._lib.tables import markdown_table
+from ._lib.worker import omp_env, run_in_process, start_in_process
+
+PARTS = ("contention", "memory", "pickle")
+#: The measurements' keyword arguments in a full run and in ``--smoke``.
+FULL = {"contention": {}, "memory_n": (1500, 10_000), "pickle": {}}
+SMOKE = {
+    "contention": {"d": 256, "n_steps": 1, "warmup": 0},
+    "memory_n": (300,),
+    "pickle": {"n_images": 100},
+}
+
+
+def _peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-H, T = _synthetic(1280, n={n})
-base = peak()
-folds = _accumulate(H, T, 32, n_folds=5)
-after_folds = peak()
-if {step!r} == "select_lambda":
-    select_lambda(folds)
-else:
-    ridge_solve(sum_statistics(folds), 1.0)
-print(json.dumps({{"folds_mb": after_folds - base, "step_mb": peak() - after_folds}}))
-"""
 
 
-PICKLE_CODE = """
-import json, pickle
-from skfastretrain import FastRetrainClassifier
-from skfastretrain.datasets import load_fashion_mnist
-data = load_fashion_mnist(source="bundled")
-clf = FastRetrainClassifier(max_epochs=1, random_state=0, verbose=0)
-clf.fit(data.data[:300], data.target[:300])
-weights = sum(t.numel() * t.element_size() for t in clf.module_.state_dict().values())
-slim = len(pickle.dumps(clf))
-clf.net_.keep_training_state = True
-full = len(pickle.dumps(clf))
-print(json.dumps({"weights_mb": weights / 1e6, "pickle_mb": slim / 1e6,
-                  "pickle_kept_mb": full / 1e6}))
-"""
+def eigh_and_step(d=1280, n_steps=10, warmup=2):
+    """One float64 ``torch.linalg.eigh`` at ``d`` (median of 3) and the Lite0
+    SGD step (batch 32, 64 px; median of ``n_steps`` after ``warmup``)."""
+    g = torch.randn(d, d, dtype=torch.float64)
+    g = g @ g.T
+    eigh_s = median_time(lambda: torch.linalg.eigh(g), 3, warmup=0)
+    torch.manual_seed(0)
+    m = nn.Sequential(Preprocess(), pretrained_lite0(10))
+    opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
+    x = torch.randint(0, 255, (32, 1, 28, 28), dtype=torch.uint8)
+    y = torch.randint(0, 10, (32,))
+
+    def step():
+        opt.zero_grad()
+        nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+
+    return {"eigh_s": eigh_s, "step_s": median_time(step, n_steps, warmup=warmup)}
 
 
-def pickle_size():
-    rec = run_snippet(PICKLE_CODE, {"OMP_WAIT_POLICY": "PASSIVE"})
-    print(rec, flush=True)
-    return rec
+def competing_gemm_loop():
+    """A 2-thread GEMM loop that runs until it is stopped (the competitor)."""
+    a = torch.randn(1024, 1024)
+    while True:
+        a = torch.mm(a, a).div_(a.norm())
 
 
-def contention():
+def head_solve_memory(n, step):
+    """Peak RSS added by the five fold accumulators of ``ridge_lambda="auto"``
+    (d=1280, ``n`` rows), then by ``step``: ``select_lambda`` or the final
+    ``ridge_solve`` on the folds' sums."""
+    from skfastretrain import ridge_solve, select_lambda
+
+    H, T = synthetic_features(1280, n=n)
+    base = _peak_mb()
+    folds = accumulate(H, T, 32, n_folds=5)
+    after_folds = _peak_mb()
+    if step == "select_lambda":
+        select_lambda(folds)
+    else:
+        ridge_solve(sum_folds(folds), 1.0)
+    return {"folds_mb": after_folds - base, "step_mb": _peak_mb() - after_folds}
+
+
+def pickle_size(n_images=300):
+    """Sizes of a pickled fitted estimator (the defaults, 1 epoch on the
+    bundled Fashion-MNIST) against its model's weights."""
+    import pickle
+
+    from skfastretrain import FastRetrainClassifier
+    from skfastretrain.datasets import load_fashion_mnist
+
+    data = load_fashion_mnist(source="bundled")
+    clf = FastRetrainClassifier(max_epochs=1, random_state=0, verbose=0)
+    clf.fit(data.data[:n_images], data.target[:n_images])
+    state = clf.module_.state_dict().values()
+    weights = sum(t.numel() * t.element_size() for t in state)
+    slim = len(pickle.dumps(clf))
+    clf.net_.keep_training_state = True
+    full = len(pickle.dumps(clf))
+    return {
+        "weights_mb": weights / 1e6,
+        "pickle_mb": slim / 1e6,
+        "pickle_kept_mb": full / 1e6,
+    }
+
+
+def contention(scale=FULL):
     rows = []
-    code = SNIPPET_PRELUDE.format(here=str(HERE)) + CONTENTION_CODE.format()
     for competitor in (False, True):
         for policy in ("default", "PASSIVE"):
-            extra = {} if policy == "default" else {"OMP_WAIT_POLICY": "PASSIVE"}
             other = None
             if competitor:
-                other = subprocess.Popen([sys.executable, "-c", COMPETITOR_CODE])
+                # libgomp's default wait policy, as another job would have it.
+                other = start_in_process(competing_gemm_loop, env=omp_env(None))
                 time.sleep(2)
             try:
-                rec = run_snippet(code, extra)
+                env = omp_env(None if policy == "default" else policy)
+                rec = run_in_process(
+                    eigh_and_step, scale["contention"], env=env, check=False
+                )
             finally:
                 if other is not None:
                     other.terminate()
@@ -122,14 +142,13 @@ def contention():
     return rows
 
 
-def memory():
+def memory(scale=FULL):
     # One process per step, so that each step's peak is its own.
     rows = []
-    for n in (1500, 10_000):
+    for n in scale["memory_n"]:
         row = {"d": 1280, "n": n}
         for step in ("select_lambda", "ridge_solve"):
-            code = MEMORY_CODE.format(here=str(HERE), n=n, step=step)
-            rec = run_snippet(code, {"OMP_WAIT_POLICY": "PASSIVE"})
+            rec = run_in_process(head_solve_memory, {"n": n, "step": step}, check=False)
             row["folds_mb"] = rec["folds_mb"]
             row[f"{step}_mb"] = rec["step_mb"]
         rows.append(row)
@@ -137,9 +156,13 @@ def memory():
     return rows
 
 
-def render(result):
-    from _bench_report import markdown_table
+def pickle_part(scale=FULL):
+    rec = run_in_process(pickle_size, scale["pickle"], check=False)
+    print(rec, flush=True)
+    return rec
 
+
+def render(result):
     load = result["machine"]["loadavg"][0]
     note = (
         f"Other jobs were running too (1-min load average {load:.1f} at the "
@@ -194,33 +217,30 @@ def render(result):
     return text
 
 
-def main():
-    sys.path.insert(0, str(HERE))
-    from _bench_report import update_readme
-    from _bench_utils import machine_info
-
-    path = RESULTS / "diagnostics.json"
-    if "--report" in sys.argv:
-        result = json.loads(path.read_text())
+def main(argv=None):
+    parser = results_lib.parts_parser(
+        __doc__.splitlines()[0], PARTS, "every part, small: checks the code"
+    )
+    args = parser.parse_args(argv)
+    results = results_lib.Results.from_args(args)
+    if args.report:
+        result = results.read_json("diagnostics.json")
     else:
-        parts = ["contention", "memory", "pickle"]
-        if "--parts" in sys.argv:
-            parts = sys.argv[sys.argv.index("--parts") + 1].split(",")
-        result = json.loads(path.read_text()) if path.exists() else {}
+        scale = SMOKE if args.smoke else FULL
+        run = {"contention": contention, "memory": memory, "pickle": pickle_part}
+        result = results.read_json("diagnostics.json", default={})
         result.setdefault("measured", {})
-        for part in parts:
+        for part in args.parts:
             # The contention note quotes the load under "machine".
             key = "machine" if part == "contention" else f"machine_{part}"
             result[key] = machine_info()
-            run = {"contention": contention, "memory": memory, "pickle": pickle_size}
-            result[part] = run[part]()
+            result[part] = run[part](scale)
             result["measured"][part] = time.strftime("%Y-%m-%d %H:%M:%S")
             result[key]["loadavg_end"] = list(os.getloadavg())
-        RESULTS.mkdir(exist_ok=True)
-        path.write_text(json.dumps(result, indent=1))
+        results.write_json("diagnostics.json", result)
     text = render(result)
-    (RESULTS / "diagnostics.md").write_text(text + "\n")
-    update_readme(HERE / "README.md", "diagnostics", text)
+    results.write_text("diagnostics.md", text)
+    results.update_readme("diagnostics", text)
     print(text)
 
 

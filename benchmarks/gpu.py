@@ -15,16 +15,17 @@ estimator's own preprocessing in both) it measures
    on Fashion-MNIST rows held out of the train split, over plain's time.
 
 Without CUDA it prints that it was skipped and exits 0, writing nothing.
-Usage (``--quick``: 1024 images, 2 epochs, else 4096 and 3; NAME: ``gpu``)::
+Usage, from the repository root (``--quick``: 1024 images, 2 epochs, else 4096
+and 3; ``--smoke``: a ResNet-18 at 64 px on 128 images, 2 epochs, written to a
+temporary folder; NAME: ``gpu``)::
 
-    python benchmarks/gpu.py [--quick] [--weights PATH] [--n-train N]
+    python -m benchmarks.gpu [--quick | --smoke] [--weights PATH] [--n-train N]
         [--epochs E] [--batch-size B] [--out NAME]  # results/NAME.json, .md
 """
 
 import argparse
 import copy
 import functools
-import json
 import statistics
 import sys
 import time
@@ -32,14 +33,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-sys.path.insert(0, str(HERE))
+from ._lib import results as results_lib
+from ._lib.measure import TestAccuracy, machine_info
+from ._lib.tables import markdown_table
 
-SKIP_LINE = "gpu.py: the GPU benchmark needs a CUDA GPU; skipped, nothing written."
+SKIP_LINE = (
+    "benchmarks.gpu: the GPU benchmark needs a CUDA GPU; skipped, nothing written."
+)
 IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
-#: Plain-loop rates: the plain path's lr="auto", and transfer.py's sgdm (P1).
+#: Plain-loop rates: the plain path's lr="auto", and benchmarks.transfer's sgdm (P1).
 THROUGHPUT_LR, FINE_TUNE_LR = 0.001, 0.003
 #: name -> estimator parameters over its defaults (None: the plain loop)
 RUNS = {"plain loop": None, "estimator, defaults": {}}
@@ -68,6 +72,22 @@ def synthetic_images(n, size, seed=0):
     return (X + templates[y]).numpy(), y.numpy()
 
 
+def held_batchnorm(model, momentum):
+    """The BatchNorm layers the estimator's ``bn_mode="auto"`` holds in eval mode.
+
+    Those whose running statistics are trained (pretrained); the others
+    train on batch statistics and get ``momentum``.
+    """
+    held = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            if (m.running_mean != 0).any() or (m.running_var != 1).any():
+                held.append(m)
+            else:
+                m.momentum = momentum
+    return held
+
+
 def plain_train(X, y, cfg, *, weights=None, precision="float32", holdout=None):
     """Train ``cfg["arch"]`` with a new 10-class head in a plain torch loop.
 
@@ -79,19 +99,19 @@ def plain_train(X, y, cfg, *, weights=None, precision="float32", holdout=None):
     """
     import torchvision
 
-    from skfastretrain._batchnorm import setup_batchnorm
-    from skfastretrain._data import Preprocess
-    from skfastretrain.backbones._weights import load_state_dict_file
+    from ._lib.models import Preprocess
 
     torch.manual_seed(0)
     dev, bs, bf16 = cfg["device"], cfg["batch_size"], precision == "bfloat16"
     fmt = torch.channels_last if bf16 else torch.contiguous_format
-    prep = Preprocess(channels=3, size=(cfg["size"],) * 2, **IMAGENET).to(dev)
+    prep = Preprocess(cfg["size"], **IMAGENET).to(dev)
     model = torchvision.models.get_model(cfg["arch"], weights=None)
-    if weights is not None:
-        load_state_dict_file(model, weights)  # the estimator's own loader
+    if weights is not None:  # a state dict, loaded as the estimator loads it
+        model.load_state_dict(
+            torch.load(weights, map_location="cpu", weights_only=True)
+        )
     model.fc = torch.nn.Linear(model.fc.in_features, 10)
-    held = setup_batchnorm(model, "auto", 0.1)  # the estimator's BatchNorm choice
+    held = held_batchnorm(model, 0.1)  # the estimator's BatchNorm choice
     model = model.to(dev, memory_format=fmt)
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y).long()
 
@@ -143,8 +163,6 @@ def estimator_train(X, y, cfg, *, weights=None, holdout=None, **params):
     (held-out accuracy after seconds of fit, lr probe and solves counted).
     skorch's ``dur`` ends with the GPU's work: every batch calls ``.item()``.
     """
-    from _bench_utils import TestAccuracy
-
     from skfastretrain import FastRetrainClassifier
 
     class SyncedAccuracy(TestAccuracy):
@@ -219,8 +237,6 @@ def p1(weights, cfg):
 
 def render(result):
     """The markdown of a run: throughput, bf16 speed-ups and P1."""
-    from _bench_report import markdown_table
-
     m, s, p = result["machine"], result["settings"], result["p1"]
     ips = {(r["name"], r["precision"]): r["images_per_s"] for r in result["throughput"]}
     text = (
@@ -260,24 +276,32 @@ def render(result):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1024 images, 2 epochs")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="1024 images, 2 epochs")
+    results_lib.add_arguments(
+        parser, "ResNet-18 at 64 px, 128 images, 2 epochs: checks the code"
+    )
     parser.add_argument("--weights", help="ResNet-50 state dict file, for P1")
     parser.add_argument("--n-train", type=int, help="images (default 4096)")
     parser.add_argument("--epochs", type=int, help="epochs (default 3)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", default="gpu", help="results/<OUT>.json and .md")
     args = parser.parse_args(argv)
+    if args.smoke and args.quick:
+        parser.error("--smoke and --quick exclude each other")
     # Before any heavy work: CI has no GPU, and saved results must stay.
     if not torch.cuda.is_available():
         print(SKIP_LINE)
         return 0
     if args.weights and not Path(args.weights).is_file():
         parser.error(f"--weights {args.weights}: no such file")
-    from _bench_utils import machine_info
-
-    n_train = args.n_train or (1024 if args.quick else 4096)
+    results = results_lib.Results.from_args(args)
+    small = args.quick or args.smoke
+    n_train = args.n_train or (128 if args.smoke else 1024 if small else 4096)
     cfg = {"arch": "resnet50", "device": "cuda", "size": 224, "n_train": n_train}
-    cfg |= {"epochs": args.epochs or (2 if args.quick else 3), "quick": args.quick}
+    cfg |= {"epochs": args.epochs or (2 if small else 3), "quick": args.quick}
+    if args.smoke:
+        cfg |= {"arch": "resnet18", "size": 64, "smoke": True}
     cfg["batch_size"] = args.batch_size
     tf32 = [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32]
     gpu = {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda}
@@ -287,11 +311,11 @@ def main(argv=None):
     reason = "no --weights given (a ResNet-50 state dict; nothing is downloaded)"
     result["p1"] = p1(args.weights, cfg) if args.weights else {
         "measured": False, "reason": reason}  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=1))
+    results.write_json(f"{args.out}.json", result)
     text = render(result)
-    (RESULTS / f"{args.out}.md").write_text(text + "\n")
+    results.write_text(f"{args.out}.md", text)
     print(text)
+    print(f"\nwrote {results.folder / args.out}.json and .md")
     return 0
 
 

@@ -8,11 +8,12 @@ rates 0.001 to 0.01 with BatchNorm in train mode, and 0.0005 to 0.01 in
 eval mode. Accuracy is measured on rows held out of the *train* split, so
 the choice never sees the test split.
 
-Usage::
+Usage, from the repository root::
 
-    python benchmarks/pilot.py             # writes results/pilot.json and .md
-    python benchmarks/pilot.py --report    # re-print a saved pilot
-    python benchmarks/pilot.py --fresh     # rerun runs already in pilot.json
+    python -m benchmarks.pilot             # writes results/pilot.json and .md
+    python -m benchmarks.pilot --report    # re-print a saved pilot
+    python -m benchmarks.pilot --fresh     # rerun runs already in pilot.json
+    python -m benchmarks.pilot --smoke     # one run a family, tiny: checks the code
 
 Runs already in ``results/pilot.json`` are kept unless ``--fresh``.
 
@@ -20,17 +21,19 @@ Runs already in ``results/pilot.json`` are kept unless ``--fresh``.
 schedule, learning rate, head blend, bf16, reused features) on a larger
 holdout setting (4,000 / 1,000 images, 3 epochs), written to
 ``results/pilot_variants.json``. It chose the ``ours_p75`` extra of the
-benchmark.
+benchmark. ``--smoke`` (with or without ``--variants``) runs a few of the runs
+on 100 / 50 images and writes to a temporary folder (or ``--results-dir``).
 """
 
 import argparse
-import json
 import math
 import time
 
-from _bench_report import markdown_table, text_table, update_readme
-from _bench_utils import METHODS, SETTINGS
-from transfer import HERE, RESULTS, package_snapshot, spawn_worker
+from ._lib import results as results_lib
+from ._lib.data import SETTINGS
+from ._lib.methods import METHODS
+from ._lib.snapshot import package_snapshot, spawn_method
+from ._lib.tables import markdown_table, text_table
 
 #: BatchNorm mode -> learning rates tried. lr 0.03 only with batch statistics:
 #: in eval mode 0.01 already wrecks the pretrained features.
@@ -114,7 +117,7 @@ def best_of(result, family, default=None):
     return best
 
 
-def report(result):
+def report(result, results):
     # The estimator keeps the lead's lr 0.001 unless another lr is better by
     # more than one standard error of the holdout accuracy.
     result["chosen"] = {
@@ -122,18 +125,18 @@ def report(result):
         "fastai": best_of(result, "fastai"),
         "ours": best_of(result, "ours", default=f"ours lr={METHODS['ours']['lr']}"),
     }
-    (RESULTS / "pilot.json").write_text(json.dumps(result, indent=1))
+    results.write_json("pilot.json", result)
     table = rows(result)
     chosen = "\n".join(f"chosen {f}: {k}" for f, k in result["chosen"].items())
     text = markdown_table(HEADER, table) + "\n\n" + chosen.replace("\n", "  \n")
-    (RESULTS / "pilot.md").write_text(text + "\n")
-    update_readme(HERE / "README.md", "pilot", text)
+    results.write_text("pilot.md", text)
+    results.update_readme("pilot", text)
     print(text_table(HEADER, table))
     print(chosen)
 
 
-def report_variants(result):
-    (RESULTS / "pilot_variants.json").write_text(json.dumps(result, indent=1))
+def report_variants(result, results):
+    results.write_json("pilot_variants.json", result)
     header = [*HEADER, "SGD epoch s", "solve s"]
     table = rows(result, variant_candidates)
     for row in table:
@@ -147,17 +150,34 @@ def report_variants(result):
         "epochs; one standard error of a holdout accuracy near 0.87 is 1.1 pt.\n\n"
         + markdown_table(header, table)
     )
-    (RESULTS / "pilot_variants.md").write_text(text + "\n")
-    update_readme(HERE / "README.md", "pilot_variants", text)
+    results.write_text("pilot_variants.md", text)
+    results.update_readme("pilot_variants", text)
     print(text_table(header, table))
 
 
-def main():
+def first_of_each_method(cands):
+    """``cands`` cut to the first run of each method (the smoke run's)."""
+
+    def first():
+        seen = set()
+        for label, method, params in cands():
+            if method not in seen:
+                seen.add(method)
+                yield label, method, params
+
+    return first
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", action="store_true")
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--variants", action="store_true", help="the ours pilot")
-    args = parser.parse_args()
+    results_lib.add_arguments(
+        parser, "the first run of each method on 100 / 50 images: checks the code"
+    )
+    args = parser.parse_args(argv)
+    results = results_lib.Results.from_args(args)
     if args.variants:
         name, setting, cands, done = (
             "pilot_variants",
@@ -167,12 +187,13 @@ def main():
         )
     else:
         name, setting, cands, done = "pilot", SETTINGS["quick"], candidates, report
-    saved = RESULTS / f"{name}.json"
+    if args.smoke:
+        setting, cands = SETTINGS["smoke"], first_of_each_method(cands)
     if args.report:
-        return done(json.loads(saved.read_text()))
+        return done(results.read_json(f"{name}.json"), results)
     result = {"setting": {**setting, "holdout": True}, "runs": {}}
-    if saved.exists() and not args.fresh:
-        result = json.loads(saved.read_text())
+    if not args.fresh:
+        result = results.read_json(f"{name}.json", default=result)
         if result["setting"] != {**setting, "holdout": True}:
             parser.error(f"{name}.json has another setting: rerun with --fresh")
     with package_snapshot() as (package, info):
@@ -181,16 +202,14 @@ def main():
             if label in result["runs"]:
                 continue
             print(f"[{time.strftime('%H:%M:%S')}] {label} ...", flush=True)
-            rec = spawn_worker(
-                method, params, setting, holdout=True, tag=name, package=package
-            )
+            rec = spawn_method(method, params, setting, holdout=True, package=package)
             rec["package"] = info
             result["runs"][label] = rec
             accs = [round(p["test_acc"], 3) for p in rec["points"]]
             print(f"    holdout acc {accs}, fit {rec['fit_wall']:.1f} s", flush=True)
             # Kept as each run ends, so an interrupted pilot loses only one.
-            saved.write_text(json.dumps(result, indent=1))
-    done(result)
+            results.write_json(f"{name}.json", result)
+    done(result, results)
 
 
 if __name__ == "__main__":

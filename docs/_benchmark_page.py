@@ -2,7 +2,7 @@
 
 ``docs/conf.py`` calls :func:`write_benchmark_page`, which writes
 ``generated/benchmark_results.inc`` (included by ``benchmarks.rst``) and the
-headline figure from the saved runs of ``benchmarks/transfer.py``: the
+headline figure from the saved runs of ``benchmarks.transfer``: the
 figure and the summary table from the full run's JSON, the method names,
 the targets and the findings from ``benchmarks/README.md``, and the raw
 tables of every run from its ``.md`` file. A run that is missing leaves a
@@ -240,7 +240,7 @@ def write_benchmark_page(benchmarks, generated):
         ]
     else:
         lines += [
-            "No full run is saved: run ``python benchmarks/transfer.py --full``.",
+            "No full run is saved: run ``python -m benchmarks.transfer --full``.",
             "",
         ]
     sections = [

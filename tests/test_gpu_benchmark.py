@@ -1,12 +1,13 @@
-"""benchmarks/gpu.py without a GPU: CI has none, so it must skip cleanly."""
+"""The GPU benchmark (``python -m benchmarks.gpu``) without a GPU: CI has none,
+so it must skip cleanly."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-RESULT = BENCHMARKS / "results" / "gpu.json"
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "benchmarks" / "results" / "gpu.json"
 
 
 def _state(path):
@@ -19,7 +20,8 @@ def test_gpu_benchmark_skips_without_cuda():
     # No visible device: torch.cuda.is_available() is False even on a GPU host.
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     out = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "gpu.py"), "--quick"],
+        [sys.executable, "-m", "benchmarks.gpu", "--quick"],
+        cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,

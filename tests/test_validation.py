@@ -184,7 +184,9 @@ def test_callbacks_share_the_estimators_constraints(small_images):
 
     with pytest.raises(InvalidParameterError, match=options("'auto'")):
         fit(RidgeHeadSolver(ridge_lambda="Auto"))
-    with pytest.raises(InvalidParameterError, match=r"'mode' parameter of Random"):
+    with pytest.raises(
+        InvalidParameterError, match=r"'mode' parameter of LayerFreezer"
+    ):
         fit(LayerFreezer(mode="middle"))
     with pytest.raises(InvalidParameterError, match=r"'start' parameter of LRProbe"):
         fit(LRProbe(start=0))

@@ -1,9 +1,10 @@
 """Backbone names and weights: hints that point at the intended value."""
 
 import pytest
+import torch
 
 from skfastretrain import FastRetrainClassifier
-from skfastretrain.backbones._registry import resolve_backbone
+from skfastretrain.backbones._registry import backbone_spec, resolve_backbone
 
 
 @pytest.mark.parametrize(
@@ -42,3 +43,32 @@ def test_the_estimator_passes_the_hint_on(small_images):
     clf = FastRetrainClassifier("resnet81", weights=None, max_epochs=1)
     with pytest.raises(ValueError, match="Did you mean 'resnet18'"):
         clf.fit(*small_images)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "weights"),
+    [
+        ("efficientnet_lite0", "DEFAULT"),
+        ("efficientnet_lite0", None),
+        ("EfficientNet_Lite1", "DEFAULT"),
+        ("resnet18", None),
+        ("timm:resnet18", None),
+        (torch.nn.Conv2d(1, 4, 3), "DEFAULT"),
+    ],
+)
+def test_backbone_spec_is_the_built_backbones_without_building(backbone, weights):
+    if str(backbone).startswith("timm:"):
+        pytest.importorskip("timm")
+    _, built = resolve_backbone(backbone, weights)
+    assert backbone_spec(backbone, weights) == built
+
+
+def test_backbone_spec_of_torchvision_weights_needs_no_download():
+    # The preset of the weights, not the file: resolved offline.
+    spec = backbone_spec("resnet18", "IMAGENET1K_V1")
+    assert spec.input_size == (224, 224)
+    assert spec.mean == (0.485, 0.456, 0.406)
+    with pytest.raises(ValueError, match="Unknown weights 'IMAGENET_V9'"):
+        backbone_spec("resnet18", "IMAGENET_V9")
+    with pytest.raises(ValueError, match="Unknown backbone 'resnet19'"):
+        backbone_spec("resnet19")

@@ -1,4 +1,10 @@
-"""One method of the benchmark, run in its own process (``--worker``)."""
+"""How each method of the transfer benchmark is fitted and measured.
+
+:func:`run_method` runs one method and returns its record; the transfer
+benchmark and the pilot call it in a fresh process
+(:func:`benchmarks._lib.snapshot.spawn_method`), so that the peak memory is
+that method's own.
+"""
 
 import math
 import os
@@ -6,21 +12,6 @@ import time
 
 import numpy as np
 import torch
-from _bench_fastai import run_fastai
-from _bench_utils import (
-    BATCH_SIZE,
-    IMAGE_SIZE,
-    SEED,
-    LitePreprocess,
-    TestAccuracy,
-    current_rss_mb,
-    estimator_kwargs,
-    image_size,
-    load_data,
-    machine_info,
-    rss_mb,
-    validation_rows,
-)
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.pipeline import make_pipeline
@@ -30,24 +21,13 @@ from skorch.callbacks import LRScheduler
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from skfastretrain import FastRetrainClassifier, efficientnet_lite, prune_filters
+from skfastretrain import FastRetrainClassifier, prune_filters
 
-
-def _hold_bn_in_eval(module):
-    # skorch calls module.train() before each step; this puts the BatchNorm
-    # layers back in eval mode (pretrained running statistics) as they run.
-    def hook(m, args):
-        m.training = False
-
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.register_forward_pre_hook(hook)
-
-
-def _pretrained_lite0(n_classes=None):
-    model = efficientnet_lite("efficientnet_lite0", weights="DEFAULT")
-    model._fc = nn.Identity() if n_classes is None else nn.Linear(1280, n_classes)
-    return model
+from .data import BATCH_SIZE, SEED, image_size, load_data, validation_rows
+from .fastai import run_fastai
+from .measure import TestAccuracy, current_rss_mb, machine_info, rss_mb
+from .methods import estimator_kwargs
+from .models import Preprocess, hold_bn_in_eval, lite_features, pretrained_lite0
 
 
 def baseline_backbone(params):
@@ -57,12 +37,12 @@ def baseline_backbone(params):
     ``bn`` is ``"eval"`` (pretrained statistics held) or ``"train"`` (batch
     statistics, running ones at ``bn_momentum``).
     """
-    backbone = _pretrained_lite0(n_classes=10)
+    backbone = pretrained_lite0(n_classes=10)
     if not params.get("stochastic_depth", True):
         for block in backbone._blocks:
             block.drop_connect = 0.0
     if params["bn"] == "eval":
-        _hold_bn_in_eval(backbone)
+        hold_bn_in_eval(backbone)
     else:
         for m in backbone.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -80,7 +60,7 @@ def run_sgdm(params, data, setting):
     torch.manual_seed(SEED)
     backbone = baseline_backbone(params)
     net = NeuralNetClassifier(
-        nn.Sequential(LitePreprocess(size), backbone),
+        nn.Sequential(Preprocess(size), backbone),
         criterion=nn.CrossEntropyLoss,
         optimizer=torch.optim.SGD,
         optimizer__momentum=0.9,
@@ -107,23 +87,13 @@ def run_sgdm(params, data, setting):
     return cb.points_, history, fit_wall, cb.eval_time_, cb.last_pred_, None
 
 
-def _features(backbone, X, size=IMAGE_SIZE):
-    prep = LitePreprocess(size)
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(X), BATCH_SIZE):
-            batch = torch.from_numpy(X[i : i + BATCH_SIZE, None])
-            out.append(backbone(prep(batch)))
-    return torch.cat(out).numpy()
-
-
 def run_linear_probe(params, data, setting):
     """Frozen pretrained features, standardized, and a LogisticRegression."""
     X_tr, y_tr, X_te, y_te = data
     size = image_size(setting)
     t0 = time.perf_counter()
-    backbone = _pretrained_lite0().eval()
-    H = _features(backbone, X_tr, size)
+    backbone = pretrained_lite0().eval()
+    H = lite_features(backbone, X_tr, size)
     t_feat = time.perf_counter() - t0
     clf = make_pipeline(
         StandardScaler(),
@@ -131,7 +101,7 @@ def run_linear_probe(params, data, setting):
     ).fit(H, y_tr)
     fit_wall = time.perf_counter() - t0
     t1 = time.perf_counter()
-    pred = clf.predict(_features(backbone, X_te, size))
+    pred = clf.predict(lite_features(backbone, X_te, size))
     acc = float(np.mean(pred == y_te))
     eval_time = time.perf_counter() - t1
     loss = float(log_loss(y_tr, clf.predict_proba(H)))
@@ -177,7 +147,7 @@ def run_estimator(params, data, setting):
     acc_cb = TestAccuracy(X_te, y_te)
     settings = {k: params[k] for k in _ESTIMATOR_KEYS if k in params}
     if params["kind"] != "default":
-        # The recorded ablation predates the defaults pilot (defaults.py): a
+        # The recorded ablation predates the defaults pilot (benchmarks.defaults): a
         # method states every setting it depends on, and the new defaults
         # that would change it are pinned to the values those runs had.
         settings = {"cache_prefix": False, "lr": 0.01, **settings}
@@ -209,7 +179,7 @@ def run_pruned(params, data, setting):
     """
     X_tr, y_tr, X_te, y_te = data
     points, history, fit_wall, eval_time, _, clf = run_estimator(params, data, setting)
-    validation = validation_rows(X_tr, len(y_te))
+    validation = validation_rows(X_tr, len(y_te), setting)
     start = time.perf_counter()
     pruned = prune_filters(
         clf,
@@ -246,7 +216,7 @@ def run_pruned(params, data, setting):
 
 
 def run_fastai_baseline(params, data, setting):
-    """fastai's ``fine_tune`` in plain torch (``_bench_fastai.py``)."""
+    """fastai's ``fine_tune`` in plain torch (:mod:`benchmarks._lib.fastai`)."""
     return run_fastai(params, data, setting, backbone=baseline_backbone)
 
 
@@ -260,7 +230,7 @@ RUNNERS = {
 }
 
 
-def run_worker(method, params, setting, *, holdout=False):
+def run_method(method, params, setting, holdout=False):
     """Run one method; return its record (peak memory of this process)."""
     import skfastretrain
 

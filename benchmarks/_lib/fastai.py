@@ -17,18 +17,21 @@ cores: in the frozen epoch the body runs under ``no_grad`` in eval mode
 (fastai keeps BatchNorm trainable there, ``train_bn=True``, which needs the
 body's activations kept), and the epoch budget is the other methods' (the
 frozen epoch counts: ``fine_tune(epochs - 1)``). The base rate and the
-BatchNorm mode of the unfrozen epochs come from ``pilot.py`` on rows held
-out of the train split.
+BatchNorm mode of the unfrozen epochs come from ``benchmarks.pilot`` on rows
+held out of the train split.
 """
 
 import math
 import time
 
 import torch
-from _bench_utils import BATCH_SIZE, SEED, LitePreprocess, TestAccuracy
 from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 from torch.utils.data import DataLoader, TensorDataset
+
+from .data import BATCH_SIZE, SEED, image_size
+from .measure import TestAccuracy
+from .models import Preprocess
 
 
 def even_mults(lo, hi, n):
@@ -114,16 +117,16 @@ def run_fastai(params, data, setting, *, backbone):
     BatchNorm mode and stochastic depth set as for the other baseline.
     """
     X_tr, y_tr, X_te, y_te = data
-    epochs, size = setting["epochs"], setting.get("image_size", 64)
+    epochs, size = setting["epochs"], image_size(setting)
     acc_cb = TestAccuracy(X_te, y_te).initialize()
     acc_cb.t0 = time.perf_counter()
     torch.manual_seed(SEED)
     backbone = backbone(params)
-    model = nn.Sequential(LitePreprocess(size), backbone)
+    model = nn.Sequential(Preprocess(size), backbone)
     predictor = _Predictor(model)
     fc = backbone._fc
     backbone._fc = nn.Identity()
-    body = nn.Sequential(LitePreprocess(size), backbone)
+    body = nn.Sequential(Preprocess(size), backbone)
     dataset = TensorDataset(torch.from_numpy(X_tr[:, None]), torch.from_numpy(y_tr))
     loader = DataLoader(
         dataset,

@@ -5,6 +5,8 @@ import math
 import numpy as np
 from scipy.stats import binomtest
 
+from .tables import fmt_value
+
 #: What is judged: the estimator's default configuration (``default``) when
 #: the run has it, else ``ours`` (the older ablation runs).
 JUDGED = ("default", "ours")
@@ -47,14 +49,6 @@ def _first_time_reaching(points, level):
         if p["test_acc"] >= level - 1e-12:
             return p["time"]
     return None
-
-
-def fmt_value(value, spec=".3f"):
-    if value is None:
-        return "-"
-    if isinstance(value, float) and math.isinf(value):
-        return "inf (never)"
-    return format(value, spec)
 
 
 def _paired(a, b):
@@ -181,12 +175,16 @@ def _note(key, t):
     if key == "P3":
         return f"solve {t['solve_s']:.1f} s / SGD epoch {t['epoch_s']:.1f} s"
     if key == "P4":
-        w = t["d1280"]
-        return (
-            f"batch 256: {w['gram_solve_share_batch256']:.0%}; d=2048: "
-            f"{t['d2048']['gram_solve_share_batch32']:.0%} / "
-            f"{t['d2048']['gram_solve_share_batch256']:.0%}"
-        )
+        # The widths measured, in order: d1280 and d2048 (smaller in a smoke run).
+        first, *others = (k for k in t if k[0] == "d" and k[1:].isdigit())
+        note = f"batch 256: {t[first]['gram_solve_share_batch256']:.0%}"
+        for other in others:
+            w = t[other]
+            note += (
+                f"; d={other[1:]}: {w['gram_solve_share_batch32']:.0%} / "
+                f"{w['gram_solve_share_batch256']:.0%}"
+            )
+        return note
     if key == "P6":
         return f"{t['increase_mb']:.0f} MiB / {t['sgdm_increase_mb']:.0f} MiB"
     return ""

@@ -1,13 +1,10 @@
-"""The printed tables and the plot of a run, from its records."""
+"""The transfer benchmark's printed tables and plot, from a run's records."""
 
-from _bench_targets import (  # noqa: F401 (re-exported for transfer.py)
+from .tables import fmt_value, text_table
+from .targets import (
     TARGET_HEADER,
-    TARGETS,
     VARIANT_HEADER,
-    compute_targets,
-    fmt_value,
     history_mean,
-    paired_vs_sgdm,
     target_rows,
     variant_rows,
 )
@@ -121,23 +118,6 @@ GEMM_HEADER = [
 ]
 
 
-def text_table(header, rows):
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    for row in rows:
-        lines.append(
-            "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
-        )
-    return "\n".join(lines)
-
-
-def markdown_table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def render(result, table=text_table):
     """All tables of a run, as plain text or (``table=markdown_table``) markdown."""
     methods = result["methods"]
@@ -236,20 +216,3 @@ def plot(result, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def update_readme(readme, name, text):
-    """Replace the block between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``.
-
-    Returns whether the README had the markers (it is left alone otherwise).
-    """
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    if not readme.exists():
-        return False
-    content = readme.read_text()
-    if begin not in content or end not in content:
-        return False
-    head, rest = content.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
-    return True
