@@ -70,12 +70,12 @@ def _torchvision_model(name, weights):
         ) from exc
 
 
-def _timm():
+def _timm(name):
     try:
         import timm
     except ImportError as exc:
         raise ImportError(
-            "Backbones 'timm:<name>' need timm: pip install timm."
+            f"Backbone 'timm:{name}' needs timm: pip install timm."
         ) from exc
     return timm
 
