@@ -95,6 +95,8 @@ def test_resumed_fit_equals_uninterrupted_fit(
     assert read_checkpoint(path)["epoch"] == done
     resumed = _clf(path, **config).fit(X, y, resume=True)
     assert resumed.n_iter_ == 3
+    # The rate the first run's probe chose (lr="auto"), not the probe's start.
+    assert resumed.lr_ == reference.lr_
     torch.testing.assert_close(
         (resumed.predict_proba(X), resumed.history_[:, "train_loss"]),
         (reference.predict_proba(X), reference.history_[:, "train_loss"]),
