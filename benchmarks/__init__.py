@@ -8,6 +8,7 @@ Each entry answers one question and is run as a module::
     python -m benchmarks.levers       # the speed levers, one by one
     python -m benchmarks.diagnostics  # side measurements (contention, memory, pickle)
     python -m benchmarks.gpu          # the estimator against a plain loop on CUDA
+    python -m benchmarks.stages       # ridge heads on every stage, no training
 
 Every entry takes ``--smoke`` (a tiny run that checks the code and writes to
 a temporary folder, never to ``benchmarks/results/``). The helpers the

@@ -42,6 +42,11 @@ RUNS = {
     ),
     "levers": ("Speed levers", "the Lite0 step under each lever"),
     "diagnostics": ("Side measurements", "memory and timing details"),
+    "stages": (
+        "Heads that read every stage",
+        "ridge heads on pretrained Lite0 features, no training, scored on rows "
+        "held out of each task's training split",
+    ),
 }
 
 

@@ -1,6 +1,8 @@
 """What the benchmark entries share, one module a responsibility.
 
 - :mod:`.data`: the settings and the Fashion-MNIST rows of a run.
+- :mod:`.tasks`: the image tasks of ``benchmarks.stages`` (Fashion-MNIST,
+  digits, ELPV) with their train and test splits.
 - :mod:`.models`: the baselines' preprocessing and pretrained Lite0.
 - :mod:`.measure`: clocks, memory and the accuracy-recording callback.
 - :mod:`.worker`: a function run in a fresh Python process.
