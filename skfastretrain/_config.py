@@ -27,7 +27,7 @@ from ._settings import (
     resolve_sgd,
 )
 from ._validation import check_params
-from .backbones._registry import backbone_spec
+from .backbones._registry import BackboneSpec, backbone_spec
 
 __all__ = [
     "AUTO_LR",
@@ -66,6 +66,9 @@ class RunConfig:
         the repr but by ``backbone_name``).
     weights : str, path or None
         The ``weights`` parameter.
+    backbone_spec : BackboneSpec
+        The backbone's normalization and pretrained input size (not shown in
+        the repr).
     input_kind : {"array", "paths", "images", "dataset"}
         How the training data is read.
     native_size : tuple of int or None
@@ -116,6 +119,7 @@ class RunConfig:
     distributed: bool
     backbone: object = field(repr=False)
     weights: object = field(repr=False)
+    backbone_spec: BackboneSpec = field(repr=False)
     input_kind: str
     native_size: tuple | None
     input_size: tuple | None
@@ -197,6 +201,7 @@ def resolve_config(est, fit_input, *, resume=False):
         distributed=distributed,
         backbone=est.backbone,
         weights=est.weights,
+        backbone_spec=spec,
         input_kind=fit_input.kind,
         native_size=fit_input.native_size,
         input_size=resolve_input_size(

@@ -57,6 +57,12 @@ def as_pixels(X):
     return X.astype(np.uint8)
 
 
+def _is_channels_last(shape):
+    """Whether 4-d images of ``shape`` are read as (n, H, W, C): their second
+    axis has more than 4 entries, too many for channels."""
+    return len(shape) == 4 and shape[1] > 4
+
+
 def to_model_layout(X, *, expects_images):
     """Put a validated array in the layout the backbone takes.
 
@@ -78,7 +84,7 @@ def to_model_layout(X, *, expects_images):
     elif X.ndim == 3:
         X = X[:, None]
     elif X.ndim == 4:
-        if X.shape[1] > 4:
+        if _is_channels_last(X.shape):
             if X.shape[3] > 4:
                 raise ValueError(
                     f"Cannot tell the channel axis of images of shape {X.shape}: "
@@ -385,9 +391,8 @@ class FitInput:
         if self.kind != "array" or self.X.ndim not in (3, 4):
             return None
         shape = self.X.shape
-        if self.X.ndim == 4 and shape[1] > 4:  # channels-last (to_model_layout)
-            return (int(shape[1]), int(shape[2]))
-        return (int(shape[-2]), int(shape[-1]))
+        height, width = shape[1:3] if _is_channels_last(shape) else shape[-2:]
+        return (int(height), int(width))
 
     def __repr__(self):
         return (

@@ -7,7 +7,7 @@ import torch
 from ._batchnorm import batchnorm_layers, setup_batchnorm
 from ._data import model_data
 from .backbones._module import build_module, first_conv
-from .backbones._registry import resolve_backbone
+from .backbones._registry import build_backbone
 
 __all__ = ["BuiltModel", "build_model"]
 
@@ -57,12 +57,12 @@ def build_model(config, fit_input):
     Draws from torch's global generator (random heads and initializations):
     the caller seeds it.
     """
-    backbone, spec = resolve_backbone(config.backbone, config.weights)
+    backbone = build_backbone(config.backbone, config.weights)
     conv = first_conv(backbone)
     data, targets, sample = model_data(fit_input, conv=conv, size=config.input_size)
     module = build_module(
         backbone,
-        spec,
+        config.backbone_spec,
         sample,
         config.n_classes,
         input_size=config.input_size,

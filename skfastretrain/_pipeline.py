@@ -113,10 +113,12 @@ class FitPipeline:
         The held-out validation rows' split; None without validation.
     train_sampler : Sampler or None
         This rank's shard in a data-parallel fit.
-    guard, freezer, checkpoint : Callback
-        The stages every fit has.
-    probe, prefix_store, solver, regularizer, validation : Callback or None
-        The optional stages, None where the configuration leaves them out.
+    guard, checkpoint : Callback
+        The stages that training's recovery reads (``fit_recovering``).
+    probe, regularizer, validation : Callback or None
+        The optional stages whose results the estimator exposes (``lr_``,
+        ``attention_``, ``best_epoch_``), None where the configuration
+        leaves them out.
     """
 
     callbacks: list
@@ -124,11 +126,8 @@ class FitPipeline:
     train_split: object
     train_sampler: object
     guard: DivergenceGuard
-    freezer: LayerFreezer
     checkpoint: TrainingCheckpoint
     probe: LRProbe | None = None
-    prefix_store: PrefixCache | None = None
-    solver: RidgeHeadSolver | None = None
     regularizer: object = None
     validation: ValidationScoring | None = None
 
@@ -152,7 +151,7 @@ def build_pipeline(config, model):
     if config.verbose:
         stages["progress_bar"] = ProgressBar()
     stages["divergence_guard"] = guard = DivergenceGuard()
-    stages["freezer"] = freezer = LayerFreezer(
+    stages["freezer"] = LayerFreezer(
         config.freeze_prob, mode=config.freeze_mode, head="head", random_state=seed
     )
     if config.probe_lr:
@@ -216,11 +215,8 @@ def build_pipeline(config, model):
         train_split=train_split,
         train_sampler=sampler,
         guard=guard,
-        freezer=freezer,
         checkpoint=checkpoint,
         probe=stages.get("lr_probe"),
-        prefix_store=stages.get("prefix_cache"),
-        solver=stages.get("ridge_head"),
         regularizer=stages.get("regularizer"),
         validation=stages.get("validation"),
     )

@@ -11,7 +11,7 @@ import joblib
 import numpy as np
 
 from .callbacks._checkpoint import TrainingCheckpoint, module_copy, read_checkpoint
-from .callbacks._divergence import DivergenceError, DivergenceGuard
+from .callbacks._divergence import DivergenceError
 
 __all__ = [
     "RunPlan",
@@ -48,39 +48,35 @@ def checkpoint_path(callbacks):
     return None
 
 
-def fit_recovering(net, X, y, *, epochs):
+def fit_recovering(net, X, y, *, epochs, checkpoint, guard):
     """``net.fit`` that falls back to the last complete epoch when it stops
     early, and puts the last good weights back when training diverges.
 
-    ``net`` needs a :class:`TrainingCheckpoint` callback. An interrupt
-    (KeyboardInterrupt, which skorch swallows) before any epoch completed is
-    raised again; a later one warns.
+    ``checkpoint`` and ``guard`` are the net's :class:`TrainingCheckpoint`
+    and :class:`DivergenceGuard` callbacks. An interrupt (KeyboardInterrupt,
+    which skorch swallows) before any epoch completed is raised again; a
+    later one warns.
     """
-    callbacks = [cb[1] if isinstance(cb, tuple) else cb for cb in net.callbacks]
-    ckpt = next(cb for cb in callbacks if isinstance(cb, TrainingCheckpoint))
     try:
         net.fit(X, y, epochs=epochs)
-        _fall_back_if_stopped(net, ckpt)
+        _fall_back_if_stopped(net, checkpoint, guard)
     except DivergenceError as exc:
-        ckpt.restore_module(net)
+        checkpoint.restore_module(net)
         exc.state_dict = module_copy(net.module_)
         # skorch skips on_train_end after an error: unfreeze and unhook here.
         net.notify("on_train_end", X=X, y=y)
         raise
     finally:
         # The copy would double the size of a pickled estimator.
-        ckpt.release()
+        checkpoint.release()
     return net
 
 
-def _fall_back_if_stopped(net, ckpt):
+def _fall_back_if_stopped(net, ckpt, guard):
     done = ckpt.epochs_
     if len(net.history) <= done:
         return
-    guard = next(
-        (cb for _, cb in net.callbacks_ if isinstance(cb, DivergenceGuard)), None
-    )
-    if guard is not None and guard.diverged_ is not None:
+    if guard.diverged_ is not None:
         # The guard has put its best model back, warned, and recorded why in
         # the interrupted epoch's row, which stays.
         return

@@ -51,7 +51,12 @@ def train(config, model, pipeline):
     held = hold_in_eval(model.held_batchnorm)
     try:
         fit_recovering(
-            net, model.data, targets, epochs=config.max_epochs - config.epochs_done
+            net,
+            model.data,
+            targets,
+            epochs=config.max_epochs - config.epochs_done,
+            checkpoint=pipeline.checkpoint,
+            guard=pipeline.guard,
         )
     finally:
         for handle in held:

@@ -90,8 +90,8 @@ def test_every_stage_in_its_place(small_images, tmp_path):
     }
     assert all(isinstance(callbacks[k], t) for k, t in types.items())
     # The typed references are the callbacks the net runs.
+    assert pipeline.guard is callbacks["divergence_guard"]
     assert pipeline.probe is callbacks["lr_probe"]
-    assert pipeline.solver is callbacks["ridge_head"]
     assert pipeline.regularizer is callbacks["regularizer"]
     assert pipeline.validation is callbacks["validation"]
     assert pipeline.checkpoint is callbacks["checkpoint"]

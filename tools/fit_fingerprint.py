@@ -78,12 +78,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.compare:
         before, after = (json.loads(Path(p).read_text()) for p in args.paths)
-        changed = [
-            k for k in before if before[k]["sha1"] != after.get(k, {}).get("sha1")
-        ]
+        shared = [k for k in before if k in after]
+        changed = [k for k in shared if before[k]["sha1"] != after[k]["sha1"]]
         for name in before:
             mark = "CHANGED" if name in changed else "same"
-            print(f"{name:30s} {mark}")
+            print(f"{name:30s} {mark if name in shared else 'not run'}")
         return 1 if changed else 0
     results = {}
     for name in args.only:

@@ -12,7 +12,7 @@ from torch import nn
 from ._efficientnet_lite import LITE_MEAN, LITE_SPECS, LITE_STD, efficientnet_lite
 from ._weights import is_weights_path, load_state_dict_file
 
-__all__ = ["BackboneSpec", "backbone_spec", "resolve_backbone"]
+__all__ = ["BackboneSpec", "backbone_spec", "build_backbone", "resolve_backbone"]
 
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -180,8 +180,13 @@ def backbone_spec(backbone, weights=None):
 
 def resolve_backbone(backbone, weights=None):
     """Turn the ``backbone`` parameter into a fresh module and its spec."""
+    return build_backbone(backbone, weights), backbone_spec(backbone, weights)
+
+
+def build_backbone(backbone, weights=None):
+    """A fresh module for the ``backbone`` parameter, with its weights."""
     if isinstance(backbone, str):
-        return _named_backbone(backbone, weights), _named_spec(backbone, weights)
+        return _named_backbone(backbone, weights)
     if isinstance(backbone, nn.Module):
         module = copy.deepcopy(backbone)
     elif callable(backbone):
@@ -205,4 +210,4 @@ def resolve_backbone(backbone, weights=None):
                 f"own weights) or a path to a state_dict file; got {weights!r}."
             )
         load_state_dict_file(module, weights)
-    return module, BackboneSpec()
+    return module
