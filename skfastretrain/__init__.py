@@ -23,7 +23,7 @@ from . import backbones, callbacks, datasets, linalg, pruning
 from ._classifier import FastRetrainClassifier
 from ._plotting import plot_history
 from ._settings import EarlyStopping, RidgeHead, SGDEpoch
-from .backbones import FastRetrainModule, efficientnet_lite
+from .backbones import FastRetrainModule, efficientnet_lite, find_stages, pool_stage
 from .callbacks import (
     L2SP,
     LR_CANDIDATES,
@@ -41,7 +41,15 @@ from .callbacks import (
     TrainingCheckpoint,
     ValidationScoring,
 )
-from .linalg import LAMBDA_GRID, GramAccumulator, ridge_solve, select_lambda
+from .linalg import (
+    LAMBDA_GRID,
+    STAGE_WEIGHT_GRID,
+    GramAccumulator,
+    ridge_solve,
+    select_lambda,
+    select_stage_weight,
+    stage_scale,
+)
 from .pruning import PruningReport, count_flops, count_params, prune_filters
 
 __version__ = "0.1.0.dev0"
@@ -50,6 +58,7 @@ __all__ = [
     "L2SP",
     "LAMBDA_GRID",
     "LR_CANDIDATES",
+    "STAGE_WEIGHT_GRID",
     "DeltaLoss",
     "DeltaRegularizer",
     "DivergenceError",
@@ -77,10 +86,14 @@ __all__ = [
     "count_params",
     "datasets",
     "efficientnet_lite",
+    "find_stages",
     "linalg",
     "plot_history",
+    "pool_stage",
     "prune_filters",
     "pruning",
     "ridge_solve",
     "select_lambda",
+    "select_stage_weight",
+    "stage_scale",
 ]

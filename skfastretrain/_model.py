@@ -68,6 +68,7 @@ def build_model(config, fit_input):
         input_size=config.input_size,
         hidden=config.head.hidden_widths(),
         reinit_layers=config.head.reinit_layers,
+        stages=config.head.stages,
     )
     if config.precision == "bfloat16":
         if config.device.startswith("cuda") and not torch.cuda.is_bf16_supported():

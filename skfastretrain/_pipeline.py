@@ -160,6 +160,7 @@ def build_pipeline(config, model):
         stages["prefix_cache"] = PrefixCache(dtype=config.sgd.cache_dtype)
     head = config.head
     if config.solves_head:
+        stage_widths = head.solves_stages(model.module.stage_widths)
         stages["ridge_head"] = RidgeHeadSolver(
             config.ridge_lambda,
             blend=head.blend,
@@ -171,6 +172,10 @@ def build_pipeline(config, model):
             update=head.update,
             random_state=seed,
             distributed=config.distributed,
+            stage_widths=stage_widths,
+            # The head's own SGD step on many rescaled stages undid its
+            # solve (RidgeHeadSolver's sgd_updates_head).
+            sgd_updates_head=stage_widths is None,
         )
     regularizers, criterion = regularizer_components(
         config.regularizer,

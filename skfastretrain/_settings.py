@@ -75,6 +75,21 @@ class RidgeHead(BaseEstimator):
         Re-initialize the backbone's last ``reinit_layers`` conv and linear
         layers (after removing its classifier) before training: with
         ``hidden``, the search space of TASCNet's first stage.
+    stages : {"auto", "blocks", "resolution"}, list of str or None, \
+            default="auto"
+        Which stages of the backbone the head reads besides its last layer,
+        each average-pooled over space
+        (:func:`~skfastretrain.find_stages` finds them):
+        ``"blocks"`` every block, ``"resolution"`` the last block at each
+        spatial size, ``"auto"`` the blocks where they add at most
+        2,048 features (EfficientNet-Lite's 16 blocks add 1,808), else the
+        resolution rule; a list names the backbone's submodules; None reads
+        the last layer alone. The solve brings every earlier feature to the
+        last layer's scale and chooses how strongly the earlier stages
+        enter, with the ridge strength, by the cross-validation of
+        ``ridge_lambda="auto"`` (see :class:`RidgeHeadSolver`'s
+        ``stage_widths``); the SGD epochs train through the same head (see
+        :ref:`stage_heads`).
 
     See Also
     --------
@@ -104,6 +119,7 @@ class RidgeHead(BaseEstimator):
         "reuse_features": ["boolean"],
         "hidden": ["array-like", None],
         "reinit_layers": [NON_NEGATIVE_INT],
+        "stages": [StrOptions({"auto", "blocks", "resolution"}), list, tuple, None],
     }
 
     def __init__(
@@ -116,6 +132,7 @@ class RidgeHead(BaseEstimator):
         reuse_features=False,
         hidden=None,
         reinit_layers=0,
+        stages="auto",
     ):
         self.update = update
         self.blend = blend
@@ -124,6 +141,14 @@ class RidgeHead(BaseEstimator):
         self.reuse_features = reuse_features
         self.hidden = hidden
         self.reinit_layers = reinit_layers
+        self.stages = stages
+
+    def solves_stages(self, widths):
+        """The stage widths the solver scales by, or None where it does not:
+        a single linear layer updated by ``"blend"`` reading several parts."""
+        if self.hidden_widths() or self.update != "blend" or len(widths) < 2:
+            return None
+        return tuple(widths)
 
     def hidden_widths(self):
         """``hidden`` as a tuple of positive ints (checked)."""

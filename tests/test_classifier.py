@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from torch import nn
 
-from skfastretrain import FastRetrainClassifier, SGDEpoch
+from skfastretrain import FastRetrainClassifier, RidgeHead, SGDEpoch
 
 
 def test_tiny_cnn_on_digits_beats_chance_clearly(digit_images):
@@ -401,3 +401,28 @@ def test_verbose_output(small_images, capsys, verbose):
         assert "predict" in captured.err  # the tqdm bar of predict
     else:
         assert captured.out == "" and captured.err == ""
+
+
+@pytest.mark.parametrize("stages", [None, "resolution", ["1", "4"]])
+def test_head_reads_the_stages_asked_for(small_images, stages):
+    X, y = small_images
+    clf = _cnn(max_epochs=1, head=RidgeHead(stages=stages)).fit(X, y)
+    module = clf.net_.module_
+    # make_tiny_cnn: 8 channels after the first layers, 16 after the second,
+    # pooled to 2 x 2 (64 features).
+    widths = {None: (64,), "resolution": (16, 64), "1": (8, 16, 64)}
+    expected = widths[stages if not isinstance(stages, list) else "1"]
+    assert module.stage_widths == expected
+    assert module.head.in_features == sum(expected)
+    row = clf.history_[0]
+    assert ("stage_weight" in row) is (stages is not None)
+    # The held head trains again after the fit, and the fit pickles.
+    assert all(p.requires_grad for p in module.head.parameters())
+    clone_ = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(clone_.predict_proba(X), clf.predict_proba(X))
+
+
+def test_unknown_stage_is_refused(small_images):
+    X, y = small_images
+    with pytest.raises(ValueError, match="no submodule 'block9'"):
+        _cnn(max_epochs=1, head=RidgeHead(stages=["block9"])).fit(X, y)

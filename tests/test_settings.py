@@ -38,6 +38,7 @@ def test_nested_parameters_are_reachable():
     [
         (RidgeHead(update="sum"), "'update' parameter of RidgeHead"),
         (SGDEpoch(bn_mode="frozen"), "'bn_mode' parameter of SGDEpoch"),
+        (RidgeHead(stages="every"), "'stages' parameter of RidgeHead"),
     ],
 )
 def test_components_validate_themselves(component, match):
@@ -57,3 +58,16 @@ def test_hidden_widths(hidden, widths):
 def test_hidden_widths_refuse_non_positive_ints(hidden):
     with pytest.raises(TypeError, match="hidden must be a sequence of ints"):
         RidgeHead(hidden=hidden).hidden_widths()
+
+
+@pytest.mark.parametrize(
+    ("params", "widths", "solved"),
+    [
+        ({}, (16, 64), (16, 64)),
+        ({}, (64,), None),  # the last layer alone: nothing to scale
+        ({"hidden": [8]}, (16, 64), None),  # the solved layer reads hidden units
+        ({"update": "residual"}, (16, 64), None),
+    ],
+)
+def test_solves_stages(params, widths, solved):
+    assert RidgeHead(**params).solves_stages(widths) == solved

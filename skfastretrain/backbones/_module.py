@@ -1,11 +1,13 @@
 """The model the estimator trains: preprocessing, backbone and a new head."""
 
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 from torch import nn
 
 from .._data import Preprocess
+from ._stages import find_stages, pool_stage, resolve_stage
 
 __all__ = ["FastRetrainModule", "build_module", "find_head", "first_conv"]
 
@@ -47,39 +49,97 @@ class FastRetrainModule(nn.Module):
     precision : {"float32", "bfloat16"}, default="float32"
         ``"bfloat16"`` runs the backbone under bf16 autocast on
         channels-last images; features and head stay float32.
+    stages : sequence of str, default=()
+        Submodules of ``backbone`` whose outputs the head reads besides the
+        backbone's output (see :func:`~skfastretrain.find_stages`):
+        each is pooled by :func:`pool_stage` (feature maps averaged over
+        space), and the head's input is the stages' pooled outputs, in the
+        order given, followed by the flattened backbone output. An
+        ``nn.Sequential`` stands for its last module.
+    stage_gradients : bool, default=False
+        Whether the training gradient flows into the backbone through the
+        stages too. False passes the head their values only: the backbone
+        is trained through its output, as without stages. A ridge head on
+        rescaled stages puts large weights on their low-variance features,
+        and a gradient through them made fine-tuning diverge (the
+        Benchmarks page).
+
+    Attributes
+    ----------
+    stage_widths : tuple of int
+        The widths of the head input's parts, the backbone output's last;
+        set by :func:`build_module` (empty on a module built otherwise).
     """
 
     precision = "float32"  # modules pickled before the option existed
+    stages = ()
+    stage_widths = ()
+    stage_gradients = False
     # Set only inside ``reading_prefix_store``, for the time of a fit.
     _prefix_store = None
 
-    def __init__(self, preprocess, backbone, head, *, precision="float32"):
+    def __init__(
+        self,
+        preprocess,
+        backbone,
+        head,
+        *,
+        precision="float32",
+        stages=(),
+        stage_gradients=False,
+    ):
         super().__init__()
         self.preprocess = preprocess
         self.backbone = backbone
         self.head = head
         self.precision = precision
+        self.stages = tuple(resolve_stage(backbone, name) for name in stages)
+        self.stage_gradients = stage_gradients
 
     def features(self, x):
-        """The flattened backbone output for raw input ``x``.
+        """The head's input for raw input ``x``: pooled stages, then the
+        flattened backbone output.
 
-        Inside :meth:`reading_prefix_store` the backbone's output comes from
-        the store's lookup, unless the lookup returns None.
+        Inside :meth:`reading_prefix_store` the backbone's output (and the
+        stages computed before it) come from the store's lookup, unless the
+        lookup returns None.
         """
+        parts = self._parts(x)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+    def _parts(self, x):
+        # The pooled stages, in order, and the flattened backbone output.
+        pooled = {}
+        handles = [
+            self.backbone.get_submodule(name).register_forward_hook(
+                partial(_record_stage, pooled, name, self.stage_gradients)
+            )
+            for name in self.stages
+        ]
+        try:
+            h = self._backbone_output(x, pooled)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return [*(pooled[name] for name in self.stages), torch.flatten(h, 1)]
+
+    def _backbone_output(self, x, pooled):
         if self._prefix_store is not None:
-            h = self._prefix_store(x)
-            if h is not None:
-                return torch.flatten(h, 1)
+            found = self._prefix_store(x)
+            if found is not None:
+                h, stored = found
+                pooled.update(stored)
+                return h
         x = self.preprocess(x)
         if self.precision != "bfloat16":
-            return torch.flatten(self.backbone(x), 1)
+            return self.backbone(x)
         if x.ndim == 4:
             # channels-last alone slowed the CPU step; with bf16 it paid
             # (the levers benchmark).
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
             h = self.backbone(x)
-        return torch.flatten(h, 1).float()
+        return h.float()
 
     def forward(self, x):
         return self.head(self.features(x))
@@ -88,16 +148,18 @@ class FastRetrainModule(nn.Module):
     def reading_prefix_store(self, lookup):
         """Within the block, take the backbone's output from ``lookup``.
 
-        ``lookup(x)`` returns the backbone's output for raw input ``x``
-        computed from a store of a frozen prefix's outputs, or None when the
-        store no longer applies (then the backbone runs). Used by
+        ``lookup(x)`` returns ``(output, stages)`` for raw input ``x``: the
+        backbone's output computed from a store of a frozen prefix's
+        outputs, and a dict of the pooled outputs of the stages inside the
+        prefix (the stages after it are recorded as they run), or None when
+        the store no longer applies (then the backbone runs). Used by
         :class:`PrefixCache` for the time of a fit; the module is unchanged
         after the block, and a pickle never holds the lookup.
 
         Parameters
         ----------
         lookup : callable
-            Maps a batch of raw inputs to the backbone's output, or None.
+            Maps a batch of raw inputs to ``(output, stages)``, or None.
         """
         previous, self._prefix_store = self._prefix_store, lookup
         try:
@@ -110,6 +172,11 @@ class FastRetrainModule(nn.Module):
         state = super().__getstate__()
         state.pop("_prefix_store", None)
         return state
+
+
+def _record_stage(pooled, name, gradients, module, args, output):
+    value = pool_stage(output)
+    pooled[name] = value if gradients else value.detach()
 
 
 def make_head(width, n_classes, hidden=()):
@@ -152,12 +219,22 @@ def reinit_last_layers(backbone, n_layers):
 
 
 def build_module(
-    backbone, spec, X, n_classes, *, input_size=None, hidden=(), reinit_layers=0
+    backbone,
+    spec,
+    X,
+    n_classes,
+    *,
+    input_size=None,
+    hidden=(),
+    reinit_layers=0,
+    stages=None,
 ):
     """Strip the backbone's classifier and attach a fresh ``n_classes`` head.
 
     ``X`` (a few samples in model layout) drives one dry forward pass that
     finds the head's input width and checks that the backbone takes the data.
+    ``stages`` is None (the head reads the backbone's output alone), a rule
+    of :func:`find_stages` or a sequence of submodule names.
     """
     head = find_head(backbone)
     if head is not None:
@@ -183,12 +260,18 @@ def build_module(
     model.eval()
     try:
         with torch.no_grad():
-            width = model.features(torch.as_tensor(X[:2])).shape[1]
+            sample = torch.as_tensor(X[:2])
+            if isinstance(stages, str):
+                stages = find_stages(backbone, preprocess(sample), rule=stages)
+            model.stages = tuple(resolve_stage(backbone, n) for n in stages or ())
+            widths = tuple(part.shape[1] for part in model._parts(sample))
     except RuntimeError as exc:
         raise ValueError(
             f"The backbone failed on input of shape {tuple(X.shape[1:])} "
             f"(after preprocessing): {exc}"
         ) from exc
     model.train(was_training)
+    model.stage_widths = widths
+    width = sum(widths)
     model.head = make_head(width, n_classes, hidden)
     return model

@@ -18,6 +18,7 @@ __all__ = [
     "REG_PENALTY",
     "SOLVE_DUR",
     "SOLVE_LAMBDA",
+    "STAGE_WEIGHT",
     "STOPPED_EARLY",
     "TRAIN_ACC",
     "TRAIN_ACC_BEFORE_SOLVE",
@@ -48,6 +49,8 @@ SOLVE_LAMBDA = "ridge_lambda"
 LAYER_LAMBDAS = "layer_lambdas"
 #: RidgeHeadSolver: the seconds of the solve (its feature pass included).
 SOLVE_DUR = "solve_dur"
+#: RidgeHeadSolver with ``stage_widths``: the factor of the earlier stages.
+STAGE_WEIGHT = "stage_weight"
 #: The prefix of the records of the start of the fit, in the first row
 #: (``init_train_acc``: the head solved before the first epoch).
 INIT = "init_"

@@ -12,6 +12,7 @@ from torch import nn
 
 from .._batchnorm import is_held_in_eval
 from ..backbones._fold import inference_copy
+from ..backbones._stages import pool_stage
 from ._history_keys import PREFIX_STORE_ROWS
 
 __all__ = ["PrefixCache"]
@@ -60,9 +61,13 @@ def _copy_nodes(graph, inputs, keep, outputs=None):
 
 
 class _Split:
-    """The backbone as a prefix graph (fixed nodes) and a suffix graph."""
+    """The backbone as a prefix graph (fixed nodes) and a suffix graph.
 
-    def __init__(self, backbone):
+    The prefix returns the values the suffix reads, then the outputs of the
+    stages (of ``stages``) that run inside it.
+    """
+
+    def __init__(self, backbone, stages=()):
         graph = _LeafTracer().trace(backbone)
         modules = dict(backbone.named_modules())
         fixed, tensors = set(), []
@@ -95,8 +100,20 @@ class _Split:
         placeholders = [n for n in graph.nodes if n.op == "placeholder"]
         if len(placeholders) != 1:
             raise ValueError("the backbone's forward takes more than one input")
+        # A stage's last call wins, as in the module's own hooks.
+        calls = {n.target: n for n in graph.nodes if n.op == "call_module"}
+        stored = [
+            (name, calls[name])
+            for name in stages
+            if name in calls and calls[name] in fixed
+        ]
+        self.n_frontier = len(frontier)
+        self.stages = [name for name, _ in stored]
         self.prefix = torch.fx.GraphModule(
-            backbone, _copy_nodes(graph, placeholders, fixed, frontier)
+            backbone,
+            _copy_nodes(
+                graph, placeholders, fixed, [*frontier, *(n for _, n in stored)]
+            ),
         )
         rest = {n for n in graph.nodes if n not in fixed or n.op == "get_attr"}
         self.suffix = torch.fx.GraphModule(backbone, _copy_nodes(graph, frontier, rest))
@@ -278,7 +295,8 @@ class PrefixCache(Callback):
         self.n_stored_ = 0
 
     def backbone_output(self, module, x):
-        """The backbone's output for raw input ``x``, or None when stale."""
+        """The backbone's output for raw input ``x`` and the pooled outputs of
+        the module's stages inside the prefix (a dict), or None when stale."""
         split = self._split
         if split is None or not split.valid():
             self._release()
@@ -289,6 +307,9 @@ class PrefixCache(Callback):
         if missing:
             with torch.no_grad():
                 outs = split.fill(module.preprocess(x[missing]))
+            # A stage inside the prefix is stored pooled, as the head reads it.
+            n = split.n_frontier
+            outs = [*outs[:n], *(pool_stage(out) for out in outs[n:])]
             split.dtypes = [out.dtype for out in outs]
             for j, i in enumerate(missing):
                 row = tuple(_compact(out[j], _STORAGE[self.dtype]) for out in outs)
@@ -299,11 +320,14 @@ class PrefixCache(Callback):
                 computed[i] = row
         rows = [computed.get(i) or self._store[k] for i, k in enumerate(keys)]
         self.n_stored_ = len(self._store)
-        frontier = [
+        values = [
             torch.stack([part.to(dtype) for part in parts])
             for parts, dtype in zip(zip(*rows, strict=True), split.dtypes, strict=True)
         ]
-        return split.suffix(*frontier)
+        n = split.n_frontier
+        return split.suffix(*values[:n]), dict(
+            zip(split.stages, values[n:], strict=True)
+        )
 
 
 #: PrefixCache's ``dtype`` names.
@@ -335,7 +359,7 @@ def _key(row):
 def _build(module, device, probe, *, fold=False):
     if getattr(module, "precision", "float32") != "float32":
         raise ValueError("it supports precision='float32' only")
-    split = _Split(module.backbone)
+    split = _Split(module.backbone, getattr(module, "stages", ()))
     x = module.preprocess(torch.as_tensor(probe).to(device))
     _check(module.backbone, split, x)
     split.fill = inference_copy(split.prefix, x) if fold else split.prefix
@@ -353,10 +377,10 @@ def _check(backbone, split, x):
                 torch.manual_seed(0)
                 full = backbone(x)
                 torch.manual_seed(0)
-                parts = split.prefix(x)
+                parts = split.prefix(x)[: split.n_frontier]
                 split_out = split.suffix(*parts)
                 torch.manual_seed(1)
-                again = split.prefix(x[: max(len(x) // 2, 1)])
+                again = split.prefix(x[: max(len(x) // 2, 1)])[: split.n_frontier]
                 same = torch.allclose(full, split_out, rtol=1e-4, atol=1e-5) and all(
                     torch.allclose(a[: len(b)], b, rtol=1e-4, atol=1e-5)
                     for a, b in zip(parts, again, strict=True)

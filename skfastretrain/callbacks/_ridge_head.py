@@ -24,13 +24,21 @@ from ..head._features import TrainingFeatureTap, feature_pass
 from ..head._residual import dense_layers, recompute_dense
 from ..linalg._calibration import calibrated_scale
 from ..linalg._gram import HeadStatistics
-from ..linalg._solve import ridge_solve, select_lambda
+from ..linalg._solve import (
+    STAGE_WEIGHT_GRID,
+    lambda_unit,
+    ridge_solve,
+    select_lambda,
+    select_stage_weight,
+    stage_scale,
+)
 from ._divergence import DivergenceError
 from ._history_keys import (
     INIT,
     LAYER_LAMBDAS,
     SOLVE_DUR,
     SOLVE_LAMBDA,
+    STAGE_WEIGHT,
     TRAIN_ACC,
     TRAIN_ACC_BEFORE_SOLVE,
     TRAIN_ACC_RIDGE,
@@ -115,6 +123,31 @@ class RidgeHeadSolver(Callback):
         before the solve, and the calibration logits gathered, so every rank
         computes the same head. ``random_state`` must be the same on every
         rank.
+    stage_widths : sequence of int or None, default=None
+        The head's input is the pooled outputs of several stages of the
+        network, these wide, the last layer's last (a
+        :class:`FastRetrainModule` built with ``stages``, whose
+        ``stage_widths`` this is). Each solve then rescales every feature
+        of the earlier stages to the last layer's average scale and weighs
+        them by a factor of ``stage_weights`` (see
+        :func:`~skfastretrain.stage_scale`); the head gets the weights of
+        the unscaled features. With ``ridge_lambda="auto"`` the factor and
+        the strength are chosen together by the same cross-validation
+        (:func:`~skfastretrain.select_stage_weight`) at the first solve; the
+        later solves keep the factor and the strength relative to the mean
+        eigenvalue of the scaled Gram matrix, because every candidate costs
+        one eigendecomposition per fold. With a fixed ``ridge_lambda`` the
+        factor is 1. Only with ``update="blend"``.
+    stage_weights : sequence of float, default=STAGE_WEIGHT_GRID
+        Candidate factors of the earlier stages (0 leaves them out).
+    sgd_updates_head : bool, default=True
+        Whether the SGD epochs update the head too. False holds the head's
+        parameters (``requires_grad=False``) for the time of the fit, so
+        that only the solves move it, while SGD still trains the network
+        through it. With a head on rescaled features of several stages,
+        the solved weights of low-variance features are large and one SGD
+        step moves the logits in proportion to the features' squared norm:
+        the head's own step undid the solve (the Benchmarks page).
 
     Attributes
     ----------
@@ -124,6 +157,8 @@ class RidgeHeadSolver(Callback):
         Temperature of the last solve (1.0 without calibration).
     ridge_lambda_ : float
         Ridge strength of the last solve.
+    stage_weight_ : float or None
+        Factor of the earlier stages (None without ``stage_widths``).
 
     References
     ----------
@@ -164,6 +199,9 @@ class RidgeHeadSolver(Callback):
         "keep_prob": [UNIT_INTERVAL],
         "random_state": ["random_state"],
         "distributed": ["boolean"],
+        "stage_widths": ["array-like", None],
+        "stage_weights": ["array-like"],
+        "sgd_updates_head": ["boolean"],
     }
 
     def __init__(
@@ -185,6 +223,9 @@ class RidgeHeadSolver(Callback):
         keep_prob=0.9,
         random_state=None,
         distributed=False,
+        stage_widths=None,
+        stage_weights=STAGE_WEIGHT_GRID,
+        sgd_updates_head=True,
     ):
         self.ridge_lambda = ridge_lambda
         self.blend = blend
@@ -202,11 +243,17 @@ class RidgeHeadSolver(Callback):
         self.keep_prob = keep_prob
         self.random_state = random_state
         self.distributed = distributed
+        self.stage_widths = stage_widths
+        self.stage_weights = stage_weights
+        self.sgd_updates_head = sgd_updates_head
 
     def initialize(self):
         self.stats_ = None
         self.scale_ = 1.0
         self.ridge_lambda_ = None
+        self.stage_weight_ = None
+        self._relative_lambda = None
+        self._held = []
         self._rng = check_random_state(self.random_state)
         self._generator = torch.Generator().manual_seed(
             int(self._rng.randint(np.iinfo(np.int32).max))
@@ -232,6 +279,11 @@ class RidgeHeadSolver(Callback):
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         validate_constraints(self)
         self._collecting = None
+        self._held = []
+        if not self.sgd_updates_head:
+            self._held = [p for p in self._head(net).parameters() if p.requires_grad]
+            for p in self._held:
+                p.requires_grad_(False)
         if self.init_solve:
             # The first solve fits the top layer outright, whatever the update
             # rule: there is no trained head yet to correct.
@@ -299,6 +351,9 @@ class RidgeHeadSolver(Callback):
         if self._collecting:
             self._collecting[1].remove()
             self._collecting = None
+        for p in getattr(self, "_held", ()):
+            p.requires_grad_(True)
+        self._held = []
 
     def _feature_pass(self, net, dataset, head, n_rows):
         captured = []
@@ -374,10 +429,13 @@ class RidgeHeadSolver(Callback):
                 epoch=len(net.history),
                 lr=net.lr,
             )
-        alpha = (
-            select_lambda(stats.folds)[0] if stats.n_folds > 1 else self.ridge_lambda
+        if self.stage_widths is None:
+            alpha, scale_columns = self._lambda(stats), None
+        else:
+            alpha, scale_columns = self._stage_solve_setup(stats, total)
+        coef, intercept = ridge_solve(
+            total, alpha, fit_intercept=head.bias is not None, scale=scale_columns
         )
-        coef, intercept = ridge_solve(total, alpha, fit_intercept=head.bias is not None)
         scale = 1.0
         kept_h, kept_y = stats.sample()
         logits = None
@@ -396,6 +454,8 @@ class RidgeHeadSolver(Callback):
                 head.bias.add_(blend * (b - head.bias))
         self.stats_, self.scale_, self.ridge_lambda_ = total, scale, alpha
         record = {TRAIN_ACC_BEFORE_SOLVE: stats.accuracy, SOLVE_LAMBDA: alpha}
+        if self.stage_weight_ is not None:
+            record[STAGE_WEIGHT] = self.stage_weight_
         if kept_y is not None and len(kept_y):
             # How linearly separable the features still are: a collapse of
             # the backbone shows here (DivergenceGuard watches it).
@@ -407,3 +467,26 @@ class RidgeHeadSolver(Callback):
                 pred = head(kept_h.to(head.weight)).argmax(1).cpu().numpy()
             record[TRAIN_ACC] = float(np.mean(pred == kept_y))
         return record
+
+    def _lambda(self, stats):
+        if stats.n_folds > 1:
+            return select_lambda(stats.folds)[0]
+        return self.ridge_lambda
+
+    def _stage_solve_setup(self, stats, total):
+        # The ridge strength and the column scaling of a head that reads
+        # several stages (see ``stage_widths``).
+        widths = [int(w) for w in self.stage_widths]
+        if stats.n_folds == 1:
+            self.stage_weight_ = 1.0
+            return self.ridge_lambda, stage_scale(total, widths, 1.0)
+        if self.stage_weight_ is None or self._relative_lambda is None:
+            weight, alpha, _ = select_stage_weight(
+                stats.folds, widths, [float(w) for w in self.stage_weights]
+            )
+            scale = stage_scale(total, widths, weight)
+            self.stage_weight_ = weight
+            self._relative_lambda = alpha / lambda_unit(total.scaled(scale))
+            return alpha, scale
+        scale = stage_scale(total, widths, self.stage_weight_)
+        return self._relative_lambda * lambda_unit(total.scaled(scale)), scale

@@ -159,6 +159,49 @@ class GramAccumulator:
     target_sum = property(lambda self: self.tensors()[3])
     target_sq_sum = property(lambda self: self.tensors()[4])
 
+    def scaled(self, scale):
+        """The statistics of ``H[:, keep] * scale[keep]``, ``keep = scale != 0``.
+
+        Scaling the features by a diagonal ``D`` maps the sums to ``D G D``,
+        ``D B`` and ``D h``; the targets' sums are unchanged. Columns with a
+        zero scale are dropped rather than kept as zeros, so that a solve on
+        the result costs what its kept columns cost.
+
+        Parameters
+        ----------
+        scale : torch.Tensor of shape (d,)
+
+        Returns
+        -------
+        GramAccumulator
+            ``n_features`` is the number of nonzero entries of ``scale``.
+        """
+        scale = torch.as_tensor(scale).to(device=self.device, dtype=self.dtype)
+        if scale.shape != (self.n_features,):
+            raise ValueError(
+                f"scale must have shape ({self.n_features},), got {tuple(scale.shape)}."
+            )
+        keep = scale != 0
+        s = scale[keep]
+        gram, cross, feature_sum, target_sum, target_sq_sum = self.tensors()
+        out = GramAccumulator(
+            int(keep.sum()), self.n_targets, dtype=self.dtype, device=self.device
+        )
+        for new, value in zip(
+            out.tensors(),
+            (
+                gram[keep][:, keep] * s[:, None] * s,
+                cross[keep] * s[:, None],
+                feature_sum[keep] * s,
+                target_sum,
+                target_sq_sum,
+            ),
+            strict=True,
+        ):
+            new.copy_(value)
+        out.n_samples = self.n_samples
+        return out
+
     def centered(self):
         """Gram and cross products of the column-centered ``H`` and ``T``.
 

@@ -54,12 +54,18 @@ def images():
 
 @pytest.mark.parametrize("backbone", ["efficientnet_lite0", "resnet18"])
 @pytest.mark.parametrize("ridge_lambda", [None, "auto"])
+@pytest.mark.parametrize("stages", [None, "blocks"])
 def test_cached_fit_equals_the_uncached_one(
-    images, exact_store, backbone, ridge_lambda
+    images, exact_store, backbone, ridge_lambda, stages
 ):
+    # With stages, some are inside the frozen prefix (stored pooled) and
+    # some after it (recorded as the rest runs).
     X, y = images
     init = "random" if ridge_lambda is None else "ridge"
-    kw = {"ridge_lambda": ridge_lambda, "head": RidgeHead(init=init)}
+    kw = {
+        "ridge_lambda": ridge_lambda,
+        "head": RidgeHead(init=init, stages=stages),
+    }
     plain = _fit(X, y, backbone, sgd=UNCACHED, **kw)
     cached = _fit(X, y, backbone, sgd=CACHED, **kw)
     np.testing.assert_allclose(

@@ -209,3 +209,73 @@ def test_bad_feature_source(data):
     )
     with pytest.raises(ValueError, match=match):
         _net(RidgeHeadSolver(feature_source="cache")).fit(*data)
+
+
+def _stage_scaled(H, widths, weight):
+    # The scaling of a head on several stages, computed with numpy: the
+    # earlier stages to the last layer's mean variance, times the weight.
+    last = H.shape[1] - widths[-1]
+    var = H.var(0)
+    scale = np.ones(H.shape[1])
+    scale[:last] = weight * np.sqrt(var[last:].mean() / var[:last])
+    return scale
+
+
+def test_stage_solve_matches_sklearn_ridge_on_scaled_features(data):
+    X, y = data
+    solver = RidgeHeadSolver(
+        2.0, calibrate=False, init_solve=False, stage_widths=[5, 7]
+    )
+    net = _net(solver)
+    net.initialize()
+    solver.solve(net, net.get_dataset(X, y), blend=1.0)
+    with torch.no_grad():
+        H = net.module_[1](net.module_[0](torch.from_numpy(X))).double().numpy()
+        logits = net.module_[2](torch.from_numpy(H).float()).double().numpy()
+    # A fixed strength weighs every stage alike.
+    assert solver.stage_weight_ == 1.0
+    Hs = H * _stage_scaled(H, [5, 7], 1.0)
+    T = np.where(y[:, None] == np.arange(3), 1.0, -1.0)
+    ref = Ridge(alpha=2.0).fit(Hs, T)
+    np.testing.assert_allclose(logits, ref.predict(Hs), rtol=1e-4, atol=1e-5)
+
+
+def test_stage_weight_is_chosen_once_and_the_relative_strength_kept(data):
+    X, y = data
+    solver = RidgeHeadSolver("auto", stage_widths=[5, 7], stage_weights=(0.0, 1.0))
+    net = _net(solver, max_epochs=2).fit(X, y)
+    weights = net.history[:, "stage_weight"]
+    assert weights[0] == weights[1] in (0.0, 1.0)
+    assert solver.stage_weight_ == weights[0]
+
+
+@pytest.mark.parametrize("sgd_updates_head", [True, False])
+def test_head_held_out_of_sgd_and_restored(data, sgd_updates_head):
+    X, y = data
+
+    class Watch(Callback):
+        def initialize(self):
+            self.grads, self.start = [], None
+            return self
+
+        def on_epoch_begin(self, net, **kwargs):
+            if self.start is None:  # after the solve before the first epoch
+                self.start = net.module_[2].weight.detach().clone()
+
+        def on_batch_end(self, net, training=False, **kwargs):
+            if training:
+                self.grads.append(net.module_[2].weight.requires_grad)
+
+    # No solve after the first: whatever moves the head is SGD.
+    solver = RidgeHeadSolver(
+        1.0, solve_every=5, sgd_updates_head=sgd_updates_head, calibrate=False
+    )
+    watch = Watch()
+    net = _net(solver, max_epochs=2)
+    net.callbacks = [("ridge", solver), ("watch", watch)]
+    net.fit(X, y)
+    assert set(watch.grads) == {sgd_updates_head}
+    moved = not torch.equal(net.module_[2].weight.detach(), watch.start)
+    assert moved is sgd_updates_head
+    # The held parameters train again after the fit.
+    assert all(p.requires_grad for p in net.module_.parameters())

@@ -154,3 +154,113 @@ def test_select_lambda_survives_eigh_failure(monkeypatch):
     got = select_lambda(folds)
     assert got[0] == pytest.approx(expected[0])
     np.testing.assert_allclose(got[1], expected[1], rtol=1e-8)
+
+
+def _folds(H, T, n_folds):
+    fold_of_row = np.arange(len(H)) % n_folds
+    folds = [GramAccumulator(H.shape[1], T.shape[1]) for _ in range(n_folds)]
+    for f, acc in enumerate(folds):
+        rows = fold_of_row == f
+        acc.update(torch.from_numpy(H[rows]), torch.from_numpy(T[rows]))
+    return folds, fold_of_row
+
+
+def _two_stage_data(seed=3, n=240):
+    # An earlier stage of 12 features on scales decades apart, one constant,
+    # and a last layer of 8; the targets read both stages.
+    rng = np.random.default_rng(seed)
+    early = rng.normal(size=(n, 12)) * np.logspace(-3, 1, 12)
+    early[:, 5] = 2.0
+    last = rng.normal(1.0, 0.5, size=(n, 8))
+    signal = early[:, :2] / early[:, :2].std(0)
+    T = signal + last[:, :2] + 0.3 * rng.normal(size=(n, 2))
+    return np.hstack([early, last]), T
+
+
+def test_stage_scale_brings_earlier_stages_to_the_last_layers_scale():
+    from skfastretrain import stage_scale
+
+    H, T = _two_stage_data()
+    var = H.var(0)
+    target = var[12:].mean()
+    expected = np.ones(20)
+    expected[:12] = 0.5 * np.sqrt(target / np.where(var[:12] > 0, var[:12], 1))
+    expected[5] = 0.0  # the constant feature drops out
+    scale = stage_scale(_stats(H, T), [12, 8], 0.5).numpy()
+    np.testing.assert_allclose(scale, expected, rtol=1e-8)
+    with pytest.raises(ValueError, match="add up to 19"):
+        stage_scale(_stats(H, T), [11, 8], 1.0)
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        stage_scale(_stats(H, T), [12, 8], -1.0)
+
+
+def test_stage_weight_zero_is_the_plain_solve_on_the_last_layer():
+    from skfastretrain import stage_scale
+
+    H, T = _two_stage_data()
+    stats = _stats(H, T)
+    coef, _ = ridge_solve(stats, 3.0, scale=stage_scale(stats, [12, 8], 0.0))
+    ref = Ridge(alpha=3.0, solver="cholesky").fit(H[:, 12:], T)
+    assert _rel_err(coef.numpy()[12:], ref.coef_.T) < 1e-8
+    assert not coef.numpy()[:12].any()
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("alpha", [0.1, 10.0])
+def test_scaled_solve_matches_sklearn_on_scaled_features(weight, alpha):
+    from skfastretrain import stage_scale
+
+    H, T = _two_stage_data()
+    stats = _stats(H, T)
+    scale = stage_scale(stats, [12, 8], weight)
+    coef, intercept = ridge_solve(stats, alpha, scale=scale)
+    kept = scale.numpy() != 0
+    Hs = H[:, kept] * scale.numpy()[kept]
+    ref = Ridge(alpha=alpha, solver="cholesky").fit(Hs, T)
+    # The weights apply to the unscaled features, 0 where a column is out.
+    assert _rel_err(H @ coef.numpy() + intercept.numpy(), ref.predict(Hs)) < 1e-8
+    assert not coef.numpy()[~kept].any()
+    # The scaled statistics are those of the scaled columns.
+    np.testing.assert_allclose(
+        stats.scaled(scale).gram.numpy(), Hs.T @ Hs, rtol=1e-10, atol=1e-10
+    )
+
+
+def test_select_stage_weight_matches_grid_search_on_scaled_features():
+    from sklearn.model_selection import GridSearchCV, PredefinedSplit
+
+    from skfastretrain import LAMBDA_GRID, select_stage_weight, stage_scale
+
+    H, T = _two_stage_data()
+    folds, fold_of_row = _folds(H, T, 4)
+    weights = (0.0, 0.5, 1.0)
+    weight, alpha, errors = select_stage_weight(folds, [12, 8], weights)
+    assert errors.shape == (3, len(LAMBDA_GRID))
+    best = []
+    for w in weights:
+        scale = stage_scale(_stats(H, T), [12, 8], w).numpy()
+        Hs = H[:, scale != 0] * scale[scale != 0]
+        Hc = Hs - Hs.mean(0)
+        search = GridSearchCV(
+            Ridge(),
+            {"alpha": LAMBDA_GRID * np.trace(Hc.T @ Hc) / Hs.shape[1]},
+            cv=PredefinedSplit(fold_of_row),
+            scoring="neg_mean_squared_error",
+        ).fit(Hs, T)
+        best.append((-search.best_score_, w, search.best_params_["alpha"]))
+    _, ref_weight, ref_alpha = min(best)
+    # The earlier stage carries signal: it enters.
+    assert weight == ref_weight > 0
+    assert alpha == pytest.approx(ref_alpha, rel=1e-10)
+
+
+def test_select_stage_weight_leaves_noise_stages_out():
+    from skfastretrain import select_stage_weight
+
+    rng = np.random.default_rng(4)
+    noise = rng.normal(size=(120, 60))
+    last = rng.normal(size=(120, 4))
+    T = last[:, :2] + 0.1 * rng.normal(size=(120, 2))
+    folds, _ = _folds(np.hstack([noise, last]), T, 5)
+    weight, _, _ = select_stage_weight(folds, [60, 4])
+    assert weight == 0.0

@@ -1,0 +1,227 @@
+"""Does the estimator's head that reads every stage beat the last layer,
+at its ridge start and after fine-tuning?
+
+For each task, ``FastRetrainClassifier`` with its defaults but for
+``input_size`` (the task's side) and ``max_epochs``, fitted twice, once
+with ``head=RidgeHead(stages=None)`` (the last layer alone) and once with
+``head=RidgeHead(stages="auto")`` (every block of Lite0, standardized, the
+stages' weight and the ridge strength chosen by the solve's
+cross-validation). Each fit sees 80% of the task's train split; the other
+20% (stratified, seed 0) are the held-out rows every accuracy here is
+measured on: at the ridge start (epoch 0, the head solved before the
+first epoch) and after every epoch, with the fit's seconds until then
+(scoring excluded). The test split is not used. Usage, from the
+repository root::
+
+    python -m benchmarks.stage_head                    # every task, ~30 min
+    python -m benchmarks.stage_head --tasks digits64   # rerun some
+    python -m benchmarks.stage_head --report           # re-print the saved run
+    python -m benchmarks.stage_head --smoke            # 200 rows, 1 epoch
+"""
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from skorch.callbacks import Callback
+
+from skfastretrain import FastRetrainClassifier, RidgeHead
+
+from ._lib import results as results_lib
+from ._lib import tasks as tasks_lib
+from ._lib.measure import machine_info
+from ._lib.tables import markdown_table
+
+SEED = 0
+HOLDOUT = 0.2
+EPOCHS = 3
+#: The heads compared: RidgeHead's ``stages``.
+HEADS = {"last": None, "stages": "auto"}
+FULL = {
+    "fashion64": {"n_train": 4000, "n_test": 10},
+    "digits64": {},
+    "fashion224": {"n_train": 1000, "n_test": 10},
+    "elpv128": {},
+}
+SMOKE = {
+    "fashion64": {"n_train": 200, "n_test": 10},
+    "digits64": {"n": 200},
+}
+
+
+class HeldOutCurve(Callback):
+    """Held-out accuracy at the ridge start and after every epoch, with the
+    fit's seconds until then, scoring excluded."""
+
+    def __init__(self, X, y):
+        self.X = X
+        self.y = y
+
+    def initialize(self):
+        self.points_ = []
+        self._start = time.perf_counter()
+        self._scoring = 0.0
+        return self
+
+    def _score(self, net):
+        start = time.perf_counter()
+        # Scoring must not move the fit's random stream.
+        with torch.random.fork_rng(devices=[]):
+            pred = net.predict(self.X)
+        seconds = time.perf_counter() - self._start - self._scoring
+        self.points_.append((seconds, float(np.mean(pred == self.y))))
+        self._scoring += time.perf_counter() - start
+
+    def on_train_begin(self, net, **kwargs):
+        self._score(net)
+
+    def on_epoch_end(self, net, **kwargs):
+        self._score(net)
+
+
+def run_task(name, rows, epochs):
+    task = tasks_lib.LOADERS[name](**rows)
+    X, y = task.X_train, task.y_train
+    fit, hold = train_test_split(
+        np.arange(len(y)), test_size=HOLDOUT, stratify=y, random_state=SEED
+    )
+    record = {"size": task.size, "n_fit": len(fit), "n_holdout": len(hold)}
+    for head, stages in HEADS.items():
+        curve = HeldOutCurve(X[hold][:, None], y[hold])
+        start = time.perf_counter()
+        clf = FastRetrainClassifier(
+            head=RidgeHead(stages=stages),
+            input_size=task.size,
+            max_epochs=epochs,
+            random_state=SEED,
+            verbose=0,
+            callbacks=[curve],
+        ).fit(X[fit], y[fit])
+        history = clf.net_.history
+        # The estimator trains a copy of the callbacks it is given.
+        curve = next(
+            cb for _, cb in clf.net_.callbacks_ if isinstance(cb, HeldOutCurve)
+        )
+        record[head] = {
+            "fit_s": time.perf_counter() - start,
+            "curve": curve.points_,
+            "final_holdout_acc": float(np.mean(clf.predict(X[hold]) == y[hold])),
+            "width": int(clf.net_.module_.head.in_features),
+            "lr": float(clf.lr_),
+            "stage_weight": history[0].get("stage_weight"),
+            "ridge_lambda": history[:, "ridge_lambda"],
+            "kept_epoch": history[-1].get("kept_epoch"),
+        }
+        print(name, head, record[head]["curve"], flush=True)
+    return record
+
+
+def measure(names, rows, saved, epochs):
+    saved["machine"] = machine_info()
+    saved.setdefault("measured", {})
+    records = saved.get("tasks", {})
+    for name in names:
+        records[name] = run_task(name, rows[name], epochs)
+        saved["measured"][name] = time.strftime("%Y-%m-%d %H:%M:%S")
+    saved["tasks"] = {n: records[n] for n in FULL if n in records}
+    return saved
+
+
+def _se(acc, n):
+    return (acc * (1 - acc) / n) ** 0.5
+
+
+def render(result):
+    machine = result["machine"]
+    note = (
+        "FastRetrainClassifier with its defaults but input_size and max_epochs, "
+        "RidgeHead(stages=None) (last) against RidgeHead(stages='auto') (stages); "
+        "fitted on 80% of the train split, every accuracy on the other 20% "
+        "(held-out, stratified, seed 0). start: the ridge head solved before the "
+        "first epoch; then after each epoch, with the fit's seconds until then. "
+        f"One SE of a held-out accuracy near 0.85 on n rows is sqrt(0.13 / n). "
+        f"torch {machine['torch']}, {machine['threads']} threads."
+    )
+    rows = []
+    for name, r in result["tasks"].items():
+        for head in HEADS:
+            h = r[head]
+            curve = " / ".join(f"{acc:.3f} ({s:.0f} s)" for s, acc in h["curve"])
+            rows.append(
+                [
+                    name,
+                    str(r["size"]),
+                    f"{r['n_fit']} / {r['n_holdout']}",
+                    head,
+                    str(h["width"]),
+                    "-" if h["stage_weight"] is None else f"{h['stage_weight']:g}",
+                    f"{h['lr']:g}",
+                    curve,
+                    f"{h['final_holdout_acc']:.3f}",
+                    f"{_se(h['final_holdout_acc'], r['n_holdout']):.3f}",
+                    f"{h['fit_s']:.0f}",
+                ]
+            )
+    return (
+        note
+        + "\n\n"
+        + markdown_table(
+            [
+                "task",
+                "px",
+                "fit / held-out rows",
+                "head",
+                "head width",
+                "stage weight",
+                "lr",
+                "held-out acc: start / epochs (s)",
+                "final",
+                "SE",
+                "fit s",
+            ],
+            rows,
+        )
+    )
+
+
+def _parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report", action="store_true", help="re-print a saved run")
+    parser.add_argument(
+        "--tasks",
+        type=results_lib.comma_list,
+        help=f"comma-separated subset of {','.join(FULL)} (default: all); the "
+        "others are kept from the saved run",
+    )
+    results_lib.add_arguments(parser, "200 rows of fashion64 and digits64, 1 epoch")
+    return parser
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    results = results_lib.Results.from_args(args)
+    if args.report:
+        result = results.read_json("stage_head.json")
+    else:
+        rows = SMOKE if args.smoke else FULL
+        names = args.tasks or list(rows)
+        unknown = sorted(set(names) - set(rows))
+        if unknown:
+            parser.error(f"unknown tasks {unknown}; choose from {list(rows)}")
+        if any(n.startswith("elpv") for n in names):
+            tasks_lib.require_elpv()
+        saved = results.read_json("stage_head.json", default={})
+        result = measure(names, rows, saved, 1 if args.smoke else EPOCHS)
+        results.write_json("stage_head.json", result)
+    text = render(result)
+    results.write_text("stage_head.md", text)
+    results.update_readme("stage_head", text)
+    print(text)
+    print(f"written to {results.folder}")
+
+
+if __name__ == "__main__":
+    main()
