@@ -37,8 +37,16 @@ from ._lib.tables import markdown_table
 SEED = 0
 HOLDOUT = 0.2
 EPOCHS = 3
-#: The heads compared: RidgeHead's ``stages``.
-HEADS = {"last": None, "stages": "auto"}
+#: The heads compared, RidgeHead's ``stages``, and further estimator
+#: settings of a variant: ``last`` and ``stages`` decide RidgeHead's default
+#: (leave one task out); the others are measured beside them (``--heads``).
+HEADS = {
+    "last": {"stages": None},
+    "stages": {"stages": "auto"},
+    "stages lr=0.001": {"stages": "auto", "lr": 0.001},
+}
+#: What a run measures unless ``--heads`` says otherwise.
+DEFAULT_HEADS = ("last", "stages")
 FULL = {
     "fashion64": {"n_train": 4000, "n_test": 10},
     "digits64": {},
@@ -81,14 +89,22 @@ class HeldOutCurve(Callback):
         self._score(net)
 
 
-def run_task(name, rows, epochs):
+def run_task(name, rows, epochs, heads, record=None):
+    """Fit ``heads`` on task ``name``; add them to its ``record``."""
     task = tasks_lib.LOADERS[name](**rows)
     X, y = task.X_train, task.y_train
     fit, hold = train_test_split(
         np.arange(len(y)), test_size=HOLDOUT, stratify=y, random_state=SEED
     )
-    record = {"size": task.size, "n_fit": len(fit), "n_holdout": len(hold)}
-    for head, stages in HEADS.items():
+    record = {
+        **(record or {}),
+        "size": task.size,
+        "n_fit": len(fit),
+        "n_holdout": len(hold),
+    }
+    for head in heads:
+        settings = dict(HEADS[head])
+        stages = settings.pop("stages")
         curve = HeldOutCurve(X[hold][:, None], y[hold])
         start = time.perf_counter()
         clf = FastRetrainClassifier(
@@ -98,6 +114,7 @@ def run_task(name, rows, epochs):
             random_state=SEED,
             verbose=0,
             callbacks=[curve],
+            **settings,
         ).fit(X[fit], y[fit])
         history = clf.net_.history
         # The estimator trains a copy of the callbacks it is given.
@@ -118,12 +135,12 @@ def run_task(name, rows, epochs):
     return record
 
 
-def measure(names, rows, saved, epochs):
+def measure(names, rows, saved, epochs, heads):
     saved["machine"] = machine_info()
     saved.setdefault("measured", {})
     records = saved.get("tasks", {})
     for name in names:
-        records[name] = run_task(name, rows[name], epochs)
+        records[name] = run_task(name, rows[name], epochs, heads, records.get(name))
         saved["measured"][name] = time.strftime("%Y-%m-%d %H:%M:%S")
     saved["tasks"] = {n: records[n] for n in FULL if n in records}
     return saved
@@ -131,6 +148,39 @@ def measure(names, rows, saved, epochs):
 
 def _se(acc, n):
     return (acc * (1 - acc) / n) ** 0.5
+
+
+def leave_one_task_out(tasks):
+    """For each task: the head the other tasks choose (the higher mean final
+    held-out accuracy; "last", the incumbent, on a tie) and whether it wins,
+    or ties within one standard error, on the task left out. The default is
+    "stages" only if every task's row chooses it and holds."""
+    tasks = {n: r for n, r in tasks.items() if "last" in r and "stages" in r}
+    rows, default = [], "stages"
+    for name, r in tasks.items():
+        others = [o for o in tasks if o != name]
+        mean = {
+            head: np.mean([tasks[o][head]["final_holdout_acc"] for o in others])
+            for head in ("last", "stages")
+        }
+        chosen = "stages" if mean["stages"] > mean["last"] else "last"
+        other = "last" if chosen == "stages" else "stages"
+        acc = {h: r[h]["final_holdout_acc"] for h in ("last", "stages")}
+        se = _se(acc[other], r["n_holdout"])
+        holds = acc[chosen] >= acc[other] - se
+        rows.append(
+            {
+                "task": name,
+                "chosen": chosen,
+                "acc_chosen": acc[chosen],
+                "acc_other": acc[other],
+                "se": se,
+                "holds": bool(holds),
+            }
+        )
+        if chosen != "stages" or not holds:
+            default = "last"
+    return rows, default
 
 
 def render(result):
@@ -147,6 +197,8 @@ def render(result):
     rows = []
     for name, r in result["tasks"].items():
         for head in HEADS:
+            if head not in r:
+                continue
             h = r[head]
             curve = " / ".join(f"{acc:.3f} ({s:.0f} s)" for s, acc in h["curve"])
             rows.append(
@@ -164,6 +216,28 @@ def render(result):
                     f"{h['fit_s']:.0f}",
                 ]
             )
+    loto_rows, default = leave_one_task_out(result["tasks"])
+    loto = [
+        [
+            row["task"],
+            row["chosen"],
+            f"{row['acc_chosen']:.3f}",
+            f"{row['acc_other']:.3f}",
+            f"{row['se']:.3f}",
+            "wins or ties" if row["holds"] else "loses",
+        ]
+        for row in loto_rows
+    ]
+    loto_text = (
+        "\n\nLeave one task out: the head the other tasks choose (higher mean final "
+        "held-out accuracy), scored on the task left out, against the other head "
+        "(ties within one SE hold). RidgeHead's default: "
+        f"stages={HEADS[default]['stages']!r}.\n\n"
+        + markdown_table(
+            ["task left out", "chosen on the others", "its final", "other's", "SE", ""],
+            loto,
+        )
+    )
     return (
         note
         + "\n\n"
@@ -183,6 +257,7 @@ def render(result):
             ],
             rows,
         )
+        + loto_text
     )
 
 
@@ -194,6 +269,12 @@ def _parser():
         type=results_lib.comma_list,
         help=f"comma-separated subset of {','.join(FULL)} (default: all); the "
         "others are kept from the saved run",
+    )
+    parser.add_argument(
+        "--heads",
+        type=results_lib.comma_list,
+        help=f"comma-separated subset of {','.join(HEADS)} (default: "
+        f"{','.join(DEFAULT_HEADS)}); the others are kept from the saved run",
     )
     results_lib.add_arguments(parser, "200 rows of fashion64 and digits64, 1 epoch")
     return parser
@@ -214,8 +295,15 @@ def main(argv=None):
         if any(n.startswith("elpv") for n in names):
             tasks_lib.require_elpv()
         saved = results.read_json("stage_head.json", default={})
-        result = measure(names, rows, saved, 1 if args.smoke else EPOCHS)
-        results.write_json("stage_head.json", result)
+        heads = args.heads or list(DEFAULT_HEADS)
+        unknown = sorted(set(heads) - set(HEADS))
+        if unknown:
+            parser.error(f"unknown heads {unknown}; choose from {list(HEADS)}")
+        result = measure(names, rows, saved, 1 if args.smoke else EPOCHS, heads)
+    # What RidgeHead's default must be (tests/test_defaults.py reads it).
+    default = leave_one_task_out(result["tasks"])[1]
+    result["ridge_head_stages"] = HEADS[default]["stages"]
+    results.write_json("stage_head.json", result)
     text = render(result)
     results.write_text("stage_head.md", text)
     results.update_readme("stage_head", text)

@@ -47,6 +47,16 @@ RUNS = {
         "ridge heads on pretrained Lite0 features, no training, scored on rows "
         "held out of each task's training split",
     ),
+    "stage_head": (
+        "The estimator's head on every stage",
+        "FastRetrainClassifier with and without stages, 3 epochs, scored on rows "
+        "held out of each task's training split",
+    ),
+    "four_tasks": (
+        "Four tasks against tuned baselines",
+        "baselines tuned on rows held out of each task's training split, every "
+        "method then scored on the task's test split",
+    ),
 }
 
 

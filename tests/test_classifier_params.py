@@ -169,6 +169,16 @@ def check_head__hidden(c):
     assert [m.out_features for m in head if isinstance(m, nn.Linear)] == [8, 10]
 
 
+def check_head__stages(c):
+    est = c.fit(head=RidgeHead(stages="resolution"))
+    # make_tiny_cnn's second ReLU (16 channels, before the 2 x 2 pooling).
+    assert est.module_.stages == ("5",)
+    assert est.module_.head.in_features == 16 + 64
+    assert callback(est, "ridge_head").stage_widths == (16, 64)
+    assert c.base.module_.head.in_features == 64
+    assert callback(c.base, "ridge_head").stage_widths is None
+
+
 def check_head__reinit_layers(c):
     torch.manual_seed(7)
     module = make_tiny_cnn()

@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_cnn_classifier as _cnn
 from skorch.callbacks import Callback
 
-from skfastretrain import FastRetrainClassifier, SGDEpoch
+from skfastretrain import FastRetrainClassifier, RidgeHead, SGDEpoch
 from skfastretrain._config import resolve_input_size, stores_prefix
 from skfastretrain._settings import resolve_sgd
 
@@ -16,6 +16,9 @@ from skfastretrain._settings import resolve_sgd
 #: ``base`` row of each task holds the configuration it measured as the
 #: defaults, with SGDEpoch's settings named flat.
 PILOT = Path(__file__).resolve().parents[1] / "benchmarks/results/defaults.json"
+#: The stage-head benchmark (``python -m benchmarks.stage_head``): which
+#: stages RidgeHead reads by default, left out of each task in turn.
+STAGE_HEAD = Path(__file__).resolve().parents[1] / "benchmarks/results/stage_head.json"
 
 
 @pytest.mark.parametrize("task", ["fashion", "digits"])
@@ -26,6 +29,11 @@ def test_defaults_are_the_benchmarked_configuration(task):
     assert params["sgd"] is None
     params.update(SGDEpoch().get_params())
     assert {k: params[k] for k in base} == base
+
+
+def test_default_head_stages_are_the_benchmarked_choice():
+    chosen = json.loads(STAGE_HEAD.read_text())["ridge_head_stages"]
+    assert RidgeHead().stages == chosen
 
 
 def test_default_estimator_fine_tunes_pretrained_lite0(digit_images):

@@ -1,8 +1,16 @@
-"""The settings of the transfer benchmark and the Fashion-MNIST rows of a run."""
+"""The settings of the transfer benchmark and the rows of a run.
+
+A setting reads Fashion-MNIST (the transfer benchmark's own settings) or,
+with a ``task`` key, one of the tasks of :mod:`benchmarks._lib.tasks` (the
+four-task benchmark, ``benchmarks.tasks``).
+"""
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
 from skfastretrain.datasets import load_fashion_mnist
+
+from . import tasks
 
 SEED = 0
 BATCH_SIZE = 32
@@ -22,9 +30,32 @@ SETTINGS = {
 }
 
 
+#: The held-out share of a task's train split that the tuning reads.
+TASK_HOLDOUT = 0.2
+
+
 def image_size(setting):
-    """The side, in pixels, that a setting resizes the 28 px images to."""
+    """The side, in pixels, that a setting resizes its images to."""
     return setting.get("image_size", IMAGE_SIZE)
+
+
+def n_classes_of(y):
+    """The number of classes of encoded labels ``y`` (0 to k - 1)."""
+    return int(np.max(y)) + 1
+
+
+def _task_data(setting, holdout):
+    task = tasks.LOADERS[setting["task"]](**setting.get("rows", {}))
+    if not holdout:
+        return task.arrays
+    fit, hold = train_test_split(
+        np.arange(len(task.y_train)),
+        test_size=TASK_HOLDOUT,
+        stratify=task.y_train,
+        random_state=SEED,
+    )
+    X, y = task.X_train, task.y_train
+    return X[fit], y[fit], X[hold], y[hold]
 
 
 def _load(setting, split, **kwargs):
@@ -38,12 +69,13 @@ def load_data(setting, *, holdout=False):
 
     With ``holdout=True`` (the pilots) the evaluation rows come from the
     train split too, drawn with another seed, so choosing hyperparameters
-    never looks at the test split.
+    never looks at the test split. A task's holdout is
+    :data:`TASK_HOLDOUT` of its train split (stratified, seeded).
     """
+    if "task" in setting:
+        return _task_data(setting, holdout)
     n_train, n_test = setting["n_train"], setting["n_test"]
     if holdout:
-        from sklearn.model_selection import train_test_split
-
         X, y = _load(setting, "train", subset=n_train + n_test, random_state=1)
         X_tr, X_te, y_tr, y_te = train_test_split(
             X, y, test_size=n_test, stratify=y, random_state=SEED

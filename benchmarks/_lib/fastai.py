@@ -29,7 +29,7 @@ from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 from torch.utils.data import DataLoader, TensorDataset
 
-from .data import BATCH_SIZE, SEED, image_size
+from .data import BATCH_SIZE, SEED, image_size, n_classes_of
 from .measure import TestAccuracy
 from .models import Preprocess
 
@@ -113,15 +113,16 @@ def _epoch(model, loader, optimizer, scheduler, *, frozen_body=None):
 def run_fastai(params, data, setting, *, backbone):
     """Fine-tune as fastai's ``fine_tune`` does; return the runner's tuple.
 
-    ``backbone(params)`` builds the pretrained network with a new head, its
-    BatchNorm mode and stochastic depth set as for the other baseline.
+    ``backbone(params, n_classes)`` builds the pretrained network with a new
+    head, its BatchNorm mode and stochastic depth set as for the other
+    baseline.
     """
     X_tr, y_tr, X_te, y_te = data
     epochs, size = setting["epochs"], image_size(setting)
     acc_cb = TestAccuracy(X_te, y_te).initialize()
     acc_cb.t0 = time.perf_counter()
     torch.manual_seed(SEED)
-    backbone = backbone(params)
+    backbone = backbone(params, n_classes_of(y_tr))
     model = nn.Sequential(Preprocess(size), backbone)
     predictor = _Predictor(model)
     fc = backbone._fc

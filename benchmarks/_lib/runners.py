@@ -23,21 +23,28 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from skfastretrain import FastRetrainClassifier, prune_filters
 
-from .data import BATCH_SIZE, SEED, image_size, load_data, validation_rows
+from .data import (
+    BATCH_SIZE,
+    SEED,
+    image_size,
+    load_data,
+    n_classes_of,
+    validation_rows,
+)
 from .fastai import run_fastai
 from .measure import TestAccuracy, current_rss_mb, machine_info, rss_mb
 from .methods import estimator_kwargs
 from .models import Preprocess, hold_bn_in_eval, lite_features, pretrained_lite0
 
 
-def baseline_backbone(params):
-    """Pretrained Lite0 with a new 10-way head, as a baseline's ``params`` set it.
+def baseline_backbone(params, n_classes=10):
+    """Pretrained Lite0 with a new head, as a baseline's ``params`` set it.
 
     ``stochastic_depth`` (default True) keeps the blocks' drop-connect;
     ``bn`` is ``"eval"`` (pretrained statistics held) or ``"train"`` (batch
     statistics, running ones at ``bn_momentum``).
     """
-    backbone = pretrained_lite0(n_classes=10)
+    backbone = pretrained_lite0(n_classes=n_classes)
     if not params.get("stochastic_depth", True):
         for block in backbone._blocks:
             block.drop_connect = 0.0
@@ -58,7 +65,7 @@ def run_sgdm(params, data, setting):
     acc_cb = TestAccuracy(X_te, y_te)
     acc_cb.t0 = time.perf_counter()
     torch.manual_seed(SEED)
-    backbone = baseline_backbone(params)
+    backbone = baseline_backbone(params, n_classes_of(y_tr))
     net = NeuralNetClassifier(
         nn.Sequential(Preprocess(size), backbone),
         criterion=nn.CrossEntropyLoss,

@@ -51,7 +51,7 @@ def _first_time_reaching(points, level):
     return None
 
 
-def _paired(a, b):
+def paired(a, b):
     """Exact McNemar test of two methods' final test predictions."""
     y = np.asarray(a["y_test"])
     ok_a = np.asarray(a["final_pred"]) == y
@@ -78,9 +78,7 @@ def paired_vs_sgdm(methods, sgdm):
     """McNemar test of each method's final predictions against sgdm's."""
     if sgdm is None:
         return {}
-    return {
-        name: _paired(rec, sgdm) for name, rec in methods.items() if rec is not sgdm
-    }
+    return {name: paired(rec, sgdm) for name, rec in methods.items() if rec is not sgdm}
 
 
 def compute_targets(methods, gemm, ours=None):
@@ -126,7 +124,7 @@ def compute_targets(methods, gemm, ours=None):
             t_ours=t_ours,
         )
         diff = 100 * (rec["points"][-1]["test_acc"] - other["points"][-1]["test_acc"])
-        put(p2, diff, mcnemar=_paired(rec, other))
+        put(p2, diff, mcnemar=paired(rec, other))
     sgdm = methods.get("sgdm")
     if sgdm and rec and sgdm is not rec:
         put("P5", rec["peak_rss_mb"] / sgdm["peak_rss_mb"])
@@ -138,7 +136,7 @@ def compute_targets(methods, gemm, ours=None):
         )
     if rec and probe:
         diff = 100 * (rec["points"][-1]["test_acc"] - probe["points"][-1]["test_acc"])
-        put("P2_vs_linear_probe", diff, mcnemar=_paired(rec, probe))
+        put("P2_vs_linear_probe", diff, mcnemar=paired(rec, probe))
     if rec and history_mean(rec["history"], "solve_dur") is not None:
         put(
             "P3",

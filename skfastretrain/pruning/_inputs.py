@@ -38,6 +38,14 @@ def _check_inputs(estimator, X, y, validation, random_state):
             f"{type(estimator).__name__}."
         )
     check_is_fitted(estimator)
+    if getattr(estimator.module_, "stages", ()):
+        # Removing a tapped block's filters would shrink a stage the head
+        # reads, which the surgery does not follow.
+        raise ValueError(
+            "prune_filters needs a head that reads the last layer alone; the "
+            f"estimator's reads the stages {list(estimator.module_.stages)}. Fit "
+            "it with head=RidgeHead(stages=None)."
+        )
     data, codes = _encode(estimator, X, y)
     if not isinstance(validation, numbers.Real):
         return data, codes, *_encode(estimator, *validation)

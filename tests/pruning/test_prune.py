@@ -8,7 +8,7 @@ from sklearn.exceptions import NotFittedError
 from torch import nn
 
 import skfastretrain.pruning._prune as pruning
-from skfastretrain import FastRetrainClassifier
+from skfastretrain import FastRetrainClassifier, RidgeHead
 from skfastretrain.backbones._module import build_module
 from skfastretrain.backbones._registry import BackboneSpec
 from skfastretrain.pruning._prune import (
@@ -186,6 +186,15 @@ def test_invalid_input(fitted, digit_images):
         prune_filters(FastRetrainClassifier(make_cnn()), X, y)
     with pytest.raises(TypeError, match="FastRetrainClassifier"):
         prune_filters(make_cnn(), X, y)
+
+
+def test_a_head_on_stages_is_refused(digit_images):
+    X, y, _, _ = digit_images
+    clf = FastRetrainClassifier(
+        make_cnn(), max_epochs=1, head=RidgeHead(stages="resolution"), random_state=0
+    ).fit(X[:100], y[:100])
+    with pytest.raises(ValueError, match=r"reads the stages \['8'\]"):
+        prune_filters(clf, X, y)
 
 
 def _random_bn(bn):

@@ -1,0 +1,283 @@
+"""Four-task benchmark: the defaults against tuned baselines, task by task.
+
+For each task, in one invocation: the SGDM and fastai-style baselines are
+tuned (learning rate and BatchNorm mode, on :data:`GRID`) on rows held out
+of the task's *train* split (20%, stratified), each tuned run in a fresh
+process; then ``FastRetrainClassifier()`` with its defaults (the epoch
+budget and the task's side aside), the two baselines at their chosen
+settings and the linear probe are fitted on the whole train split and
+scored on the test split after every epoch, with the fit's seconds. The
+targets of the four-task issue are computed per task and over the tasks.
+
+Tasks (:mod:`benchmarks._lib.tasks`): the bundled Fashion-MNIST subset at
+64 px (4,000 / 1,000), scikit-learn's digits at 64 px, Fashion-MNIST at
+224 px (1,000 / 1,000), and ELPV at 224 px (the estimator's default side for
+its 300 px cells; 1,968 / 656, stratified by class and cell type; needs
+``pip install elpv-dataset``, a benchmark extra for its non-commercial
+license). Usage, from the repository root::
+
+    python -m benchmarks.four_tasks --tasks all          # hours on 2 cores
+    python -m benchmarks.four_tasks --tasks digits64     # one task, kept with the rest
+    python -m benchmarks.four_tasks --report             # re-print the saved run
+    python -m benchmarks.four_tasks --smoke              # tiny: checks the code
+
+Writes ``benchmarks/results/four_tasks.json`` and ``.md`` and the README's
+``four_tasks`` section; a task's record is saved as soon as it ends.
+"""
+
+import argparse
+import math
+import time
+
+import numpy as np
+
+from ._lib import results as results_lib
+from ._lib import tasks as tasks_lib
+from ._lib.data import BATCH_SIZE, SEED
+from ._lib.measure import machine_info
+from ._lib.methods import METHODS
+from ._lib.snapshot import package_snapshot, spawn_method
+from ._lib.tables import markdown_table
+from ._lib.targets import compute_targets, paired
+
+#: The tasks: a benchmark setting each (``_lib.data.load_data``).
+TASKS = {
+    "fashion64": {
+        "task": "fashion64",
+        "rows": {"n_train": 4000, "n_test": 1000},
+        "epochs": 3,
+        "image_size": 64,
+    },
+    "digits64": {"task": "digits64", "epochs": 3, "image_size": 64},
+    "fashion224": {
+        "task": "fashion224",
+        "rows": {"n_train": 1000, "n_test": 1000},
+        "epochs": 3,
+        "image_size": 224,
+    },
+    "elpv224": {"task": "elpv224", "epochs": 3, "image_size": 224},
+}
+SMOKE_TASKS = {
+    "fashion64": {**TASKS["fashion64"], "rows": {"n_train": 100, "n_test": 50}},
+    "digits64": {**TASKS["digits64"], "rows": {"n": 150}},
+}
+#: Baseline family -> BatchNorm mode -> learning rates tuned: the rates of
+#: the Fashion-MNIST pilot (``benchmarks.pilot``) around each one's choice.
+GRID = {
+    "sgdm": {"eval": (0.01, 0.003, 0.001), "train": (0.03, 0.01, 0.003)},
+    "fastai": {"eval": (0.002, 0.005, 0.01), "train": (0.002, 0.005, 0.01)},
+}
+SMOKE_GRID = {"sgdm": {"eval": (0.003,)}, "fastai": {"eval": (0.005,)}}
+#: The published ELPV result (Deitsch et al., Solar Energy 2019): fine-tuned
+#: VGG-19 on the same 1,968 training cells.
+ELPV_PUBLISHED = 0.8842
+ELPV_FIT_LIMIT_S = 30 * 60
+
+
+def _label(family, bn, lr):
+    return f"{family} lr={lr} bn={bn}"
+
+
+def tune(setting, grid, package):
+    """Every baseline setting of ``grid`` on the held-out rows; the best of
+    each family by final held-out accuracy."""
+    runs, chosen = {}, {}
+    for family, modes in grid.items():
+        best = None
+        for bn, lrs in modes.items():
+            for lr in lrs:
+                label = _label(family, bn, lr)
+                params = {**METHODS[family], "lr": lr, "bn": bn}
+                print(f"[{time.strftime('%H:%M:%S')}] tune {label}", flush=True)
+                rec = spawn_method(
+                    family, params, setting, holdout=True, package=package
+                )
+                acc = [p["test_acc"] for p in rec["points"]]
+                runs[label] = {"holdout_acc": acc, "fit_wall": rec["fit_wall"]}
+                if best is None or acc[-1] > best[0]:
+                    best = (acc[-1], label, params)
+        chosen[family] = {"label": best[1], "params": best[2]}
+    return runs, chosen
+
+
+def run_task(setting, grid, package):
+    """Tune the baselines on held-out rows, then fit every method on the
+    train split and score it on the test split."""
+    record = {"setting": setting, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    record["tuning"], record["chosen"] = tune(setting, grid, package)
+    methods = {"default": dict(METHODS["default"])}
+    for family in grid:
+        methods[family] = record["chosen"][family]["params"]
+    methods["linear_probe"] = dict(METHODS["linear_probe"])
+    record["methods"] = {}
+    for name, params in methods.items():
+        print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
+        record["methods"][name] = spawn_method(name, params, setting, package=package)
+    record["targets"] = task_targets(record["methods"])
+    return record
+
+
+def task_targets(methods):
+    """The issue's per-task targets, from the records of one task."""
+    targets = compute_targets(methods, None, ours="default")
+    ours = methods["default"]
+    final = ours["points"][-1]["test_acc"]
+    best = {
+        base: max(p["test_acc"] for p in methods[base]["points"])
+        for base in ("sgdm", "fastai")
+    }
+    targets["final_vs_best"] = {
+        "value": 100 * (final - max(best.values())),
+        "target": ">= 0",
+        "met": final >= max(best.values()),
+        "mcnemar": {b: paired(ours, methods[b]) for b in best},
+    }
+    start = ours["points"][0]["test_acc"]
+    targets["ridge_start_vs_sgdm_best"] = {
+        "value": 100 * (start - best["sgdm"]),
+        "target": ">= -1",
+        "met": start >= best["sgdm"] - 0.01,
+    }
+    return targets
+
+
+def _recall(rec, n_classes):
+    y = np.asarray(rec["y_test"])
+    pred = np.asarray(rec["final_pred"])
+    confusion = np.zeros((n_classes, n_classes), dtype=int)
+    np.add.at(confusion, (y, pred), 1)
+    recall = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
+    return confusion, recall
+
+
+def _fmt_p1(t):
+    if t is None or t["value"] is None:
+        return "-"
+    text = "never" if math.isinf(t["value"]) else f"{t['value']:.2f}"
+    return f"{text} ({'met' if t['met'] else 'missed'})"
+
+
+def render(result):
+    machine = result["machine"]
+    text = (
+        "Each task in one invocation on "
+        f"{machine['threads']} threads (torch {machine['torch']}). Baselines "
+        "tuned on 20% of the train split held out (lr and BatchNorm mode); "
+        "every accuracy below is on the test split, after each epoch (epoch 0: "
+        "the ridge start of the default, the random head of a baseline), with "
+        "the fit's seconds until then."
+    )
+    summary = []
+    for name, r in result["tasks"].items():
+        methods, t = r["methods"], r["targets"]
+        rows = []
+        for method, rec in methods.items():
+            label = r["chosen"][method]["label"] if method in r["chosen"] else method
+            curve = " / ".join(
+                f"{p['test_acc']:.3f} ({p['time']:.0f} s)" for p in rec["points"]
+            )
+            rows.append([label, curve, f"{rec['fit_wall']:.0f}"])
+        text += f"\n\n### {name}\n\n" + markdown_table(
+            ["method", "test acc per epoch (s)", "fit s"], rows
+        )
+        if name.startswith("elpv"):
+            classes = tasks_lib.ELPV_CLASSES
+            confusion, recall = _recall(methods["default"], len(classes))
+            text += (
+                "\n\nThe default's confusion matrix (rows: true defect "
+                "probability, columns: predicted) and recall per class:\n\n"
+            )
+            text += markdown_table(
+                ["true \\ predicted", *classes, "recall"],
+                [
+                    [c, *(str(v) for v in row), f"{rc:.3f}"]
+                    for c, row, rc in zip(classes, confusion, recall, strict=True)
+                ],
+            )
+        final = t["final_vs_best"]
+        mcnemar = ", ".join(f"{b} p={m['p']:.2g}" for b, m in final["mcnemar"].items())
+        elpv = "-"
+        if name.startswith("elpv"):
+            acc = methods["default"]["points"][-1]["test_acc"]
+            fit = methods["default"]["fit_wall"]
+            met = acc >= ELPV_PUBLISHED and fit <= ELPV_FIT_LIMIT_S
+            elpv = f"{acc:.4f} in {fit / 60:.1f} min ({'met' if met else 'missed'})"
+        summary.append(
+            [
+                name,
+                _fmt_p1(t.get("P1")),
+                _fmt_p1(t.get("P1_vs_fastai")),
+                f"{final['value']:+.1f} pt ({'met' if final['met'] else 'missed'}; "
+                f"{mcnemar})",
+                f"{t['ridge_start_vs_sgdm_best']['value']:+.1f} pt "
+                f"({'met' if t['ridge_start_vs_sgdm_best']['met'] else 'missed'})",
+                elpv,
+            ]
+        )
+    text += "\n\n### Targets\n\n" + markdown_table(
+        [
+            "task",
+            "P1 vs SGDM (<= 0.4)",
+            "P1 vs fastai (<= 0.5)",
+            "final - best baseline (>= 0; p < 0.05 on 2 tasks)",
+            "ridge start - SGDM best (>= -1 pt on 2 tasks)",
+            f"ELPV default (>= {ELPV_PUBLISHED}, < 30 min)",
+        ],
+        summary,
+    )
+    return text
+
+
+def _parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report", action="store_true", help="re-print a saved run")
+    parser.add_argument(
+        "--tasks",
+        type=results_lib.comma_list,
+        help=f"'all' or a comma-separated subset of {','.join(TASKS)}; the "
+        "others are kept from the saved run",
+    )
+    results_lib.add_arguments(
+        parser, "fashion64 and digits64 on 100-150 rows, one setting per baseline"
+    )
+    return parser
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    results = results_lib.Results.from_args(args)
+    if args.report:
+        result = results.read_json("four_tasks.json")
+    else:
+        settings = SMOKE_TASKS if args.smoke else TASKS
+        names = args.tasks or list(settings)
+        if names == ["all"]:
+            names = list(settings)
+        unknown = sorted(set(names) - set(settings))
+        if unknown:
+            parser.error(f"unknown tasks {unknown}; choose from {list(settings)}")
+        if any(n.startswith("elpv") for n in names):
+            tasks_lib.require_elpv()
+        result = results.read_json("four_tasks.json", default={"tasks": {}})
+        result["machine"] = machine_info()
+        result["batch_size"], result["seed"] = BATCH_SIZE, SEED
+        with package_snapshot() as (package, info):
+            result["package"] = info
+            for name in names:
+                settings_ = settings[name]
+                grid = SMOKE_GRID if args.smoke else GRID
+                result["tasks"][name] = run_task(settings_, grid, package)
+                result["tasks"] = {
+                    n: result["tasks"][n] for n in TASKS if n in result["tasks"]
+                }
+                results.write_json("four_tasks.json", result)
+    text = render(result)
+    results.write_text("four_tasks.md", text)
+    results.update_readme("four_tasks", text)
+    print(text)
+    print(f"written to {results.folder}")
+
+
+if __name__ == "__main__":
+    main()
