@@ -177,7 +177,7 @@ def render(result):
                 f"{p['test_acc']:.3f} ({p['time']:.0f} s)" for p in rec["points"]
             )
             rows.append([label, curve, f"{rec['fit_wall']:.0f}"])
-        text += f"\n\n### {name}\n\n" + markdown_table(
+        text += f"\n\n**{name}**\n\n" + markdown_table(
             ["method", "test acc per epoch (s)", "fit s"], rows
         )
         if name.startswith("elpv"):
@@ -214,7 +214,7 @@ def render(result):
                 elpv,
             ]
         )
-    text += "\n\n### Targets\n\n" + markdown_table(
+    text += "\n\n**Targets**\n\n" + markdown_table(
         [
             "task",
             "P1 vs SGDM (<= 0.4)",

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "CONTAINERS",
     "MAX_STAGE_FEATURES",
     "STAGE_RULES",
     "find_stages",
@@ -13,7 +14,9 @@ __all__ = [
     "resolve_stage",
 ]
 
-_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+#: Modules that only hold others: a traced graph (the prefix store's split)
+#: calls what they hold, never them.
+CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
 def pool_stage(output):
@@ -65,7 +68,7 @@ def _units(backbone):
         prefix, module = stack.pop()
         for name, child in reversed(list(module.named_children())):
             path = f"{prefix}{name}"
-            if isinstance(child, _CONTAINERS):
+            if isinstance(child, CONTAINERS):
                 stack.append((f"{path}.", child))
             else:
                 units.append((path, child))

@@ -12,12 +12,10 @@ from torch import nn
 
 from .._batchnorm import is_held_in_eval
 from ..backbones._fold import inference_copy
-from ..backbones._stages import pool_stage
+from ..backbones._stages import CONTAINERS, pool_stage
 from ._history_keys import PREFIX_STORE_ROWS
 
 __all__ = ["PrefixCache"]
-
-_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
 class _NothingFrozen(ValueError):
@@ -29,7 +27,7 @@ class _LeafTracer(torch.fx.Tracer):
     # in train or eval mode (dropout, BatchNorm, stochastic depth) is decided
     # when it runs, not frozen into the graph when it is traced.
     def is_leaf_module(self, m, module_qualified_name):
-        return not isinstance(m, _CONTAINERS)
+        return not isinstance(m, CONTAINERS)
 
 
 def _is_fixed(module):
@@ -102,6 +100,13 @@ class _Split:
             raise ValueError("the backbone's forward takes more than one input")
         # A stage's last call wins, as in the module's own hooks.
         calls = {n.target: n for n in graph.nodes if n.op == "call_module"}
+        for name in stages:
+            inside = [t for t in calls if name.startswith(f"{t}.")]
+            if name not in calls and any(calls[t] in fixed for t in inside):
+                raise ValueError(
+                    f"the stage {name!r} runs inside the frozen {inside[0]!r}, "
+                    "whose output alone can be stored"
+                )
         stored = [
             (name, calls[name])
             for name in stages

@@ -356,3 +356,16 @@ def test_fold_fills_the_store_with_the_folded_copy():
         ).fit(X, y)
     assert any(isinstance(m, nn.BatchNorm2d) for m in fills[0].modules())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fills[1].modules())
+
+
+def test_a_stage_inside_a_frozen_block_turns_the_store_off(images):
+    # A stage the traced graph does not call (a layer inside a block) cannot
+    # be stored: the fit warns and runs without the store, as the unstored fit.
+    X, y = images
+    head = RidgeHead(stages=["_blocks.1._bn2"])
+    with pytest.warns(RuntimeWarning, match=r"stage '_blocks\.1\._bn2' runs inside"):
+        cached = _fit(X, y, sgd=CACHED, head=head, max_epochs=1)
+    plain = _fit(X, y, sgd=UNCACHED, head=head, max_epochs=1)
+    np.testing.assert_allclose(
+        cached.predict_proba(X), plain.predict_proba(X), rtol=1e-5, atol=1e-6
+    )
