@@ -82,7 +82,7 @@ class RidgeHead(BaseEstimator):
         (:func:`~skfastretrain.find_stages` finds them):
         ``"blocks"`` every block, ``"resolution"`` the last block at each
         spatial size, ``"auto"`` the blocks where they add at most
-        2,048 features (EfficientNet-Lite's 16 blocks add 1,808), else the
+        2,048 features (EfficientNet-Lite0's 16 blocks add 1,808), else the
         resolution rule; a list names the backbone's submodules; None reads
         the last layer alone. The solve brings every earlier feature to the
         last layer's scale and chooses how strongly the earlier stages
