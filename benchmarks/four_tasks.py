@@ -25,7 +25,6 @@ Writes ``benchmarks/results/four_tasks.json`` and ``.md`` and the README's
 ``four_tasks`` section; a task's record is saved as soon as it ends.
 """
 
-import argparse
 import math
 import time
 
@@ -228,37 +227,19 @@ def render(result):
     return text
 
 
-def _parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--report", action="store_true", help="re-print a saved run")
-    parser.add_argument(
-        "--tasks",
-        type=results_lib.comma_list,
-        help=f"'all' or a comma-separated subset of {','.join(TASKS)}; the "
-        "others are kept from the saved run",
-    )
-    results_lib.add_arguments(
-        parser, "fashion64 and digits64 on 100-150 rows, one setting per baseline"
-    )
-    return parser
-
-
 def main(argv=None):
-    parser = _parser()
+    parser = results_lib.tasks_parser(
+        __doc__.splitlines()[0],
+        TASKS,
+        "fashion64 and digits64 on 100-150 rows, one setting per baseline",
+    )
     args = parser.parse_args(argv)
     results = results_lib.Results.from_args(args)
     if args.report:
         result = results.read_json("four_tasks.json")
     else:
         settings = SMOKE_TASKS if args.smoke else TASKS
-        names = args.tasks or list(settings)
-        if names == ["all"]:
-            names = list(settings)
-        unknown = sorted(set(names) - set(settings))
-        if unknown:
-            parser.error(f"unknown tasks {unknown}; choose from {list(settings)}")
-        if any(n.startswith("elpv") for n in names):
-            tasks_lib.require_elpv()
+        names = results_lib.chosen_tasks(args, parser, settings)
         result = results.read_json("four_tasks.json", default={"tasks": {}})
         result["machine"] = machine_info()
         result["batch_size"], result["seed"] = BATCH_SIZE, SEED

@@ -19,7 +19,6 @@ repository root::
     python -m benchmarks.stage_head --smoke            # 200 rows, 1 epoch
 """
 
-import argparse
 import time
 
 import numpy as np
@@ -271,13 +270,8 @@ def render(result):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--report", action="store_true", help="re-print a saved run")
-    parser.add_argument(
-        "--tasks",
-        type=results_lib.comma_list,
-        help=f"comma-separated subset of {','.join(FULL)} (default: all); the "
-        "others are kept from the saved run",
+    parser = results_lib.tasks_parser(
+        __doc__.splitlines()[0], FULL, "200 rows of fashion64 and digits64, 1 epoch"
     )
     parser.add_argument(
         "--heads",
@@ -285,7 +279,6 @@ def _parser():
         help=f"comma-separated subset of {','.join(HEADS)} (default: "
         f"{','.join(DEFAULT_HEADS)}); the others are kept from the saved run",
     )
-    results_lib.add_arguments(parser, "200 rows of fashion64 and digits64, 1 epoch")
     return parser
 
 
@@ -297,12 +290,7 @@ def main(argv=None):
         result = results.read_json("stage_head.json")
     else:
         rows = SMOKE if args.smoke else FULL
-        names = args.tasks or list(rows)
-        unknown = sorted(set(names) - set(rows))
-        if unknown:
-            parser.error(f"unknown tasks {unknown}; choose from {list(rows)}")
-        if any(n.startswith("elpv") for n in names):
-            tasks_lib.require_elpv()
+        names = results_lib.chosen_tasks(args, parser, rows)
         saved = results.read_json("stage_head.json", default={})
         heads = args.heads or list(DEFAULT_HEADS)
         unknown = sorted(set(heads) - set(HEADS))

@@ -28,7 +28,6 @@ The tasks are in :mod:`benchmarks._lib.tasks` (ELPV needs
 ``pip install elpv-dataset``; ``--smoke`` skips it when it is missing).
 """
 
-import argparse
 import os
 import time
 
@@ -263,45 +262,19 @@ def measure(names, rows, saved):
     return saved
 
 
-def _parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--report", action="store_true", help="re-print a saved run")
-    parser.add_argument(
-        "--tasks",
-        type=results_lib.comma_list,
-        help=f"comma-separated subset of {','.join(FULL)} (default: all of them; "
-        f"with --smoke {','.join(SMOKE_TASKS)}); the others are kept from the "
-        "saved run",
-    )
-    results_lib.add_arguments(
-        parser, "200 rows of fashion64, digits64 and elpv224 (if installed)"
-    )
-    return parser
-
-
-def _task_names(args, parser):
-    """The tasks to run; without elpv-dataset, ``--smoke`` skips ELPV and a
-    full run stops with the install command."""
-    names = args.tasks or list(SMOKE_TASKS if args.smoke else FULL)
-    unknown = sorted(set(names) - set(FULL))
-    if unknown:
-        parser.error(f"unknown tasks {unknown}; choose from {list(FULL)}")
-    if any(n.startswith("elpv") for n in names) and not tasks_lib.elpv_available():
-        if not args.smoke:
-            tasks_lib.require_elpv()
-        print("elpv-dataset is not installed: the ELPV tasks are skipped")
-        names = [n for n in names if not n.startswith("elpv")]
-    return names
-
-
 def main(argv=None):
-    parser = _parser()
+    parser = results_lib.tasks_parser(
+        __doc__.splitlines()[0],
+        FULL,
+        "200 rows of fashion64, digits64 and elpv224 (if installed)",
+    )
     args = parser.parse_args(argv)
     results = results_lib.Results.from_args(args)
     if args.report:
         result = results.read_json("stages.json")
     else:
-        names = _task_names(args, parser)
+        default = SMOKE_TASKS if args.smoke else FULL
+        names = results_lib.chosen_tasks(args, parser, FULL, default)
         saved = results.read_json("stages.json", default={})
         result = measure(names, SMOKE if args.smoke else FULL, saved)
         results.write_json("stages.json", result)

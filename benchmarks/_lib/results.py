@@ -11,6 +11,8 @@ import json
 import tempfile
 from pathlib import Path
 
+from . import tasks as tasks_lib
+
 #: The saved runs, and the README whose tables show them.
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 README = RESULTS.parent / "README.md"
@@ -47,6 +49,40 @@ def parts_parser(description, parts, smoke_help):
     )
     add_arguments(parser, smoke_help)
     return parser
+
+
+def tasks_parser(description, tasks, smoke_help):
+    """The command line of an entry measured task by task: ``--report``,
+    ``--tasks`` (``all`` or a list of ``tasks``; the others are kept from the
+    saved run), ``--smoke`` and ``--results-dir``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--report", action="store_true", help="re-print a saved run")
+    parser.add_argument(
+        "--tasks",
+        type=comma_list,
+        help=f"'all' or a comma-separated subset of {','.join(tasks)} (default: "
+        "the entry's); the others are kept from the saved run",
+    )
+    add_arguments(parser, smoke_help)
+    return parser
+
+
+def chosen_tasks(args, parser, tasks, default=None):
+    """The tasks ``--tasks`` names among ``tasks`` (``default`` without it,
+    all of ``tasks`` for ``all``). Without elpv-dataset a ``--smoke`` run
+    skips the ELPV tasks and a full run stops with the install command."""
+    names = args.tasks or list(tasks if default is None else default)
+    if names == ["all"]:
+        names = list(tasks)
+    unknown = sorted(set(names) - set(tasks))
+    if unknown:
+        parser.error(f"unknown tasks {unknown}; choose from {list(tasks)}")
+    if any(n.startswith("elpv") for n in names) and not tasks_lib.elpv_available():
+        if not args.smoke:
+            tasks_lib.require_elpv()
+        print("elpv-dataset is not installed: the ELPV tasks are skipped")
+        names = [n for n in names if not n.startswith("elpv")]
+    return names
 
 
 class Results:
