@@ -187,7 +187,8 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
     input_size_ : tuple of int or None
         (height, width) images are resized to inside the model.
     best_epoch_ : int or None
-        With ``early_stopping``, the epoch whose weights the estimator keeps;
+        With ``early_stopping``, the epoch whose weights the estimator keeps
+        (0: the start of the fit, the head solved before the first epoch);
         None otherwise.
     held_batchnorm_ : list of str
         BatchNorm layers (names in ``module_``) held in eval mode during SGD.

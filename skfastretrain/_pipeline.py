@@ -195,6 +195,9 @@ def build_pipeline(config, model):
             config.early_stopping.n_iter_no_change,
             tol=config.early_stopping.tol,
             scoring=config.early_stopping.scoring,
+            # With RidgeHead(init="ridge") the start is a trained model, a
+            # linear probe: the epochs must beat it to be kept.
+            score_start=True,
         )
     sampler = train_sampler(n_train, seed) if config.distributed else None
     if config.lr_schedule:

@@ -271,12 +271,14 @@ class EarlyStopping(BaseEstimator):
     :class:`~sklearn.neural_network.MLPClassifier`'s parameters of the same
     names: a stratified ``validation_fraction`` of the training rows is set
     aside (the SGD epochs, the head solves and the learning-rate probe never
-    see it), the model is scored on it after each epoch's head solve
-    (``valid_loss`` and ``valid_acc`` in ``history_``), training stops once
-    the score has not improved by more than ``tol`` for
-    ``n_iter_no_change`` epochs in a row, and the estimator keeps the
-    weights of the best epoch (``best_epoch_``). The skorch callback that
-    does it is :class:`~skfastretrain.callbacks.ValidationScoring`.
+    see it), the model is scored on it before the first epoch (the ridge
+    start: ``init_valid_loss`` and ``init_valid_acc`` in ``history_``'s first
+    row) and after each epoch's head solve (``valid_loss`` and
+    ``valid_acc``), training stops once the score has not improved by more
+    than ``tol`` for ``n_iter_no_change`` epochs in a row, and the estimator
+    keeps the weights of the best of them (``best_epoch_``; 0 is the start,
+    kept when no epoch beats it). The skorch callback that does it is
+    :class:`~skfastretrain.callbacks.ValidationScoring`.
 
     Parameters
     ----------

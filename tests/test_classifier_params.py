@@ -266,9 +266,9 @@ def check_early_stopping(c):
     est = c.fit(early_stopping=True, max_epochs=3)
     # A stratified tenth of the rows is held out of every SGD epoch.
     assert _trained_rows(est) == N_ROWS - math.ceil(0.1 * N_ROWS)
-    losses = est.history_[:, "valid_loss"]
-    assert len(losses) == est.n_iter_
-    assert est.best_epoch_ == int(np.argmin(losses)) + 1
+    losses = _valid_scores(est, "valid_loss")
+    assert len(losses) == est.n_iter_ + 1
+    assert est.best_epoch_ == int(np.argmin(losses))
     assert c.base.best_epoch_ is None
     assert "valid_loss" not in c.base.history_[-1]
 
@@ -278,15 +278,21 @@ def check_early_stopping__validation_fraction(c):
     assert _trained_rows(est) == N_ROWS - 50
 
 
+def _valid_scores(est, key):
+    """The start's score (epoch 0), then every epoch's."""
+    return [est.history_[0, "init_" + key], *est.history_[:, key]]
+
+
 def _epochs_run(losses, tol, n_iter_no_change):
-    """scikit-learn's rule, replayed on the recorded validation losses."""
-    best, bad = math.inf, 0
-    for epoch, loss in enumerate(losses, start=1):
+    """scikit-learn's rule, replayed on the recorded validation losses, the
+    start's (``losses[0]``) setting the first bar."""
+    best, bad = losses[0], 0
+    for epoch, loss in enumerate(losses[1:], start=1):
         bad = 0 if loss < best - tol else bad + 1
         best = min(best, loss)
         if bad >= n_iter_no_change:
             return epoch
-    return len(losses)
+    return len(losses) - 1
 
 
 @pytest.mark.parametrize("tol", [0.0, 0.02, 1.0])
@@ -294,9 +300,9 @@ def test_early_stopping_follows_scikit_learns_rule(data, tol):
     est = Case(data, None, None, None).fit(
         early_stopping=EarlyStopping(n_iter_no_change=1, tol=tol), max_epochs=5
     )
-    losses = est.history_[:, "valid_loss"]
+    losses = _valid_scores(est, "valid_loss")
     assert est.n_iter_ == _epochs_run(losses, tol, 1)
-    assert est.best_epoch_ == int(np.argmin(losses)) + 1
+    assert est.best_epoch_ == int(np.argmin(losses))
 
 
 def check_early_stopping__n_iter_no_change(c):
@@ -305,12 +311,12 @@ def check_early_stopping__n_iter_no_change(c):
         n: c.fit(
             early_stopping=EarlyStopping(n_iter_no_change=n, tol=1.0), max_epochs=4
         )
-        for n in (1, 3)
+        for n in (1, 4)
     }
     for n, est in runs.items():
-        assert est.n_iter_ == _epochs_run(est.history_[:, "valid_loss"], 1.0, n)
+        assert est.n_iter_ == _epochs_run(_valid_scores(est, "valid_loss"), 1.0, n)
     assert runs[1].n_iter_ < 4 and runs[1].history_[-1, "stopped_early"]
-    assert runs[3].n_iter_ == 4 and "stopped_early" not in runs[3].history_[-1]
+    assert runs[4].n_iter_ == 4 and "stopped_early" not in runs[4].history_[-1]
 
 
 def check_early_stopping__tol(c):
@@ -321,15 +327,16 @@ def check_early_stopping__tol(c):
         for tol in (0.0, 1.0)
     }
     for tol, est in runs.items():
-        assert est.n_iter_ == _epochs_run(est.history_[:, "valid_loss"], tol, 1)
+        assert est.n_iter_ == _epochs_run(_valid_scores(est, "valid_loss"), tol, 1)
     assert runs[1.0].n_iter_ < 4
 
 
 def check_early_stopping__scoring(c):
     est = c.fit(early_stopping=EarlyStopping(scoring="accuracy", n_iter_no_change=None))
-    accs = est.history_[:, "valid_acc"]
-    assert est.best_epoch_ == int(np.argmax(accs)) + 1
-    assert est.history_[est.best_epoch_ - 1, "valid_acc_best"]
+    accs = _valid_scores(est, "valid_acc")
+    assert est.best_epoch_ == int(np.argmax(accs))
+    if est.best_epoch_:
+        assert est.history_[est.best_epoch_ - 1, "valid_acc_best"]
 
 
 def check_lr(c):

@@ -200,7 +200,9 @@ def test_ranks_score_the_same_validation_rows(torchrun_run):
     first, second = (
         json.loads((torchrun_run / f"es{r}.json").read_text()) for r in range(2)
     )
-    assert first == second and len(first["losses"]) == 3
+    # tol=1.0: neither epoch gains that much on the start, so both ranks
+    # stop after n_iter_no_change=2 epochs.
+    assert first == second and len(first["losses"]) == 2
 
 
 def test_rank0_alone_writes_the_checkpoint(torchrun_run):

@@ -14,7 +14,14 @@ from skorch.dataset import ValidSplit
 from .._params import NON_NEGATIVE, POSITIVE_INT, validate_constraints
 from .._progress import progress
 from ._checkpoint import module_copy
-from ._history_keys import DIVERGED, STOPPED_EARLY, VALID_ACC, VALID_DUR, VALID_LOSS
+from ._history_keys import (
+    DIVERGED,
+    INIT,
+    STOPPED_EARLY,
+    VALID_ACC,
+    VALID_DUR,
+    VALID_LOSS,
+)
 
 __all__ = ["ValidationScoring", "held_out_rows", "validation_split"]
 
@@ -63,6 +70,13 @@ class ValidationScoring(Callback):
     ``stopped_early`` when training stopped. A :class:`TrainingCheckpoint`
     saves the best epoch's weights too, so a resumed fit can restore them.
 
+    With ``score_start``, the model the fit starts from (after every
+    callback's ``on_train_begin``, such as a :class:`RidgeHeadSolver`'s
+    first solve) is scored too, as epoch 0: its scores go into the first
+    row as ``init_valid_loss`` and ``init_valid_acc``, the epochs must
+    improve on it, and when none does, the fit ends with the model it
+    started from.
+
     Parameters
     ----------
     n_iter_no_change : int or None, default=2
@@ -76,11 +90,17 @@ class ValidationScoring(Callback):
         validation sets) or ``valid_acc``.
     restore_best : bool, default=True
         Put the best epoch's weights back at the end of training.
+    score_start : bool, default=False
+        Score the model before the first epoch as epoch 0, a candidate for
+        the best. Off by default, as in scikit-learn's rule, because a plain
+        net starts from a random head; turn it on when the start is a
+        trained model, such as a head solved in closed form.
 
     Attributes
     ----------
     best_epoch_ : int or None
-        The epoch whose weights the net ends with (the best one).
+        The epoch whose weights the net ends with (the best one); 0 with
+        ``score_start`` is the start of the fit.
     stopped_epoch_ : int or None
         The epoch after which training stopped early, or None.
 
@@ -106,15 +126,23 @@ class ValidationScoring(Callback):
         "tol": [NON_NEGATIVE],
         "scoring": [StrOptions({"loss", "accuracy"})],
         "restore_best": ["boolean"],
+        "score_start": ["boolean"],
     }
 
     def __init__(
-        self, n_iter_no_change=2, *, tol=1e-4, scoring="loss", restore_best=True
+        self,
+        n_iter_no_change=2,
+        *,
+        tol=1e-4,
+        scoring="loss",
+        restore_best=True,
+        score_start=False,
     ):
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.scoring = scoring
         self.restore_best = restore_best
+        self.score_start = score_start
 
     def initialize(self):
         validate_constraints(self)
@@ -129,7 +157,12 @@ class ValidationScoring(Callback):
         self.best_ = _BestEpoch()
         self.stopped_epoch_ = None
 
-    def on_epoch_begin(self, net, **kwargs):
+    def on_epoch_begin(self, net, dataset_valid=None, **kwargs):
+        if self.score_start and len(net.history) == 1:
+            # The first row of a fresh fit is open and every on_train_begin
+            # has run: this is the model the fit starts from. (A resumed fit
+            # gets its start's score back with the checkpoint.)
+            self._record(net, dataset_valid, epoch=0, prefix=INIT)
         best = self.best_
         if (
             self.n_iter_no_change is not None
@@ -139,16 +172,25 @@ class ValidationScoring(Callback):
             # every callback (the checkpoint last) has finished that epoch.
             self.stopped_epoch_ = len(net.history) - 1
             if net.verbose:
+                kept = "the start" if best.epoch == 0 else f"epoch {best.epoch}"
                 print(
                     f"Stopping: {self._key()} has not improved by more "
                     f"than {self.tol:g} for {best.bad_epochs} epochs; keeping "
-                    f"epoch {best.epoch}."
+                    f"{kept}."
                 )
             # skorch ends the fit on KeyboardInterrupt and still runs every
             # callback's on_train_end, where the best weights come back.
             raise KeyboardInterrupt
 
     def on_epoch_end(self, net, dataset_valid=None, **kwargs):
+        epoch = len(net.history)
+        self._record(net, dataset_valid, epoch=epoch)
+        # skorch's convention: PrintLog highlights a value whose <key>_best
+        # is True.
+        net.history.record(f"{self._key()}_best", self.best_.epoch == epoch)
+
+    def _record(self, net, dataset_valid, *, epoch, prefix=""):
+        """Score the model now in ``net`` as ``epoch``'s; keep it if best."""
         if dataset_valid is None:
             raise ValueError(
                 "ValidationScoring needs validation rows: give the net a "
@@ -157,10 +199,17 @@ class ValidationScoring(Callback):
             )
         start = time.perf_counter()
         loss, acc = self._score(net, dataset_valid)
-        epoch = len(net.history)
-        net.history.record(VALID_LOSS, loss)
-        net.history.record(VALID_ACC, acc)
-        net.history.record(VALID_DUR, time.perf_counter() - start)
+        net.history.record(prefix + VALID_LOSS, loss)
+        net.history.record(prefix + VALID_ACC, acc)
+        net.history.record(prefix + VALID_DUR, time.perf_counter() - start)
+        if epoch == 0:
+            # The start sets the bar; it is not an epoch without improvement.
+            self.best_.score = -loss if self.scoring == "loss" else acc
+            self.best_.epoch = 0
+            self.best_.weights = (
+                module_copy(net.module_) if self.restore_best else None
+            )
+            return
         score = -loss if self.scoring == "loss" else acc
         best = self.best_
         improved = best.score is None or score > best.score + self.tol
@@ -170,9 +219,6 @@ class ValidationScoring(Callback):
             best.score, best.epoch = score, epoch
             best.weights = module_copy(net.module_) if self.restore_best else None
         best.bad_epochs = 0 if improved else best.bad_epochs + 1
-        # skorch's convention: PrintLog highlights a value whose <key>_best
-        # is True.
-        net.history.record(f"{self._key()}_best", best.epoch == epoch)
 
     def on_train_end(self, net, **kwargs):
         if self.stopped_epoch_ is not None:

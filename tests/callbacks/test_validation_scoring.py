@@ -121,6 +121,60 @@ def test_stops_after_n_epochs_without_improvement(blobs, n_iter_no_change):
     assert dict(net.callbacks_)["validation"].stopped_epoch_ == 1 + n_iter_no_change
 
 
+class StartSnapshot(Callback):
+    """The module's weights when the first epoch begins (after every
+    on_train_begin, the solver's first solve included)."""
+
+    def on_epoch_begin(self, net, **kwargs):
+        if len(net.history) == 1:
+            self.state = copy.deepcopy(net.module_.state_dict())
+
+
+def test_score_start_keeps_the_start_when_no_epoch_beats_it(blobs):
+    X, y = blobs
+    start = StartSnapshot()
+    # The ridge start is a good probe; lr=5 wrecks every epoch after it.
+    net = _net(
+        [
+            ("solver", RidgeHeadSolver(1.0, feature_source="pass")),
+            ("start", start),
+            ("validation", ValidationScoring(None, score_start=True)),
+        ],
+        max_epochs=3,
+        lr=5.0,
+    ).fit(X, y)
+    losses = [net.history[0, "init_valid_loss"], *net.history[:, "valid_loss"]]
+    assert int(np.argmin(losses)) == 0  # the test needs worse epochs
+    assert dict(net.callbacks_)["validation"].best_epoch_ == 0
+    state = net.module_.state_dict()
+    assert all(torch.equal(state[k], start.state[k]) for k in state)
+    # The start's score, against scikit-learn's metrics on the start model.
+    Xv, yv = _valid_rows(X, y)
+    module = copy.deepcopy(net.module_).eval()
+    with torch.no_grad():
+        proba = torch.softmax(module(torch.from_numpy(Xv)), 1).numpy()
+    assert losses[0] == pytest.approx(log_loss(yv, proba), rel=1e-5)
+    assert net.history[0, "init_valid_acc"] == accuracy_score(yv, proba.argmax(1))
+    assert not any(net.history[:, "valid_loss_best"])
+
+
+@pytest.mark.parametrize("n_iter_no_change", [1, 2])
+def test_score_start_sets_the_first_bar(blobs, n_iter_no_change):
+    X, y = blobs
+    scoring = ValidationScoring(n_iter_no_change, tol=1.0, score_start=True)
+    net = _net([("validation", scoring)]).fit(X, y)
+    # No epoch gains 1.0 of log loss on the start, so the first epoch
+    # counts as one without improvement too.
+    assert len(net.history) == n_iter_no_change
+    assert net.history[-1, "stopped_early"]
+
+
+def test_without_score_start_the_start_is_not_scored(blobs):
+    X, y = blobs
+    net = _net([ValidationScoring(None)], max_epochs=1).fit(X, y)
+    assert "init_valid_loss" not in net.history[0]
+
+
 def test_needs_a_validation_split(blobs):
     X, y = blobs
     net = _net([ValidationScoring()])
@@ -167,10 +221,28 @@ def test_estimator_validation_equals_a_scikit_learn_score(digits):
         )
     )
     proba = est.predict_proba(X[valid])
-    assert est.history_[0, "valid_loss"] == pytest.approx(
+    # The estimator ends with the better of its start and its one epoch.
+    key = "init_valid_" if est.best_epoch_ == 0 else "valid_"
+    assert est.history_[0, key + "loss"] == pytest.approx(
         log_loss(y[valid], proba, labels=est.classes_), rel=1e-5
     )
-    assert est.history_[0, "valid_acc"] == est.score(X[valid], y[valid])
+    assert est.history_[0, key + "acc"] == est.score(X[valid], y[valid])
+
+
+def test_estimator_keeps_its_ridge_start_when_the_epochs_do_worse(digits):
+    X, y = digits
+    est = tiny_cnn_classifier(
+        max_epochs=2,
+        device="cpu",
+        lr=0.1,
+        early_stopping=EarlyStopping(n_iter_no_change=None),
+        callbacks=[("start", StartSnapshot())],
+    ).fit(X, y)
+    assert est.history_[0, "init_valid_loss"] < min(est.history_[:, "valid_loss"])
+    assert est.best_epoch_ == 0
+    start = dict(est.net_.callbacks_)["start"].state
+    state = est.module_.state_dict()
+    assert all(torch.equal(state[k], start[k]) for k in state)
 
 
 def test_a_split_without_every_class_on_both_sides_is_refused(digits):
@@ -202,9 +274,9 @@ def test_a_resumed_fit_restores_the_best_epoch(small_images, tmp_path):
         "early_stopping": EarlyStopping(n_iter_no_change=None),
     }
     whole = tiny_cnn_classifier(**params).fit(X, y)
-    # The best epoch comes before the resumed one: its weights and score
-    # must come back from the checkpoint.
-    assert whole.best_epoch_ == 2
+    # The best is the start (epoch 0), before the resumed epoch: its
+    # weights and score must come back from the checkpoint.
+    assert whole.best_epoch_ == 0
     ckpt = [TrainingCheckpoint(tmp_path / "fit.ckpt")]
     tiny_cnn_classifier(**{**params, "max_epochs": 2, "callbacks": ckpt}).fit(X, y)
     resumed = tiny_cnn_classifier(**{**params, "callbacks": ckpt}).fit(
