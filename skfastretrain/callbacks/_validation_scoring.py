@@ -206,9 +206,7 @@ class ValidationScoring(Callback):
             # The start sets the bar; it is not an epoch without improvement.
             self.best_.score = -loss if self.scoring == "loss" else acc
             self.best_.epoch = 0
-            self.best_.weights = (
-                module_copy(net.module_) if self.restore_best else None
-            )
+            self.best_.weights = module_copy(net.module_) if self.restore_best else None
             return
         score = -loss if self.scoring == "loss" else acc
         best = self.best_
