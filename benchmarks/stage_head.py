@@ -1,20 +1,25 @@
 """Does the estimator's head that reads every stage beat the last layer,
-at its ridge start and after fine-tuning?
+at its ridge start and after fine-tuning, and does a fit that stops on
+held-out rows beat a fixed number of epochs?
 
 For each task, ``FastRetrainClassifier`` with its defaults but for
-``input_size`` (the task's side) and ``max_epochs``, fitted twice, once
-with ``head=RidgeHead(stages=None)`` (the last layer alone) and once with
+``input_size`` (the task's side) and ``max_epochs``, fitted once per
+configuration: ``head=RidgeHead(stages=None)`` (the last layer alone) or
 ``head=RidgeHead(stages="auto")`` (every block of Lite0, standardized, the
 stages' weight and the ridge strength chosen by the solve's
-cross-validation). Each fit sees 80% of the task's train split; the other
-20% (stratified, seed 0) are the held-out rows every accuracy here is
+cross-validation), each either for a fixed 3 epochs or with
+``early_stopping=True`` within a budget of 6 (a tenth of the fit's rows
+held out of it, the ridge start scored as epoch 0, the best of the start
+and the epochs kept). Each fit sees 80% of the task's train split; the
+other 20% (stratified, seed 0) are the held-out rows every accuracy here is
 measured on: at the ridge start (epoch 0, the head solved before the
 first epoch) and after every epoch, with the fit's seconds until then
 (scoring excluded). The test split is not used. Usage, from the
 repository root::
 
-    python -m benchmarks.stage_head                    # every task, ~30 min
+    python -m benchmarks.stage_head                    # every task, ~1 h
     python -m benchmarks.stage_head --tasks digits64   # rerun some
+    python -m benchmarks.stage_head --heads "last+stop"   # some configurations
     python -m benchmarks.stage_head --report           # re-print the saved run
     python -m benchmarks.stage_head --smoke            # 200 rows, 1 epoch
 """
@@ -36,16 +41,21 @@ from ._lib.tables import markdown_table
 SEED = 0
 HOLDOUT = 0.2
 EPOCHS = 3
-#: The heads compared, RidgeHead's ``stages``, and further estimator
-#: settings of a variant: ``last`` and ``stages`` decide RidgeHead's default
-#: (leave one task out); the others are measured beside them (``--heads``).
+#: The configurations compared: RidgeHead's ``stages``, then further
+#: estimator settings; ``epochs_factor`` multiplies the run's epochs into the
+#: budget of a fit that stops on held-out rows. The first four decide the
+#: defaults (leave one task out); the others are measured beside them.
 HEADS = {
     "last": {"stages": None},
     "stages": {"stages": "auto"},
+    "last+stop": {"stages": None, "early_stopping": True, "epochs_factor": 2},
+    "stages+stop": {"stages": "auto", "early_stopping": True, "epochs_factor": 2},
     "stages lr=0.001": {"stages": "auto", "lr": 0.001},
 }
+#: The candidates for the defaults, the incumbent first.
+CANDIDATES = ("last", "stages", "last+stop", "stages+stop")
 #: What a run measures unless ``--heads`` says otherwise.
-DEFAULT_HEADS = ("last", "stages")
+DEFAULT_HEADS = CANDIDATES
 FULL = {
     "fashion64": {"n_train": 4000, "n_test": 10},
     "digits64": {},
@@ -109,12 +119,13 @@ def run_task(name, rows, epochs, heads, record=None):
     for head in heads:
         settings = dict(HEADS[head])
         stages = settings.pop("stages")
+        max_epochs = epochs * settings.pop("epochs_factor", 1)
         curve = HeldOutCurve(X[hold][:, None], y[hold])
         start = time.perf_counter()
         clf = FastRetrainClassifier(
             head=RidgeHead(stages=stages),
             input_size=task.size,
-            max_epochs=epochs,
+            max_epochs=max_epochs,
             random_state=SEED,
             verbose=0,
             callbacks=[curve],
@@ -134,6 +145,9 @@ def run_task(name, rows, epochs, heads, record=None):
             "stage_weight": history[0].get("stage_weight"),
             "ridge_lambda": history[:, "ridge_lambda"],
             "kept_epoch": history[-1].get("kept_epoch"),
+            "max_epochs": max_epochs,
+            "epochs_run": int(clf.n_iter_),
+            "best_epoch": clf.best_epoch_,
         }
         print(name, head, record[head]["curve"], flush=True)
     return record
@@ -155,39 +169,42 @@ def _se(acc, n):
 
 
 def leave_one_task_out(tasks):
-    """For each task: the head the other tasks choose (the higher mean final
-    held-out accuracy; "last", the incumbent, on a tie) and whether it wins,
-    or ties within one standard error, on the task left out. The default is
-    "stages" only if every task's row chooses it and holds."""
-    tasks = {
-        n: r
-        for n, r in tasks.items()
-        if n in DEFAULT_TASKS and "last" in r and "stages" in r
-    }
-    rows, default = [], "stages"
+    """For each task: the configuration the other tasks choose (the highest
+    mean final held-out accuracy; the incumbent, the first candidate, on a
+    tie) and whether it wins, or ties within one standard error, against
+    every other candidate on the task left out. A candidate becomes the
+    default only if every task's row chooses it and holds; otherwise the
+    incumbent stays. Only the candidates measured on every task compete."""
+    tasks = {n: r for n, r in tasks.items() if n in DEFAULT_TASKS}
+    candidates = [c for c in CANDIDATES if all(c in r for r in tasks.values())]
+    rows, chosen_everywhere = [], set()
     for name, r in tasks.items():
         others = [o for o in tasks if o != name]
         mean = {
-            head: np.mean([tasks[o][head]["final_holdout_acc"] for o in others])
-            for head in ("last", "stages")
+            c: np.mean([tasks[o][c]["final_holdout_acc"] for o in others])
+            for c in candidates
         }
-        chosen = "stages" if mean["stages"] > mean["last"] else "last"
-        other = "last" if chosen == "stages" else "stages"
-        acc = {h: r[h]["final_holdout_acc"] for h in ("last", "stages")}
-        se = _se(acc[other], r["n_holdout"])
-        holds = acc[chosen] >= acc[other] - se
+        # max keeps the first of equal means: the incumbent wins ties.
+        chosen = max(candidates, key=lambda c: mean[c])
+        acc = {c: r[c]["final_holdout_acc"] for c in candidates}
+        rival = max((c for c in candidates if c != chosen), key=lambda c: acc[c])
+        se = _se(acc[rival], r["n_holdout"])
+        holds = acc[chosen] >= acc[rival] - se
         rows.append(
             {
                 "task": name,
                 "chosen": chosen,
                 "acc_chosen": acc[chosen],
-                "acc_other": acc[other],
+                "rival": rival,
+                "acc_other": acc[rival],
                 "se": se,
                 "holds": bool(holds),
             }
         )
-        if chosen != "stages" or not holds:
-            default = "last"
+        chosen_everywhere.add(chosen if holds else None)
+    default = CANDIDATES[0]
+    if len(chosen_everywhere) == 1 and None not in chosen_everywhere:
+        default = chosen_everywhere.pop()
     return rows, default
 
 
@@ -195,7 +212,9 @@ def render(result):
     machine = result["machine"]
     note = (
         "FastRetrainClassifier with its defaults but input_size and max_epochs, "
-        "RidgeHead(stages=None) (last) against RidgeHead(stages='auto') (stages); "
+        "RidgeHead(stages=None) (last) against RidgeHead(stages='auto') (stages), "
+        f"each for {EPOCHS} epochs or with early_stopping=True within "
+        f"{2 * EPOCHS} (+stop; the ridge start is epoch 0); "
         "fitted on 80% of the train split, every accuracy on the other 20% "
         "(held-out, stratified, seed 0). start: the ridge head solved before the "
         "first epoch; then after each epoch, with the fit's seconds until then. "
@@ -209,12 +228,16 @@ def render(result):
                 continue
             h = r[head]
             curve = " / ".join(f"{acc:.3f} ({s:.0f} s)" for s, acc in h["curve"])
+            run = h.get("epochs_run", len(h["curve"]) - 1)
+            kept = h.get("best_epoch")
             rows.append(
                 [
                     name,
                     str(r["size"]),
                     f"{r['n_fit']} / {r['n_holdout']}",
                     head,
+                    f"{run} of {h.get('max_epochs', EPOCHS)}"
+                    + ("" if kept is None else f", kept {kept}"),
                     str(h["width"]),
                     "-" if h["stage_weight"] is None else f"{h['stage_weight']:g}",
                     f"{h['lr']:g}",
@@ -230,19 +253,31 @@ def render(result):
             row["task"],
             row["chosen"],
             f"{row['acc_chosen']:.3f}",
+            row.get("rival", "-"),
             f"{row['acc_other']:.3f}",
             f"{row['se']:.3f}",
             "wins or ties" if row["holds"] else "loses",
         ]
         for row in loto_rows
     ]
+    chosen = HEADS[default]
     loto_text = (
-        "\n\nLeave one task out: the head the other tasks choose (higher mean final "
-        "held-out accuracy), scored on the task left out, against the other head "
-        "(ties within one SE hold). RidgeHead's default: "
-        f"stages={HEADS[default]['stages']!r}.\n\n"
+        "\n\nLeave one task out: the configuration the other tasks choose (highest "
+        "mean final held-out accuracy), scored on the task left out, against the "
+        "best other configuration there (ties within one SE hold). The defaults "
+        f"this gives ({default}): RidgeHead(stages={chosen['stages']!r}), "
+        f"early_stopping={chosen.get('early_stopping', False)}, "
+        f"max_epochs={EPOCHS * chosen.get('epochs_factor', 1)}.\n\n"
         + markdown_table(
-            ["task left out", "chosen on the others", "its final", "other's", "SE", ""],
+            [
+                "task left out",
+                "chosen on the others",
+                "its final",
+                "best other",
+                "its final",
+                "SE",
+                "",
+            ],
             loto,
         )
     )
@@ -254,7 +289,8 @@ def render(result):
                 "task",
                 "px",
                 "fit / held-out rows",
-                "head",
+                "configuration",
+                "epochs run",
                 "head width",
                 "stage weight",
                 "lr",
@@ -297,9 +333,11 @@ def main(argv=None):
         if unknown:
             parser.error(f"unknown heads {unknown}; choose from {list(HEADS)}")
         result = measure(names, rows, saved, 1 if args.smoke else EPOCHS, heads)
-    # What RidgeHead's default must be (tests/test_defaults.py reads it).
-    default = leave_one_task_out(result["tasks"])[1]
-    result["ridge_head_stages"] = HEADS[default]["stages"]
+    # What the defaults must be (tests/test_defaults.py reads them).
+    chosen = HEADS[leave_one_task_out(result["tasks"])[1]]
+    result["ridge_head_stages"] = chosen["stages"]
+    result["early_stopping"] = chosen.get("early_stopping", False)
+    result["max_epochs"] = EPOCHS * chosen.get("epochs_factor", 1)
     results.write_json("stage_head.json", result)
     text = render(result)
     results.write_text("stage_head.md", text)
