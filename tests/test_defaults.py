@@ -17,7 +17,8 @@ from skfastretrain._settings import resolve_sgd
 #: defaults, with SGDEpoch's settings named flat.
 PILOT = Path(__file__).resolve().parents[1] / "benchmarks/results/defaults.json"
 #: The stage-head benchmark (``python -m benchmarks.stage_head``): which
-#: stages RidgeHead reads by default, left out of each task in turn.
+#: stages RidgeHead reads by default and whether a fit stops on held-out
+#: rows, left out of each task in turn.
 STAGE_HEAD = Path(__file__).resolve().parents[1] / "benchmarks/results/stage_head.json"
 
 
@@ -31,9 +32,12 @@ def test_defaults_are_the_benchmarked_configuration(task):
     assert {k: params[k] for k in base} == base
 
 
-def test_default_head_stages_are_the_benchmarked_choice():
-    chosen = json.loads(STAGE_HEAD.read_text())["ridge_head_stages"]
-    assert RidgeHead().stages == chosen
+def test_default_head_and_epochs_are_the_benchmarked_choice():
+    chosen = json.loads(STAGE_HEAD.read_text())
+    assert RidgeHead().stages == chosen["ridge_head_stages"]
+    params = FastRetrainClassifier().get_params()
+    assert params["early_stopping"] == chosen["early_stopping"]
+    assert params["max_epochs"] == chosen["max_epochs"]
 
 
 def test_default_estimator_fine_tunes_pretrained_lite0(digit_images):
