@@ -12,6 +12,7 @@ The path from data to prediction, one place per step (see the Design page):
 - Gram statistics and the ridge solve: :mod:`.linalg`, with the head
   solve's feature passes in ``head/``;
 - pruning: :mod:`.pruning`;
+- deployment: ``_export.py`` (:func:`export_onnx`, :func:`export_torch`);
 
 all driven by :class:`FastRetrainClassifier`, whose ``fit`` validates the
 input (``_validation.py``), resolves a run configuration (``_config.py``),
@@ -21,6 +22,7 @@ builds the module (``_model.py``) and the callback pipeline
 
 from . import backbones, callbacks, datasets, linalg, pruning
 from ._classifier import FastRetrainClassifier
+from ._export import DeployedModel, export_onnx, export_torch
 from ._plotting import plot_history
 from ._settings import EarlyStopping, RidgeHead, SGDEpoch
 from .backbones import FastRetrainModule, efficientnet_lite, find_stages, pool_stage
@@ -61,6 +63,7 @@ __all__ = [
     "STAGE_WEIGHT_GRID",
     "DeltaLoss",
     "DeltaRegularizer",
+    "DeployedModel",
     "DivergenceError",
     "DivergenceGuard",
     "DivergenceWarning",
@@ -86,6 +89,8 @@ __all__ = [
     "count_params",
     "datasets",
     "efficientnet_lite",
+    "export_onnx",
+    "export_torch",
     "find_stages",
     "linalg",
     "plot_history",
