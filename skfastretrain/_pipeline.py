@@ -176,6 +176,7 @@ def build_pipeline(config, model):
             # The head's own SGD step on many rescaled stages undid its
             # solve (RidgeHeadSolver's sgd_updates_head).
             sgd_updates_head=stage_widths is None,
+            keep_statistics=head.keep_statistics,
         )
     regularizers, criterion = regularizer_components(
         config.regularizer,

@@ -8,20 +8,17 @@ from ._net import make_net
 from ._resume import fit_recovering
 from .callbacks._progress import table_columns
 
-__all__ = ["train"]
+__all__ = ["run_net", "train"]
 
 
-def train(config, model, pipeline):
-    """Fit a :class:`FastRetrainNet` over ``model`` with ``pipeline``'s stages.
+def run_net(config, model, pipeline):
+    """The :class:`FastRetrainNet` of a run, not yet initialized.
 
     ``config`` is the :class:`RunConfig`, ``model`` the :class:`BuiltModel`
-    and ``pipeline`` the :class:`FitPipeline` of the run. The BatchNorm
-    layers the model holds are held in eval mode for the time of training.
-    With a data-parallel ``config`` this rank trains its shard through DDP.
-    Returns the fitted net.
+    and ``pipeline`` the :class:`FitPipeline` of the run.
     """
     augment = make_augment(config.sgd.augment, model.input_shape[-2:])
-    net = make_net(
+    return make_net(
         model.module,
         callbacks=pipeline.callbacks,
         criterion=pipeline.criterion,
@@ -44,6 +41,16 @@ def train(config, model, pipeline):
             solves=config.solves_head, validates=config.validates
         ),
     )
+
+
+def train(config, model, pipeline):
+    """Fit the run's net (:func:`run_net`) over ``model`` with ``pipeline``.
+
+    The BatchNorm layers the model holds are held in eval mode for the time
+    of training. With a data-parallel ``config`` this rank trains its shard
+    through DDP. Returns the fitted net.
+    """
+    net = run_net(config, model, pipeline)
     targets = model.targets
     if pipeline.train_split is not None and targets is None:
         # A dataset carries its labels; the stratified split needs them too.

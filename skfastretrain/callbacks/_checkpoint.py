@@ -187,9 +187,12 @@ def without_caches(callback):
     """``callback``, or a shallow copy of it without its training caches.
 
     For pickles of a fitted model: the Gram statistics of the last solve
-    (``stats_``) are larger than many models and serve only a checkpoint.
+    (``stats_``) are larger than many models and serve only a checkpoint
+    and ``partial_fit``; a callback with ``keep_statistics=True`` keeps them.
     """
-    if all(getattr(callback, n, None) is None for n in _TRAINING_CACHES):
+    if getattr(callback, "keep_statistics", False) or all(
+        getattr(callback, n, None) is None for n in _TRAINING_CACHES
+    ):
         return callback
     slim = copy.copy(callback)
     for name in _TRAINING_CACHES:

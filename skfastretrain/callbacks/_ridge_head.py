@@ -148,11 +148,20 @@ class RidgeHeadSolver(Callback):
         the solved weights of low-variance features are large and one SGD
         step moves the logits in proportion to the features' squared norm:
         the head's own step undid the solve (the Benchmarks page).
+    keep_statistics : bool, default=False
+        Keep :attr:`stats_` in a pickle of the net (the net in memory keeps
+        them either way), so that :meth:`partial_solve` can add rows after
+        loading. They are d x d float64 for d head inputs.
 
     Attributes
     ----------
     stats_ : GramAccumulator
         Statistics of the last solve.
+    stats_exact_ : bool
+        Whether :attr:`stats_` are those of the model's eval-mode features:
+        taken in a separate pass without BatchNorm re-estimation, with no
+        change to the backbone since. Only then can :meth:`partial_solve`
+        add rows to them exactly.
     scale_ : float
         Temperature of the last solve (1.0 without calibration).
     ridge_lambda_ : float
@@ -202,6 +211,7 @@ class RidgeHeadSolver(Callback):
         "stage_widths": ["array-like", None],
         "stage_weights": ["array-like"],
         "sgd_updates_head": ["boolean"],
+        "keep_statistics": ["boolean"],
     }
 
     def __init__(
@@ -226,6 +236,7 @@ class RidgeHeadSolver(Callback):
         stage_widths=None,
         stage_weights=STAGE_WEIGHT_GRID,
         sgd_updates_head=True,
+        keep_statistics=False,
     ):
         self.ridge_lambda = ridge_lambda
         self.blend = blend
@@ -246,9 +257,11 @@ class RidgeHeadSolver(Callback):
         self.stage_widths = stage_widths
         self.stage_weights = stage_weights
         self.sgd_updates_head = sgd_updates_head
+        self.keep_statistics = keep_statistics
 
     def initialize(self):
         self.stats_ = None
+        self.stats_exact_ = False
         self.scale_ = 1.0
         self.ridge_lambda_ = None
         self.stage_weight_ = None
@@ -308,6 +321,8 @@ class RidgeHeadSolver(Callback):
         )
 
     def on_epoch_begin(self, net, dataset_train=None, **kwargs):
+        # The epoch's SGD moves the backbone away from the last statistics.
+        self.stats_exact_ = False
         epoch = len(net.history)
         if (
             self.feature_source != "sgd"
@@ -341,6 +356,8 @@ class RidgeHeadSolver(Callback):
             start = time.perf_counter()
             record.update(self._apply(net, stats, self.blend))
             record[SOLVE_DUR] = time.perf_counter() - start
+            # Taken in train mode while the backbone moved.
+            self.stats_exact_ = False
         elif epoch % self.solve_every == 0:
             record.update(self.solve(net, dataset_train, blend=self.blend))
         for key, value in record.items():
@@ -355,7 +372,7 @@ class RidgeHeadSolver(Callback):
             p.requires_grad_(True)
         self._held = []
 
-    def _feature_pass(self, net, dataset, head, n_rows):
+    def _feature_pass(self, net, dataset, head, n_rows, recalibrate_bn=None):
         captured = []
         hook = head.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
         # A shard keeps its share of the calibration rows: the mask spans
@@ -364,7 +381,9 @@ class RidgeHeadSolver(Callback):
         batches = feature_pass(
             net,
             dataset,
-            recalibrate_bn=self.recalibrate_bn,
+            recalibrate_bn=(
+                self.recalibrate_bn if recalibrate_bn is None else recalibrate_bn
+            ),
             distributed=self.distributed,
         )
         try:
@@ -414,10 +433,11 @@ class RidgeHeadSolver(Callback):
             }
         stats = self._feature_pass(net, dataset, self._head(net), n_rows)
         record = self._apply(net, stats, blend)
+        # A pass that re-estimates BatchNorm runs it on batch statistics.
+        self.stats_exact_ = not self.recalibrate_bn
         return {SOLVE_DUR: time.perf_counter() - start, **record}
 
     def _apply(self, net, stats, blend):
-        head = self._head(net)
         if self.distributed:
             all_reduce_head_statistics(stats)
         total = stats.total()
@@ -433,6 +453,12 @@ class RidgeHeadSolver(Callback):
             alpha, scale_columns = self._lambda(stats), None
         else:
             alpha, scale_columns = self._stage_solve_setup(stats, total)
+        return self._solve_total(net, stats, total, alpha, scale_columns, blend)
+
+    def _solve_total(self, net, stats, total, alpha, scale_columns, blend):
+        # Solve on ``total`` and move the head; ``stats`` are the rows of
+        # this pass (the calibration sample and the accuracy before it).
+        head = self._head(net)
         coef, intercept = ridge_solve(
             total, alpha, fit_intercept=head.bias is not None, scale=scale_columns
         )
@@ -467,6 +493,91 @@ class RidgeHeadSolver(Callback):
                 pred = head(kept_h.to(head.weight)).argmax(1).cpu().numpy()
             record[TRAIN_ACC] = float(np.mean(pred == kept_y))
         return record
+
+    def partial_solve(self, net, dataset):
+        """Add ``dataset``'s rows to the kept statistics; solve the head on all.
+
+        The rows' features are taken in one eval-mode pass under the net's
+        current backbone (BatchNorm on its running statistics, which stay
+        as they are), added to :attr:`stats_`, and the head is set to the
+        ridge solution on every row seen so far (no blend). Classes that the
+        head has gained since :attr:`stats_` was taken (more outputs) get
+        the target -1 on every earlier row, which needs none of them again.
+        The first call, with no statistics yet, solves as the first solve of
+        a fit does (choosing ``ridge_lambda="auto"`` and the stages' weight
+        by cross-validation on its rows); later calls keep the weight and
+        the strength relative to the features' scale (:func:`lambda_unit`).
+        This is what the estimator's ``partial_fit`` runs.
+
+        Parameters
+        ----------
+        net : skorch.NeuralNet
+            An initialized net whose module has the head.
+        dataset : torch Dataset
+            The new rows, as the net's ``get_dataset`` makes them.
+
+        Returns
+        -------
+        record : dict
+            As :meth:`solve`'s.
+        """
+        validate_constraints(self)
+        if self.update != "blend" or len(self._layers(net)) > 1:
+            raise ValueError(
+                "partial_solve needs a single linear head updated by 'blend'; "
+                "a head with hidden layers or update='residual' is not a ridge "
+                "solution of its statistics."
+            )
+        start = time.perf_counter()
+        head = self._head(net)
+        previous = self.stats_
+        if previous is None and self.ridge_lambda_ is not None:
+            raise ValueError(
+                "The head was solved before, but its statistics were not kept "
+                "(a pickled net leaves them out): rows cannot be added to them. "
+                "Fit with RidgeHeadSolver(keep_statistics=True), or "
+                "FastRetrainClassifier(head=RidgeHead(keep_statistics=True)), "
+                "to keep them in the pickle."
+            )
+        if previous is not None and not self.stats_exact_:
+            raise ValueError(
+                "The kept head statistics are not those of the model's features: "
+                "they were gathered during an SGD epoch (reuse_features), in a "
+                "pass that re-estimated BatchNorm, or before the model was put "
+                "back to an earlier epoch. Rows cannot be added to them exactly."
+            )
+        if previous is not None and previous.n_targets < head.out_features:
+            previous = previous.with_targets(head.out_features - previous.n_targets)
+        stats = self._feature_pass(
+            net, dataset, head, len(dataset), recalibrate_bn=False
+        )
+        if previous is None:
+            record = self._apply(net, stats, 1.0)
+            self.stats_exact_ = True
+            return {SOLVE_DUR: time.perf_counter() - start, **record}
+        if self.distributed:
+            all_reduce_head_statistics(stats)
+        total = previous + stats.total()
+        alpha, scale_columns = self._kept_strength(previous, total)
+        record = self._solve_total(net, stats, total, alpha, scale_columns, 1.0)
+        return {SOLVE_DUR: time.perf_counter() - start, **record}
+
+    def _kept_strength(self, previous, total):
+        # The strength and column scaling of a solve on ``total`` that keeps
+        # those of the solve on ``previous``: the same stage weight, and the
+        # same strength relative to the features' scale.
+        scale = None
+        if self.stage_widths is not None:
+            widths = [int(w) for w in self.stage_widths]
+            weight = 1.0 if self.stage_weight_ is None else self.stage_weight_
+            scale = stage_scale(total, widths, weight)
+            before = previous.scaled(stage_scale(previous, widths, weight))
+            after = total.scaled(scale)
+        else:
+            before, after = previous, total
+        if not self._auto_lambda():
+            return self.ridge_lambda, scale
+        return self.ridge_lambda_ / lambda_unit(before) * lambda_unit(after), scale
 
     def _lambda(self, stats):
         if stats.n_folds > 1:

@@ -159,6 +159,62 @@ class GramAccumulator:
     target_sum = property(lambda self: self.tensors()[3])
     target_sq_sum = property(lambda self: self.tensors()[4])
 
+    def with_targets(self, n_new, fill=-1.0):
+        """The statistics with ``n_new`` more target columns, equal to
+        ``fill`` on every row seen.
+
+        A class that none of the rows seen belongs to has the target
+        ``fill`` on all of them (``-1`` in the classifier's one-hot coding in
+        {-1, +1}), so its sums follow from the kept ones: ``fill`` times the
+        feature sums and the row count. No row is revisited.
+
+        Parameters
+        ----------
+        n_new : int
+            Target columns to add, after the current ones.
+        fill : float, default=-1.0
+            Their value on every row seen so far.
+
+        Returns
+        -------
+        GramAccumulator
+            ``n_targets`` is ``self.n_targets + n_new``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skfastretrain import GramAccumulator
+        >>> acc = GramAccumulator(2, 1)
+        >>> acc.update(torch.ones(3, 2), -torch.ones(3, 1))
+        >>> wide = acc.with_targets(1)
+        >>> wide.cross[:, 1].tolist(), wide.target_sum.tolist()
+        ([-3.0, -3.0], [-3.0, -3.0])
+        """
+        gram, cross, feature_sum, target_sum, target_sq_sum = self.tensors()
+        n = self.n_samples
+        out = GramAccumulator(
+            self.n_features,
+            self.n_targets + n_new,
+            dtype=self.dtype,
+            device=self.device,
+        )
+        new_cross = fill * feature_sum[:, None].expand(-1, n_new)
+        new_target_sum = torch.full_like(target_sum[:1].expand(n_new), fill * n)
+        for new, value in zip(
+            out.tensors(),
+            (
+                gram,
+                torch.cat([cross, new_cross], dim=1),
+                feature_sum,
+                torch.cat([target_sum, new_target_sum]),
+                target_sq_sum + fill * fill * n * n_new,
+            ),
+            strict=True,
+        ):
+            new.copy_(value)
+        out.n_samples = n
+        return out
+
     def scaled(self, scale):
         """The statistics of ``H[:, keep] * scale[keep]``, ``keep = scale != 0``.
 
