@@ -411,7 +411,8 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         ``RidgeHead(keep_statistics=True)``. A fit whose statistics are not
         those of its final model (``reuse_features=True``, BatchNorm layers
         that train, early stopping or the divergence guard keeping an
-        earlier epoch) cannot be extended: ``partial_fit`` raises.
+        earlier epoch) is extended approximately: ``partial_fit`` adds the
+        rows to the statistics it has, and warns.
 
         Examples
         --------

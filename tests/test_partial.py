@@ -133,11 +133,14 @@ def test_the_first_call_needs_classes(halves):
         {"sgd": SGDEpoch(bn_mode="train", cache_prefix=False)},
     ],
 )
-def test_a_fit_whose_statistics_are_not_its_models_cannot_be_extended(halves, params):
+def test_a_fit_whose_statistics_are_not_its_models_is_extended_with_a_warning(
+    halves, params
+):
     XA, yA, XB, yB = halves
     est = tiny_cnn_classifier(**{**EXACT, **params}).fit(XA, yA)
-    with pytest.raises(ValueError, match="not those of the model's features"):
+    with pytest.warns(UserWarning, match="not those of the model's features"):
         est.partial_fit(XB, yB, classes=np.arange(10))
+    assert est.classes_.tolist() == list(range(10))
 
 
 def test_without_head_solves_there_is_nothing_to_extend(halves):

@@ -1,6 +1,7 @@
 """The head step: a closed-form ridge refinement of the classifier head."""
 
 import time
+import warnings
 from numbers import Integral
 from typing import ClassVar
 
@@ -160,8 +161,8 @@ class RidgeHeadSolver(Callback):
     stats_exact_ : bool
         Whether :attr:`stats_` are those of the model's eval-mode features:
         taken in a separate pass without BatchNorm re-estimation, with no
-        change to the backbone since. Only then can :meth:`partial_solve`
-        add rows to them exactly.
+        change to the backbone since. Only then does :meth:`partial_solve`
+        add rows to them exactly (otherwise it warns).
     scale_ : float
         Temperature of the last solve (1.0 without calibration).
     ridge_lambda_ : float
@@ -540,11 +541,15 @@ class RidgeHeadSolver(Callback):
                 "to keep them in the pickle."
             )
         if previous is not None and not self.stats_exact_:
-            raise ValueError(
+            warnings.warn(
                 "The kept head statistics are not those of the model's features: "
                 "they were gathered during an SGD epoch (reuse_features), in a "
                 "pass that re-estimated BatchNorm, or before the model was put "
-                "back to an earlier epoch. Rows cannot be added to them exactly."
+                "back to an earlier epoch. The new rows are added to them as "
+                "they are, so the head is close to, not equal to, the ridge "
+                "solution on every row's features.",
+                UserWarning,
+                stacklevel=2,
             )
         if previous is not None and previous.n_targets < head.out_features:
             previous = previous.with_targets(head.out_features - previous.n_targets)
