@@ -9,6 +9,7 @@ and plain SGDM; the checks here see that each value gets where it is used.
 
 import inspect
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -177,6 +178,13 @@ def check_head__stages(c):
     assert callback(est, "ridge_head").stage_widths == (16, 64)
     assert c.base.module_.head.in_features == 64
     assert callback(c.base, "ridge_head").stage_widths is None
+
+
+def check_head__keep_statistics(c):
+    est = c.fit(head=RidgeHead(keep_statistics=True))
+    kept = pickle.loads(pickle.dumps(est))
+    assert callback(kept, "ridge_head").stats_ is not None
+    assert callback(pickle.loads(pickle.dumps(c.base)), "ridge_head").stats_ is None
 
 
 def check_head__reinit_layers(c):

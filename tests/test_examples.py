@@ -25,6 +25,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SIZES = {
     "quickstart.py": (4000, 1000),
     "plot_ablation.py": (500, 300),
+    "plot_class_incremental.py": (1000, 1000),
     "plot_image_files.py": (500, 100),
 }
 
