@@ -119,10 +119,13 @@ def local_shard(dataset):
 
 def all_reduce_gram(acc):
     """Sum a :class:`GramAccumulator` over the ranks, in place."""
-    count = torch.tensor(acc.n_samples, dtype=torch.int64, device=acc.device)
+    # A row count, or a sum of row weights.
+    integer = isinstance(acc.n_samples, int)
+    dtype = torch.int64 if integer else torch.float64
+    count = torch.tensor(acc.n_samples, dtype=dtype, device=acc.device)
     for tensor in (*acc.tensors(), count):
         dist.all_reduce(tensor)
-    acc.n_samples = int(count.item())
+    acc.n_samples = int(count.item()) if integer else float(count.item())
     return acc
 
 

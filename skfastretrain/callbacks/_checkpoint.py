@@ -144,7 +144,7 @@ def _callback_state(cb):
         # solve gathers its own), kept so a checkpoint describes the head.
         out["stats_"] = {
             "tensors": [t.detach().cpu() for t in stats.tensors()],
-            "n_samples": int(stats.n_samples),
+            "n_samples": stats.n_samples,
         }
     return out
 

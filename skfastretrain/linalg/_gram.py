@@ -44,7 +44,9 @@ class GramAccumulator:
     feature_sum : torch.Tensor of shape (d,)
     target_sum : torch.Tensor of shape (k,)
     target_sq_sum : torch.Tensor of shape ()
-    n_samples : int
+    n_samples : int or float
+        The number of rows seen, or the sum of their weights once a batch
+        came with weights.
 
     Examples
     --------
@@ -86,13 +88,25 @@ class GramAccumulator:
         self._pending = []
         self.n_samples = 0
 
-    def update(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+    def update(
+        self,
+        features: torch.Tensor,
+        targets: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ) -> None:
         """Add one batch.
 
         Parameters
         ----------
         features : torch.Tensor of shape (b, d)
         targets : torch.Tensor of shape (b, k)
+        weights : torch.Tensor of shape (b,) or None, default=None
+            Non-negative row weights: every sum weighs its rows by them, and
+            :attr:`n_samples` adds their sum, so that an integer weight
+            equals repeating the row and a zero weight leaves it out. None
+            weighs every row 1. They are not checked for signs or NaN here
+            (that would synchronize a GPU per batch): check them once, as
+            the estimator does.
         """
         if features.ndim != 2 or features.shape[1] != self.n_features:
             raise ValueError(
@@ -106,8 +120,18 @@ class GramAccumulator:
             )
         h = features.detach().to(device=self.device, dtype=self.dtype, copy=True)
         t = targets.detach().to(device=self.device, dtype=self.dtype, copy=True)
-        self._pending.append((h, t))
-        self.n_samples += h.shape[0]
+        w = None
+        if weights is not None:
+            if tuple(weights.shape) != (features.shape[0],):
+                raise ValueError(
+                    f"weights must have shape ({features.shape[0]},), "
+                    f"got {tuple(weights.shape)}"
+                )
+            w = weights.detach().to(device=self.device, dtype=self.dtype)
+            self.n_samples += float(w.sum())
+        else:
+            self.n_samples += h.shape[0]
+        self._pending.append((h, t, w))
         if sum(len(p[0]) for p in self._pending) >= self.CHUNK_ROWS:
             self._flush()
 
@@ -116,16 +140,26 @@ class GramAccumulator:
             return
         h = torch.cat([p[0] for p in self._pending])
         t = torch.cat([p[1] for p in self._pending])
+        w = None
+        if any(p[2] is not None for p in self._pending):
+            w = torch.cat(
+                [
+                    p[2] if p[2] is not None else p[0].new_ones(len(p[0]))
+                    for p in self._pending
+                ]
+            )
         self._pending = []
         gram, cross, feature_sum, target_sum, target_sq_sum = self._sums
+        # Weighted sums: the weighted rows on one side of each product.
+        hw, tw = (h, t) if w is None else (h * w[:, None], t * w[:, None])
         # Sums made under inference mode (a feature pass) can only be
         # updated in it, and this may run after the pass has ended.
         with torch.inference_mode(gram.is_inference()):
-            gram.addmm_(h.T, h)
-            cross.addmm_(h.T, t)
-            feature_sum += h.sum(0)
-            target_sum += t.sum(0)
-            target_sq_sum += (t * t).sum()
+            gram.addmm_(hw.T, h)
+            cross.addmm_(hw.T, t)
+            feature_sum += hw.sum(0)
+            target_sum += tw.sum(0)
+            target_sq_sum += (tw * t).sum()
 
     def _combine(self, other, sign):
         if (self.n_features, self.n_targets) != (other.n_features, other.n_targets):

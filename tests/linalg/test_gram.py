@@ -92,3 +92,63 @@ def test_sum_statistics_equals_the_full_set():
         torch.testing.assert_close(got, want)
     with pytest.raises(ValueError, match="different shapes"):
         sum_statistics([parts[0], GramAccumulator(3, 2)])
+
+
+@pytest.fixture
+def weighted_rows():
+    rng = np.random.default_rng(7)
+    H = rng.normal(1.0, 2.0, size=(60, 5))
+    T = rng.normal(size=(60, 2))
+    w = rng.integers(0, 4, size=60).astype(float)
+    return H, T, w
+
+
+def _accumulate(H, T, w=None, n_batches=4):
+    acc = GramAccumulator(H.shape[1], T.shape[1])
+    chunks = np.array_split(np.arange(len(H)), n_batches)
+    for rows in chunks:
+        weights = None if w is None else torch.from_numpy(w[rows])
+        acc.update(torch.from_numpy(H[rows]), torch.from_numpy(T[rows]), weights)
+    return acc
+
+
+def test_integer_weights_equal_repeated_rows(weighted_rows):
+    H, T, w = weighted_rows
+    weighted = _accumulate(H, T, w)
+    rows = np.repeat(np.arange(len(H)), w.astype(int))
+    repeated = _accumulate(H[rows], T[rows])
+    assert weighted.n_samples == pytest.approx(repeated.n_samples)
+    for mine, theirs in zip(weighted.tensors(), repeated.tensors(), strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-10)
+
+
+def test_weighted_solve_matches_sklearn_ridge_with_sample_weight(weighted_rows):
+    from sklearn.linear_model import Ridge
+
+    from skfastretrain import ridge_solve
+
+    H, T, w = weighted_rows
+    coef, intercept = ridge_solve(_accumulate(H, T, w), 2.0)
+    ref = Ridge(alpha=2.0, solver="cholesky").fit(H, T, sample_weight=w)
+    np.testing.assert_allclose(coef.numpy(), ref.coef_.T, rtol=1e-10)
+    np.testing.assert_allclose(intercept.numpy(), ref.intercept_, rtol=1e-10)
+
+
+def test_unweighted_batches_count_one_beside_weighted_ones(weighted_rows):
+    H, T, w = weighted_rows
+    acc = GramAccumulator(5, 2)
+    acc.update(torch.from_numpy(H[:30]), torch.from_numpy(T[:30]))
+    acc.update(
+        torch.from_numpy(H[30:]), torch.from_numpy(T[30:]), torch.from_numpy(w[30:])
+    )
+    ones = np.concatenate([np.ones(30), w[30:]])
+    for mine, theirs in zip(
+        acc.tensors(), _accumulate(H, T, ones).tensors(), strict=True
+    ):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-10)
+
+
+def test_weights_of_the_wrong_shape_are_refused():
+    acc = GramAccumulator(3, 1)
+    with pytest.raises(ValueError, match=r"weights must have shape \(4,\)"):
+        acc.update(torch.ones(4, 3), torch.ones(4, 1), torch.ones(3))
