@@ -335,19 +335,23 @@ def sum_statistics(accumulators):
     return total
 
 
-def update_folds(folds, start, features, targets):
+def update_folds(folds, start, features, targets, weights=None):
     """Add rows to per-fold statistics, assigned round-robin by position.
 
     Row ``i`` of the batch is row ``start + i`` of the pass and goes to fold
     ``(start + i) % len(folds)``, so the folds do not depend on batch size.
+    ``weights`` (b,) weigh the rows (see :meth:`GramAccumulator.update`).
     """
     if len(folds) == 1:
-        folds[0].update(features, targets)
+        folds[0].update(features, targets, weights)
         return
     fold = torch.arange(start, start + len(features), device=features.device)
     fold = fold % len(folds)
     for f, acc in enumerate(folds):
-        acc.update(features[fold == f], targets[fold == f])
+        mask = fold == f
+        acc.update(
+            features[mask], targets[mask], None if weights is None else weights[mask]
+        )
 
 
 class HeadStatistics:
@@ -377,8 +381,9 @@ class HeadStatistics:
         self.correct = 0
         self.n_seen = 0
 
-    def add(self, features, labels, logits=None):
-        """Add a batch of features (b, d), integer labels (b,) and logits."""
+    def add(self, features, labels, logits=None, weights=None):
+        """Add a batch of features (b, d), integer labels (b,) and logits,
+        with row weights (b,) for the statistics, or None."""
         h = features.detach()
         y = torch.as_tensor(labels, device=h.device).long()
         if self.folds is None:
@@ -391,7 +396,9 @@ class HeadStatistics:
         # One-hot targets in {-1, +1}: 2 * onehot - 1.
         t = torch.full((len(y), self.n_classes), -1.0, device=h.device)
         t[torch.arange(len(y), device=h.device), y] = 1.0
-        update_folds(self.folds, self.n_seen, h, t)
+        if weights is not None:
+            weights = torch.as_tensor(weights, device=h.device)
+        update_folds(self.folds, self.n_seen, h, t, weights)
         if logits is not None:
             self.correct += int((logits.detach().argmax(1) == y).sum())
         if self.keep is not None:

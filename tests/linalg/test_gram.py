@@ -152,3 +152,25 @@ def test_weights_of_the_wrong_shape_are_refused():
     acc = GramAccumulator(3, 1)
     with pytest.raises(ValueError, match=r"weights must have shape \(4,\)"):
         acc.update(torch.ones(4, 3), torch.ones(4, 1), torch.ones(3))
+
+
+def test_weighted_folds_choose_the_strength_of_repeated_rows(weighted_rows):
+    from skfastretrain import select_lambda
+    from skfastretrain.linalg._gram import HeadStatistics
+
+    H, T, w = weighted_rows
+    labels = np.argmax(T, axis=1)
+    weighted = HeadStatistics(2, n_folds=3)
+    weighted.add(torch.from_numpy(H), labels, weights=torch.from_numpy(w))
+    # The same rows repeated inside their own fold: row i is in fold i % 3.
+    repeated = [GramAccumulator(5, 2) for _ in range(3)]
+    for f, acc in enumerate(repeated):
+        rows = np.flatnonzero(np.arange(len(H)) % 3 == f)
+        rows = np.repeat(rows, w[rows].astype(int))
+        T_pm = -np.ones((len(rows), 2))
+        T_pm[np.arange(len(rows)), labels[rows]] = 1.0
+        acc.update(torch.from_numpy(H[rows]), torch.from_numpy(T_pm))
+    alpha, errors = select_lambda(weighted.folds)
+    alpha_rep, errors_rep = select_lambda(repeated)
+    assert alpha == pytest.approx(alpha_rep, rel=1e-12)
+    np.testing.assert_allclose(errors, errors_rep, rtol=1e-9)
