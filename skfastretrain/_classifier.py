@@ -21,7 +21,13 @@ from ._params import (
     FractionSchedule,
     InputSize,
 )
-from ._partial import encode_new_rows, first_call_input, head_solver, new_rows_data
+from ._partial import (
+    add_classes,
+    encode_new_rows,
+    first_call_input,
+    head_solver,
+    new_rows_data,
+)
 from ._pipeline import build_pipeline
 from ._predict import PredictMixin
 from ._settings import (
@@ -442,10 +448,13 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         else:
             check_is_fitted(self)
             head_solver(self.net_)
-            codes = encode_new_rows(self, y, classes)
+            codes, new = encode_new_rows(self, y, classes)
             data, targets = new_rows_data(self, X, codes)
-        solver = head_solver(self.net_)
-        solver.partial_solve(self.net_, self.net_.get_dataset(data, targets))
+            # Only once the call's input is known to be valid.
+            add_classes(self, new)
+        head_solver(self.net_).partial_solve(
+            self.net_, self.net_.get_dataset(data, targets)
+        )
         return self
 
     def _collect(self, fit_input, model, pipeline, net):

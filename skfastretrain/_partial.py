@@ -16,7 +16,13 @@ from ._data import FitInput, ImageDataset, input_kind
 from ._validation import _image_source, check_fit_input, check_predict_input
 from .callbacks import RidgeHeadSolver
 
-__all__ = ["encode_new_rows", "first_call_input", "head_solver", "new_rows_data"]
+__all__ = [
+    "add_classes",
+    "encode_new_rows",
+    "first_call_input",
+    "head_solver",
+    "new_rows_data",
+]
 
 
 def _labels(y):
@@ -70,11 +76,12 @@ def head_solver(net):
 
 
 def encode_new_rows(est, y, classes):
-    """A later call's labels as codes, the head grown for new classes.
+    """A later call's labels as codes, and the labels it adds.
 
     New labels of ``classes`` (those not in ``classes_``) follow the known
-    ones, sorted, so that every known class keeps its output; each adds an
-    output to the head, with zero weights until the solve sets them.
+    ones, sorted, so that every known class keeps its output. Returns
+    ``(codes, new)``; :func:`add_classes` then gives the new labels their
+    outputs.
     """
     y = _labels(y)
     known = est.classes_
@@ -82,11 +89,15 @@ def encode_new_rows(est, y, classes):
     if classes is not None:
         new = np.setdiff1d(unique_labels(classes), known)
     allowed = np.concatenate([known, new]) if len(new) else known
-    codes = _codes(y, allowed)
+    return _codes(y, allowed), new
+
+
+def add_classes(est, new):
+    """Append ``new`` labels to ``classes_``, each with a head output whose
+    weights are zero until the solve sets them."""
     if len(new):
         _grow_head(est.net_.module_, len(new))
-        est.classes_ = allowed
-    return codes
+        est.classes_ = np.concatenate([est.classes_, new])
 
 
 def _grow_head(module, n_new):

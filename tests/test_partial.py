@@ -190,3 +190,23 @@ def test_a_head_on_every_stage_is_extended_with_its_column_scaling(halves):
     scale = stage_scale(stats, widths, 1.0).numpy()
     ridge = Ridge(alpha=1.0).fit(H * scale, T)
     _assert_close(_head(est)[0], ridge.coef_ * scale)
+
+
+def test_a_refused_call_leaves_the_classes_and_head_as_they_were(halves):
+    XA, yA, XB, yB = halves
+    est = tiny_cnn_classifier(ridge_lambda=1.0, **EXACT).fit(XA, yA)
+    rgb = np.repeat(XB[..., None], 3, axis=-1)
+    with pytest.raises(ValueError, match="1-channel"):
+        est.partial_fit(rgb, yB, classes=np.arange(10))
+    assert est.classes_.tolist() == [0, 1, 2, 3, 4]
+    assert est.module_.head.out_features == 5
+
+
+def test_a_list_of_images_is_added_as_the_array_is(halves):
+    XA, yA, XB, yB = halves
+    heads = []
+    for new_rows in (XB, list(XB)):
+        est = tiny_cnn_classifier(ridge_lambda=1.0, **EXACT).fit(XA, yA)
+        est.partial_fit(new_rows, yB, classes=np.arange(10))
+        heads.append(_head(est)[0])
+    _assert_close(heads[1], heads[0])
