@@ -30,7 +30,7 @@ def _check_choice(name, value, choices):
 class DeployedModel(nn.Module):
     """A fitted estimator's model as deployed: raw images in, probabilities out.
 
-    It holds a float32 copy of the estimator's ``module_`` in eval mode
+    It holds a float32 CPU copy of the estimator's ``module_`` in eval mode
     (without gradients) and does
     around it what :meth:`FastRetrainClassifier.predict_proba` does for an
     array: it puts the images in the model's (n, C, H, W) layout, resizes
@@ -86,7 +86,9 @@ class DeployedModel(nn.Module):
         _check_choice("layout", layout, _LAYOUTS)
         _check_choice("dtype", dtype, _DTYPES)
         shape = tuple(estimator.input_shape_)
-        self.module = copy.deepcopy(estimator.module_).float()
+        # On the CPU, whatever device fitted it: the exported graph takes
+        # the example input there, and runtimes place it themselves.
+        self.module = copy.deepcopy(estimator.module_).float().cpu()
         # bfloat16 autocast is a training-speed setting; ONNX and CPU
         # runtimes take the float32 graph.
         self.module.precision = "float32"
