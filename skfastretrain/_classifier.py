@@ -179,6 +179,10 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         :class:`TrainingCheckpoint` among them saves the state of the fit,
         atomically, after every epoch, for ``fit(..., resume=True)``; it
         runs last.
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes, with scikit-learn's meaning: a dict from
+        label to weight, or ``"balanced"``, ``n_samples / (n_classes *
+        np.bincount(y))``. They multiply ``fit``'s ``sample_weight``.
 
     Attributes
     ----------
@@ -260,6 +264,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         "device": [str],
         "distributed": ["boolean", StrOptions({"auto"})],
         "random_state": ["random_state"],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
         "verbose": [NON_NEGATIVE_INT, StrOptions({"auto"})],
         "callbacks": [list, tuple, None],
     }
@@ -287,6 +292,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         random_state: int | np.random.RandomState | None = None,
         verbose: int | Literal["auto"] = "auto",
         callbacks: list | None = None,
+        class_weight: dict | Literal["balanced"] | None = None,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -308,9 +314,12 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.class_weight = class_weight
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, *, resume=False) -> "FastRetrainClassifier":
+    def fit(
+        self, X, y=None, *, sample_weight=None, resume=False
+    ) -> "FastRetrainClassifier":
         """Fine-tune the backbone and its head.
 
         Parameters
@@ -331,6 +340,16 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
             is a folder (the labels are its subfolder names) or a Dataset of
             (image, label) items (the labels are its ``targets``, mapped to
             the names in its ``classes`` where it has them).
+        sample_weight : array-like of shape (n,) or None, default=None
+            Non-negative weights of the rows, multiplied by ``class_weight``'s
+            weight of their class: the SGD loss is their weighted mean, the
+            head's Gram statistics are weighted sums (an integer weight
+            counts as that many copies of the row in the solve), and the
+            cross-validated choice of ``ridge_lambda`` and of the stages'
+            weight uses them, as the held-out score of ``early_stopping``
+            does. NaN, negative weights and weights summing to zero raise.
+            In a ``Pipeline`` or ``GridSearchCV``, route it with
+            scikit-learn's metadata routing (``set_fit_request``).
         resume : bool, default=False
             Continue from the file of the :class:`TrainingCheckpoint` in
             ``callbacks`` when it exists (else start
@@ -353,7 +372,9 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         inf, fit raises a :class:`DivergenceError` naming the epoch and
         learning rate (see :ref:`reliability`).
         """
-        fit_input = check_fit_input(self, X, y)
+        fit_input = check_fit_input(
+            self, X, y, sample_weight=sample_weight, class_weight=self.class_weight
+        )
         config = resolve_config(self, fit_input, resume=resume)
         # The build draws random heads and initializations: from the run's
         # seed, without touching the caller's global generator.

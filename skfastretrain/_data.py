@@ -8,16 +8,20 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
+from skorch.dataset import Dataset as SkorchDataset
 from skorch.helper import SliceDataset
 from torch import nn
 from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
 __all__ = [
+    "IMAGES",
+    "SAMPLE_WEIGHT",
     "AugmentCollate",
     "FitInput",
     "ImageDataset",
     "Preprocess",
+    "WeightedRows",
     "as_pixels",
     "check_paths",
     "dataset_labels",
@@ -25,6 +29,7 @@ __all__ = [
     "make_augment",
     "model_data",
     "resize_images",
+    "split_weights",
     "to_model_layout",
 ]
 
@@ -358,8 +363,54 @@ class AugmentCollate:
 
     def __call__(self, batch):
         xs, ys = zip(*batch, strict=True)
+        if isinstance(xs[0], dict):
+            # Weighted rows (WeightedRows): the images are transformed, the
+            # weights ride along.
+            images = [self.transform(torch.as_tensor(x[IMAGES])) for x in xs]
+            weights = torch.as_tensor(np.asarray([x[SAMPLE_WEIGHT] for x in xs]))
+            X = {IMAGES: torch.stack(images), SAMPLE_WEIGHT: weights}
+            return X, torch.as_tensor(np.asarray(ys))
         xs = [self.transform(torch.as_tensor(x)) for x in xs]
         return torch.stack(xs), torch.as_tensor(np.asarray(ys))
+
+
+#: The keys of a weighted row's input: skorch passes a dict input to the
+#: module as keyword arguments (``FastRetrainModule.forward(x,
+#: sample_weight)``), and ``get_loss`` reads the weights from it.
+IMAGES, SAMPLE_WEIGHT = "x", "sample_weight"
+
+
+class WeightedRows(Dataset):
+    """Rows of ``dataset`` with their weights, as skorch's idiom for sample
+    weights has them: item ``i`` is ``({"x": X_i, "sample_weight": w_i},
+    y_i)`` for ``dataset[i] == (X_i, y_i)``.
+
+    Parameters
+    ----------
+    dataset : torch Dataset
+        Yields ``(X_i, y_i)``.
+    weights : ndarray of shape (len(dataset),)
+        The rows' weights (float32).
+    """
+
+    def __init__(self, dataset, weights):
+        self.dataset = dataset
+        self.weights = np.asarray(weights, dtype=np.float32)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        x, y = self.dataset[i]
+        return {IMAGES: x, SAMPLE_WEIGHT: self.weights[i]}, y
+
+
+def split_weights(X):
+    """``(X, weights)`` of a batch input: a weighted row's dict, or a plain
+    input and None."""
+    if isinstance(X, dict) and SAMPLE_WEIGHT in X:
+        return X[IMAGES], X[SAMPLE_WEIGHT]
+    return X, None
 
 
 @dataclass(frozen=True, repr=False)
@@ -377,12 +428,16 @@ class FitInput:
         The labels encoded as ``0 .. n_classes - 1``.
     classes : ndarray
         The class labels, in the order of their codes.
+    sample_weight : ndarray of float or None, default=None
+        The rows' weights (``sample_weight`` times the ``class_weight`` of
+        their labels), or None when every row weighs 1.
     """
 
     kind: str
     X: object
     y: np.ndarray
     classes: np.ndarray
+    sample_weight: np.ndarray | None = None
 
     @property
     def native_size(self):
@@ -406,17 +461,23 @@ def model_data(fit_input, *, conv, size):
 
     Arrays (of a :class:`FitInput`) become one array in model layout; paths
     and datasets become an :class:`ImageDataset` carrying its labels (so
-    ``targets`` is None). ``sample`` holds two inputs for the dry forward
-    pass.
+    ``targets`` is None). With sample weights, either becomes
+    :class:`WeightedRows` carrying labels and weights. ``sample`` holds two
+    inputs for the dry forward pass.
     """
     X, y = fit_input.X, fit_input.y
     if fit_input.kind == "array":
         data = to_model_layout(X, expects_images=conv is not None)
-        return data, y, data[:2]
-    channels = None if conv is None else conv.in_channels
-    data = ImageDataset(X, y, size=size, channels=channels)
-    sample = torch.stack([data[i][0] for i in range(min(2, len(data)))])
-    return data, None, sample.numpy()
+        targets, sample = y, data[:2]
+    else:
+        channels = None if conv is None else conv.in_channels
+        data = ImageDataset(X, y, size=size, channels=channels)
+        sample = torch.stack([data[i][0] for i in range(min(2, len(data)))])
+        targets, sample = None, sample.numpy()
+    if fit_input.sample_weight is not None:
+        rows = data if targets is None else SkorchDataset(data, targets)
+        data, targets = WeightedRows(rows, fit_input.sample_weight), None
+    return data, targets, sample
 
 
 def resize_images(X, size, *, chunk=256):

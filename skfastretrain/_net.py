@@ -3,9 +3,12 @@
 from collections import defaultdict
 
 import torch
+import torch.nn.functional as F
 from skorch import NeuralNetClassifier
+from skorch.utils import to_tensor
 from torch import nn
 
+from ._data import split_weights
 from ._distributed import DataParallelSteps
 from .callbacks._checkpoint import net_state_without_caches
 from .callbacks._history_keys import (
@@ -95,6 +98,23 @@ class FastRetrainNet(DataParallelSteps, NeuralNetClassifier):
         super().__setstate__(state)
         if same:
             self.module = self.module_
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """skorch's loss, weighted by the rows' ``sample_weight`` when the
+        input carries one (:class:`~skfastretrain._data.WeightedRows`): the
+        weighted mean of the per-row cross-entropy, plus a DELTA penalty
+        where the criterion adds one."""
+        _, weights = split_weights(X)
+        if weights is None:
+            return super().get_loss(y_pred, y_true, X=X, training=training)
+        y_true = to_tensor(y_true, device=self.device)
+        weights = to_tensor(weights, device=self.device).to(y_pred.dtype)
+        per_row = F.cross_entropy(y_pred, y_true, reduction="none")
+        loss = (weights * per_row).sum() / weights.sum().clamp_min(1e-12)
+        regularizer = getattr(self.criterion_, "regularizer", None)
+        if regularizer is not None:
+            loss = loss + regularizer.penalty()
+        return loss
 
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
         if not training and prefix == "valid":

@@ -6,11 +6,15 @@ run (the device, the input size, which steps apply) is decided in
 ``_config.py``.
 """
 
+import dataclasses
+
 import numpy as np
 import scipy.sparse as sp
 from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
+    _check_sample_weight,
     check_array,
     check_consistent_length,
     column_or_1d,
@@ -169,12 +173,35 @@ def _image_source(X, kind):
     return X, labels
 
 
-def check_fit_input(est, X, y):
+def check_fit_input(est, X, y, *, sample_weight=None, class_weight=None):
     """Fit's X and y, checked and classified once, as a :class:`FitInput`.
 
     Arrays, image paths, folders, image lists and datasets; the labels are
-    checked as classification targets and encoded.
+    checked as classification targets and encoded. ``sample_weight`` (one
+    non-negative, finite weight per row, not all zero) and ``class_weight``
+    (None, ``"balanced"`` or a dict, with scikit-learn's meaning) combine
+    into the rows' weights; None when both are None.
     """
+    fit_input = _fit_input(est, X, y)
+    if sample_weight is None and class_weight is None:
+        return fit_input
+    labels = fit_input.classes[fit_input.y]
+    weights = np.ones(len(labels))
+    if sample_weight is not None:
+        weights = _check_sample_weight(
+            sample_weight, labels, dtype=np.float64, ensure_non_negative=True
+        )
+    if class_weight is not None:
+        weights = weights * compute_sample_weight(class_weight, labels)
+    if not weights.sum() > 0:
+        raise ValueError(
+            "The rows' weights (sample_weight times class_weight) sum to zero: "
+            "at least one row needs a positive weight."
+        )
+    return dataclasses.replace(fit_input, sample_weight=weights)
+
+
+def _fit_input(est, X, y):
     kind = input_kind(X)
     if kind == "array":
         X, y = check_array_input(est, X, reset=True, y=y)

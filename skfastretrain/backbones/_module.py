@@ -141,7 +141,9 @@ class FastRetrainModule(nn.Module):
             h = self.backbone(x)
         return h.float()
 
-    def forward(self, x):
+    def forward(self, x, sample_weight=None):
+        # ``sample_weight`` arrives with weighted rows (skorch passes a dict
+        # input as keyword arguments); the loss reads it, the model does not.
         return self.head(self.features(x))
 
     @contextmanager

@@ -11,6 +11,7 @@ from skorch.callbacks import Callback
 from torch import nn
 
 from .._batchnorm import is_held_in_eval
+from .._data import split_weights
 from ..backbones._fold import inference_copy
 from ..backbones._stages import CONTAINERS, pool_stage
 from ._history_keys import PREFIX_STORE_ROWS
@@ -261,7 +262,8 @@ class PrefixCache(Callback):
             # the fit's random stream must not see it.
             with torch.random.fork_rng(devices=devices):
                 iterator = net.get_iterator(dataset_train, training=False)
-                probe = next(iter(iterator))[0]
+                # Weighted rows carry the images beside their weights.
+                probe = split_weights(next(iter(iterator))[0])[0]
                 self._split = _build(module, device, probe, fold=self.fold)
             self.status_ = "on"
         except _NothingFrozen as exc:

@@ -11,6 +11,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import StrOptions
 from skorch.callbacks import Callback
 
+from .._data import split_weights
 from .._distributed import all_gather_rows, all_reduce_head_statistics, local_shard
 from .._params import (
     POSITIVE,
@@ -343,7 +344,7 @@ class RidgeHeadSolver(Callback):
         stats, tap = self._collecting
         features = tap.pop()
         if features is not None:
-            stats.add(features, batch[1], y_pred)
+            stats.add(features, batch[1], y_pred, split_weights(batch[0])[1])
 
     def on_epoch_end(self, net, dataset_train=None, **kwargs):
         epoch = len(net.history)
@@ -388,8 +389,8 @@ class RidgeHeadSolver(Callback):
             distributed=self.distributed,
         )
         try:
-            for logits, yi in batches:
-                stats.add(captured.pop(), yi, logits)
+            for logits, yi, wi in batches:
+                stats.add(captured.pop(), yi, logits, wi)
         finally:
             hook.remove()
         return stats

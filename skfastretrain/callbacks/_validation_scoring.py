@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import StrOptions
 from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
 
+from .._data import split_weights
 from .._params import NON_NEGATIVE, POSITIVE_INT, validate_constraints
 from .._progress import progress
 from ._checkpoint import module_copy
@@ -247,11 +248,17 @@ class ValidationScoring(Callback):
                 for Xi, yi in progress(batches, net, desc="validation"):
                     logits = net.infer(Xi)
                     yi = torch.as_tensor(yi, device=logits.device)
-                    total_loss += float(
-                        F.cross_entropy(logits.float(), yi, reduction="sum")
+                    # Weighted rows weigh their loss and accuracy.
+                    wi = split_weights(Xi)[1]
+                    wi = (
+                        torch.ones(len(yi), device=logits.device)
+                        if wi is None
+                        else torch.as_tensor(wi, device=logits.device).float()
                     )
-                    correct += int((logits.argmax(1) == yi).sum())
-                    n += len(yi)
+                    losses = F.cross_entropy(logits.float(), yi, reduction="none")
+                    total_loss += float((wi * losses).sum())
+                    correct += float((wi * (logits.argmax(1) == yi)).sum())
+                    n += float(wi.sum())
         finally:
             module.train(was_training)
         if not n:

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from .._batchnorm import is_held_in_eval
+from .._data import split_weights
 from .._distributed import sync_batchnorm_stats
 from .._progress import progress
 
@@ -77,7 +78,10 @@ def _start_recalibration(module):
 def feature_pass(
     net, dataset, *, recalibrate_bn=False, distributed=False, desc="head solve"
 ):
-    """Yield ``(logits, y)`` per batch of a skorch net's eval-mode pass.
+    """Yield ``(logits, y, weights)`` per batch of a skorch net's eval-mode pass.
+
+    ``weights`` are the batch's sample weights where its rows carry them
+    (:class:`~skfastretrain._data.WeightedRows`), else None.
 
     The pass runs under :func:`torch.inference_mode`, without augmentation
     (skorch's validation iterator). Callers capture the activations they need
@@ -100,7 +104,7 @@ def feature_pass(
                 # with the statistics gathered so far.
                 for m in bns:
                     m.train(len(yi) > 1)
-                yield net.infer(Xi), yi
+                yield net.infer(Xi), yi, split_weights(Xi)[1]
         if distributed:
             sync_batchnorm_stats(bns)
     finally:

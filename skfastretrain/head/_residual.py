@@ -117,7 +117,8 @@ def _layer_statistics(
         batches = feature_pass(
             net, dataset, recalibrate_bn=recalibrate_bn, distributed=distributed
         )
-        for logits, yi in batches:
+        # The residual update is unweighted: it has no sample_weight path.
+        for logits, yi, _ in batches:
             y = torch.as_tensor(yi, device=logits.device).long()
             onehot = nn.functional.one_hot(y, logits.shape[1]).to(torch.float64)
             residual = onehot - torch.softmax(logits.double(), dim=1)
