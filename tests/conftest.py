@@ -108,7 +108,12 @@ class Recorder(Callback):
 
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
         if training:
-            self.batches.append((batch[0].clone(), batch[1].clone()))
+            X = batch[0]
+            # Weighted rows arrive as a dict of images and weights.
+            X = {k: v.clone() for k, v in X.items()} if isinstance(X, dict) else X
+            self.batches.append(
+                (X if isinstance(X, dict) else X.clone(), batch[1].clone())
+            )
 
     def on_batch_end(self, net, training=False, **kwargs):
         if training:

@@ -114,17 +114,65 @@ def test_auto_lambda_is_ridgecv_choice_on_the_same_folds(small_images):
     np.testing.assert_allclose(head.bias.detach(), b, rtol=1e-4, atol=1e-5 * scale)
 
 
+def test_weighted_head_is_sklearn_ridge_with_sample_weight(small_images):
+    X, y = small_images
+    w = np.random.default_rng(3).integers(0, 4, size=len(y)).astype(float)
+    est = tiny_cnn_classifier(
+        device="cpu",
+        callbacks=[("recorder", Recorder())],
+        ridge_lambda=3.0,
+        head=RidgeHead(blend=1.0),
+        **SOLVE,
+    ).fit(X, y, sample_weight=w)
+    H = fitted_features(est, X)
+    ridge = RidgeClassifier(alpha=3.0, solver="svd").fit(H, y, sample_weight=w)
+    rec = dict(est.net_.callbacks_)["recorder"]
+    W0, b0 = (rec.head[k].double().numpy() for k in ("weight", "bias"))
+    # The temperature is fitted on the rows unweighted.
+    W, b = expected_head(W0, b0, ridge.coef_, ridge.intercept_, H, y, 1.0)
+    head = est.module_.head
+    scale = np.abs(W).max()
+    np.testing.assert_allclose(head.weight.detach(), W, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_allclose(head.bias.detach(), b, rtol=1e-4, atol=1e-5 * scale)
+
+
 def torch_sgdm(start, batches, *, lr, momentum, weight_decay):
-    """Plain fine-tuning: torch.optim.SGD over every parameter, train mode."""
+    """Plain fine-tuning: torch.optim.SGD over every parameter, train mode;
+    a batch of weighted rows minimizes their weighted mean cross-entropy."""
     model = copy.deepcopy(start).train()
     opt = torch.optim.SGD(
         model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
     )
     for xb, yb in batches:
         opt.zero_grad()
-        F.cross_entropy(model(xb), yb).backward()
+        if isinstance(xb, dict):
+            w = xb["sample_weight"].to(torch.float32)
+            losses = F.cross_entropy(model(xb["x"]), yb, reduction="none")
+            ((w * losses).sum() / w.sum()).backward()
+        else:
+            F.cross_entropy(model(xb), yb).backward()
         opt.step()
     return model
+
+
+def test_weighted_sgd_is_torch_sgd_on_the_weighted_mean_loss(small_images):
+    X, y = small_images
+    w = np.random.default_rng(4).uniform(0.1, 3.0, size=len(y))
+    est = tiny_cnn_classifier(
+        device="cpu",
+        callbacks=[("recorder", Recorder())],
+        freeze_prob=0.0,
+        ridge_lambda=None,
+        lr=0.05,
+        max_epochs=2,
+    ).fit(X, y, sample_weight=w)
+    rec = dict(est.net_.callbacks_)["recorder"]
+    reference = torch_sgdm(
+        rec.start, rec.batches, lr=0.05, momentum=0.9, weight_decay=0
+    )
+    got = est.module_.state_dict()
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize(
