@@ -186,6 +186,11 @@ def resolve_config(est, fit_input, *, resume=False):
     """
     head, sgd = resolve_head(est.head), resolve_sgd(est.sgd)
     check_params(est, head, sgd)
+    if fit_input.sample_weight is not None and head.update == "residual":
+        raise ValueError(
+            "head update 'residual' does not weigh its solves by sample_weight "
+            "or class_weight; use the default update='blend' with weights."
+        )
     device = resolve_device(est.device)
     distributed, device = setup_distributed(est.distributed, device)
     spec = backbone_spec(est.backbone, est.weights)

@@ -158,6 +158,33 @@ def test_grid_search_over_freeze_prob_and_lambda(digits, n_jobs):
         assert score == np.mean(scores), params
 
 
+def test_sample_weight_is_routed_through_pipeline_and_grid_search(digits):
+    import sklearn
+
+    X, y = digits[0][:400], digits[1][:400]
+    w = np.random.default_rng(0).uniform(0.2, 3.0, size=len(y))
+    params = {"max_epochs": 1, "random_state": 0, "device": "cpu"}
+    with sklearn.config_context(enable_metadata_routing=True):
+        clf = FastRetrainClassifier(make_mlp, **params)
+        clf.set_fit_request(sample_weight=True).set_score_request(sample_weight=True)
+        scaler = StandardScaler().set_fit_request(sample_weight=False)
+        pipe = make_pipeline(scaler, clf)
+        grid = GridSearchCV(pipe, {"fastretrainclassifier__ridge_lambda": [1.0]}, cv=2)
+        grid.fit(X, y, sample_weight=w)
+    # The refit on every row got the weights: it equals a weighted fit by hand.
+    scaler = StandardScaler().fit(X)
+    ref = FastRetrainClassifier(make_mlp, ridge_lambda=1.0, **params)
+    ref.fit(scaler.transform(X), y, sample_weight=w)
+    np.testing.assert_array_equal(
+        grid.predict_proba(X[:50]), ref.predict_proba(scaler.transform(X[:50]))
+    )
+    unweighted = FastRetrainClassifier(make_mlp, ridge_lambda=1.0, **params)
+    unweighted.fit(scaler.transform(X), y)
+    assert not np.array_equal(
+        grid.predict_proba(X[:50]), unweighted.predict_proba(scaler.transform(X[:50]))
+    )
+
+
 def test_pipeline_with_preprocessing(digits):
     X, y = digits
     pipe = make_pipeline(

@@ -467,6 +467,19 @@ def check_random_state(c):
     assert not np.allclose(c.proba(c.fit(random_state=1)), c.proba(c.base))
 
 
+def check_class_weight(c):
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    given = {int(c.y[0]): 5.0}
+    est = c.fit(class_weight=given)
+    # The same fit as with those weights given per row.
+    by_row = tiny_cnn_classifier(**BASE).fit(
+        c.X, c.y, sample_weight=compute_sample_weight(given, c.y)
+    )
+    np.testing.assert_array_equal(c.proba(est), c.proba(by_row))
+    assert not np.array_equal(c.proba(est), c.proba(c.base))
+
+
 def check_verbose(c):
     c.capsys.readouterr()
     c.fit(verbose=1)
@@ -510,7 +523,8 @@ def test_every_parameter_has_a_check():
         head=RidgeHead(), sgd=SGDEpoch(), early_stopping=EarlyStopping()
     )
     assert sorted(CHECKS) == sorted(est.get_params(deep=True))
-    assert len(inspect.signature(FastRetrainClassifier).parameters) <= 20
+    # class_weight made it 21: scikit-learn's classifiers take it here too.
+    assert len(inspect.signature(FastRetrainClassifier).parameters) <= 21
 
 
 @pytest.mark.parametrize("name", sorted(CHECKS))

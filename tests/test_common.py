@@ -46,9 +46,25 @@ SUBSET_FIGURES = {
 }
 
 
+# Measured on the check's data (integer weights against repeated rows):
+# the largest difference of predict_proba.
+SAMPLE_WEIGHT_FIGURES = {"make_mlp": 0.75, "make_tabular_cnn": 0.46}
+
+
 def expected_failed_checks(estimator):
     figures = SUBSET_FIGURES[estimator.backbone.__name__]
     return {
+        "check_sample_weight_equivalence_on_dense_data": (
+            "SGD: a row repeated k times is drawn k times per epoch, in other "
+            "batches, and the repeated data's epoch takes more steps, so a "
+            "weighted loss gives the same expected gradient but not the same "
+            "trajectory; here predict_proba differed by up to "
+            f"{SAMPLE_WEIGHT_FIGURES[estimator.backbone.__name__]}. The head's "
+            "solve is exact: integer weights equal repeated rows in the Gram "
+            "statistics and the cross-validation (tests/linalg/test_gram.py), "
+            "and the weighted head equals RidgeClassifier(sample_weight) "
+            "(tests/test_net.py)."
+        ),
         "check_methods_subset_invariance": (
             "Inference runs in float32, and the CPU kernels (MKL's matrix "
             "product, oneDNN's convolution) take another code path, another "

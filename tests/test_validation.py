@@ -47,6 +47,53 @@ def test_bad_fit_input(X, y, match):
 
 
 @pytest.mark.parametrize(
+    "sample_weight, match",
+    [
+        (np.full(200, np.nan), "sample_weight contains NaN"),
+        (-np.ones(200), "Negative values in data passed to `sample_weight`"),
+        (np.ones(199), r"sample_weight.shape == \(199,\), expected \(200,\)"),
+        (np.zeros(200), "at least one non-zero number"),
+    ],
+)
+def test_bad_sample_weight(small_images, sample_weight, match):
+    with pytest.raises(ValueError, match=match):
+        _cnn().fit(*small_images, sample_weight=sample_weight)
+
+
+def test_the_residual_update_refuses_weights(small_images):
+    X, y = small_images
+    with pytest.raises(ValueError, match="'residual' does not weigh its solves"):
+        _cnn(head="residual").fit(X, y, sample_weight=np.ones(len(y)))
+
+
+def test_weights_that_class_weight_zeroes_everywhere_are_refused(small_images):
+    X, y = small_images
+    sample_weight = np.repeat([1.0, 0.0], 100)
+    # Every class of the first 100 rows, the only ones weighted, weighs 0.
+    class_weight = {c: float(c not in y[:100]) for c in range(10)}
+    with pytest.raises(ValueError, match="sum to zero"):
+        _cnn(class_weight=class_weight).fit(X, y, sample_weight=sample_weight)
+
+
+def test_class_weight_multiplies_sample_weight(small_images):
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    from skfastretrain._validation import check_fit_input
+
+    X, y = small_images
+    w = np.random.default_rng(0).uniform(0.5, 2.0, size=len(y))
+    given = {0: 3.0}
+    fit_input = check_fit_input(_cnn(), X, y, sample_weight=w, class_weight=given)
+    expected = w * compute_sample_weight(given, y)
+    np.testing.assert_allclose(fit_input.sample_weight, expected)
+    balanced = check_fit_input(_cnn(), X, y, class_weight="balanced")
+    np.testing.assert_allclose(
+        balanced.sample_weight, compute_sample_weight("balanced", y)
+    )
+    assert check_fit_input(_cnn(), X, y).sample_weight is None
+
+
+@pytest.mark.parametrize(
     "X_predict, match",
     [
         (
