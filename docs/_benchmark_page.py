@@ -57,6 +57,11 @@ RUNS = {
         "baselines tuned on rows held out of each task's training split, every "
         "method then scored on the task's test split",
     ),
+    "class_weight": (
+        "class_weight on an imbalanced task",
+        "the defaults with class_weight=None and 'balanced' on ELPV, scored on "
+        "its test split",
+    ),
 }
 
 

@@ -387,7 +387,9 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, classes=None) -> "FastRetrainClassifier":
+    def partial_fit(
+        self, X, y, classes=None, sample_weight=None
+    ) -> "FastRetrainClassifier":
         """Add rows, and classes, to the head, solved again in closed form.
 
         The backbone stays as it is: only the head changes. Its ridge
@@ -425,6 +427,10 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
             to an unfitted estimator; on later calls, labels it adds to
             ``classes_`` (they follow the known ones, sorted) get a new
             output of the head.
+        sample_weight : array-like of shape (n,) or None, default=None
+            Weights of the call's rows, times ``class_weight``'s weight of
+            their class, as in :meth:`fit`: their statistics are weighted
+            sums.
 
         Returns
         -------
@@ -457,7 +463,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         (90, 3)
         """
         if not hasattr(self, "net_"):
-            fit_input = first_call_input(self, X, y, classes)
+            fit_input = first_call_input(self, X, y, classes, sample_weight)
             config = resolve_config(self, fit_input)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)
@@ -470,7 +476,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
             check_is_fitted(self)
             head_solver(self.net_)
             codes, new = encode_new_rows(self, y, classes)
-            data, targets = new_rows_data(self, X, codes)
+            data, targets = new_rows_data(self, X, y, codes, sample_weight)
             # Only once the call's input is known to be valid.
             add_classes(self, new)
         head_solver(self.net_).partial_solve(

@@ -8,11 +8,17 @@ build, pipeline, net) and trains nothing.
 
 import numpy as np
 import torch
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
-from sklearn.utils.validation import check_consistent_length, column_or_1d
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_consistent_length,
+    column_or_1d,
+)
+from skorch.dataset import Dataset as SkorchDataset
 from torch import nn
 
-from ._data import FitInput, ImageDataset, input_kind
+from ._data import FitInput, ImageDataset, WeightedRows, input_kind
 from ._validation import _image_source, check_fit_input, check_predict_input
 from .callbacks import RidgeHeadSolver
 
@@ -44,10 +50,11 @@ def _codes(y, classes):
     return np.array([index[label] for label in y.tolist()], dtype=np.int64)
 
 
-def first_call_input(est, X, y, classes):
+def first_call_input(est, X, y, classes, sample_weight=None):
     """The :class:`FitInput` of a first ``partial_fit`` call: labels coded
     by their position in ``unique_labels(classes)``, as scikit-learn's
-    ``partial_fit`` convention has it, whatever the call's ``y`` holds."""
+    ``partial_fit`` convention has it, whatever the call's ``y`` holds, and
+    the rows' weights (``sample_weight`` times ``class_weight``)."""
     if classes is None:
         raise ValueError(
             "classes must be passed on the first call to partial_fit: the "
@@ -59,9 +66,17 @@ def first_call_input(est, X, y, classes):
             f"classes holds {len(classes)} label; a classifier needs at least two."
         )
     y = _labels(y)
-    fit_input = check_fit_input(est, X, y)
+    fit_input = check_fit_input(
+        est, X, y, sample_weight=sample_weight, class_weight=est.class_weight
+    )
     seen = fit_input.classes[fit_input.y]
-    return FitInput(fit_input.kind, fit_input.X, _codes(seen, classes), classes)
+    return FitInput(
+        fit_input.kind,
+        fit_input.X,
+        _codes(seen, classes),
+        classes,
+        fit_input.sample_weight,
+    )
 
 
 def head_solver(net):
@@ -118,17 +133,31 @@ def _grow_head(module, n_new):
     module.head = head
 
 
-def new_rows_data(est, X, codes):
+def new_rows_data(est, X, y, codes, sample_weight=None):
     """A later call's images as ``predict`` reads them, with their codes:
     arrays in model layout (resized to the fitted size), other inputs as an
-    :class:`ImageDataset` carrying the codes. Returns ``(data, targets)``."""
+    :class:`ImageDataset` carrying the codes, and either as
+    :class:`WeightedRows` with the rows' weights (``sample_weight`` times
+    ``class_weight`` of their labels ``y``) when there are any. Returns
+    ``(data, targets)``."""
     kind = input_kind(X)
     if kind == "array":
-        data = check_predict_input(est, X)
+        data, targets = check_predict_input(est, X), codes
         check_consistent_length(data, codes)
-        return data, codes
-    source, _ = _image_source(X, kind)
-    check_consistent_length(source, codes)
-    channels = est.net_.module_.preprocess.channels
-    dataset = ImageDataset(source, codes, size=est.input_shape_[-2:], channels=channels)
-    return dataset, None
+    else:
+        source, _ = _image_source(X, kind)
+        check_consistent_length(source, codes)
+        channels = est.net_.module_.preprocess.channels
+        size = est.input_shape_[-2:]
+        data, targets = ImageDataset(source, codes, size=size, channels=channels), None
+    if sample_weight is None and est.class_weight is None:
+        return data, targets
+    weights = np.ones(len(codes))
+    if sample_weight is not None:
+        weights = _check_sample_weight(
+            sample_weight, codes, dtype=np.float64, ensure_non_negative=True
+        )
+    if est.class_weight is not None:
+        weights = weights * compute_sample_weight(est.class_weight, _labels(y))
+    rows = data if targets is None else SkorchDataset(data, targets)
+    return WeightedRows(rows, weights), None

@@ -210,3 +210,17 @@ def test_a_list_of_images_is_added_as_the_array_is(halves):
         est.partial_fit(new_rows, yB, classes=np.arange(10))
         heads.append(_head(est)[0])
     _assert_close(heads[1], heads[0])
+
+
+def test_weighted_calls_equal_ridge_with_sample_weight(halves):
+    XA, yA, XB, yB = halves
+    rng = np.random.default_rng(2)
+    wA, wB = rng.uniform(0.2, 3.0, len(yA)), rng.uniform(0.2, 3.0, len(yB))
+    est = tiny_cnn_classifier(ridge_lambda=1.0, **EXACT)
+    est.partial_fit(XA, yA, classes=np.arange(10), sample_weight=wA)
+    est.partial_fit(XB, yB, sample_weight=wB)
+    X, y, w = np.concatenate([XA, XB]), np.concatenate([yA, yB]), np.r_[wA, wB]
+    T = -np.ones((len(y), 10))
+    T[np.arange(len(y)), y] = 1.0
+    ridge = Ridge(alpha=1.0).fit(_features(est, X), T, sample_weight=w)
+    _assert_close(_head(est)[0], ridge.coef_)
