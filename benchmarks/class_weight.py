@@ -9,7 +9,7 @@ the fit's seconds. Nothing is chosen from these numbers (the default stays
 scikit-learn's None), so the test split is where they are measured. Usage,
 from the repository root (needs the ``bench`` extra)::
 
-    python -m benchmarks.class_weight                  # ELPV at 128 px, ~4 min
+    python -m benchmarks.class_weight                  # ELPV at 128 px, ~3 min
     python -m benchmarks.class_weight --tasks elpv224  # at its default side
     python -m benchmarks.class_weight --report         # re-print the saved run
     python -m benchmarks.class_weight --smoke          # 150 digits, 1 epoch
@@ -50,8 +50,14 @@ def run_task(name, rows, smoke):
         ).fit(X, y)
         fit_s = time.perf_counter() - start
         pred = clf.predict(X_test)
+        diverged = next(
+            (row["diverged"] for row in clf.history_ if "diverged" in row), None
+        )
         record[label] = {
             "fit_s": fit_s,
+            "epochs": int(clf.n_iter_),
+            "lr": float(clf.lr_),
+            "diverged": diverged,
             "accuracy": float(np.mean(pred == y_test)),
             "balanced_accuracy": float(balanced_accuracy_score(y_test, pred)),
             "recall": recall_score(y_test, pred, average=None).tolist(),
@@ -74,6 +80,8 @@ def render(result):
                     f"{m['accuracy']:.3f}",
                     f"{m['balanced_accuracy']:.3f}",
                     " / ".join(f"{v:.2f}" for v in m["recall"]),
+                    f"{m['lr']:g}",
+                    f"{m['epochs']}" + (" (diverged)" if m["diverged"] else ""),
                     f"{m['fit_s']:.0f}",
                 ]
             )
@@ -98,6 +106,8 @@ def render(result):
                 "accuracy",
                 "balanced accuracy",
                 "recall per class",
+                "lr",
+                "epochs",
                 "fit s",
             ],
             rows,

@@ -8,18 +8,18 @@ build, pipeline, net) and trains nothing.
 
 import numpy as np
 import torch
-from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
-from sklearn.utils.validation import (
-    _check_sample_weight,
-    check_consistent_length,
-    column_or_1d,
-)
+from sklearn.utils.validation import check_consistent_length, column_or_1d
 from skorch.dataset import Dataset as SkorchDataset
 from torch import nn
 
 from ._data import FitInput, ImageDataset, WeightedRows, input_kind
-from ._validation import _image_source, check_fit_input, check_predict_input
+from ._validation import (
+    _image_source,
+    check_fit_input,
+    check_predict_input,
+    row_weights,
+)
 from .callbacks import RidgeHeadSolver
 
 __all__ = [
@@ -150,14 +150,8 @@ def new_rows_data(est, X, y, codes, sample_weight=None):
         channels = est.net_.module_.preprocess.channels
         size = est.input_shape_[-2:]
         data, targets = ImageDataset(source, codes, size=size, channels=channels), None
-    if sample_weight is None and est.class_weight is None:
+    weights = row_weights(sample_weight, est.class_weight, _labels(y))
+    if weights is None:
         return data, targets
-    weights = np.ones(len(codes))
-    if sample_weight is not None:
-        weights = _check_sample_weight(
-            sample_weight, codes, dtype=np.float64, ensure_non_negative=True
-        )
-    if est.class_weight is not None:
-        weights = weights * compute_sample_weight(est.class_weight, _labels(y))
     rows = data if targets is None else SkorchDataset(data, targets)
     return WeightedRows(rows, weights), None

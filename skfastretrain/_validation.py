@@ -42,6 +42,7 @@ __all__ = [
     "check_freeze_schedule",
     "check_params",
     "check_predict_input",
+    "row_weights",
 ]
 
 
@@ -183,9 +184,19 @@ def check_fit_input(est, X, y, *, sample_weight=None, class_weight=None):
     into the rows' weights; None when both are None.
     """
     fit_input = _fit_input(est, X, y)
-    if sample_weight is None and class_weight is None:
-        return fit_input
     labels = fit_input.classes[fit_input.y]
+    weights = row_weights(sample_weight, class_weight, labels)
+    if weights is None:
+        return fit_input
+    return dataclasses.replace(fit_input, sample_weight=weights)
+
+
+def row_weights(sample_weight, class_weight, labels):
+    """The rows' weights, ``sample_weight`` (checked: one non-negative,
+    finite weight per row) times ``class_weight``'s weight of their
+    ``labels``; None when both are None. Weights summing to zero raise."""
+    if sample_weight is None and class_weight is None:
+        return None
     weights = np.ones(len(labels))
     if sample_weight is not None:
         weights = _check_sample_weight(
@@ -198,7 +209,7 @@ def check_fit_input(est, X, y, *, sample_weight=None, class_weight=None):
             "The rows' weights (sample_weight times class_weight) sum to zero: "
             "at least one row needs a positive weight."
         )
-    return dataclasses.replace(fit_input, sample_weight=weights)
+    return weights
 
 
 def _fit_input(est, X, y):
