@@ -136,10 +136,7 @@ def main(argv=None):
         result["tasks"] = tasks
     results.write_json("class_weight.json", result)
     text = render(result)
-    results.write_text("class_weight.md", text)
-    results.update_readme("class_weight", text)
-    print(text)
-    print(f"written to {results.folder}")
+    results.publish("class_weight", text)
 
 
 if __name__ == "__main__":

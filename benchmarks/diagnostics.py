@@ -239,9 +239,7 @@ def main(argv=None):
             result[key]["loadavg_end"] = list(os.getloadavg())
         results.write_json("diagnostics.json", result)
     text = render(result)
-    results.write_text("diagnostics.md", text)
-    results.update_readme("diagnostics", text)
-    print(text)
+    results.publish("diagnostics", text)
 
 
 if __name__ == "__main__":

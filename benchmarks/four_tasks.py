@@ -254,10 +254,7 @@ def main(argv=None):
                 }
                 results.write_json("four_tasks.json", result)
     text = render(result)
-    results.write_text("four_tasks.md", text)
-    results.update_readme("four_tasks", text)
-    print(text)
-    print(f"written to {results.folder}")
+    results.publish("four_tasks", text)
 
 
 if __name__ == "__main__":

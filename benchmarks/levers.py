@@ -136,9 +136,7 @@ def main(argv=None):
         result = measure(parts, None if set(parts) >= set(PARTS) else saved, scale)
         results.write_json("levers.json", result)
     text = render(result)
-    results.write_text("levers.md", text)
-    print(text)
-    results.update_readme("levers", text)
+    results.publish("levers", text)
 
 
 if __name__ == "__main__":

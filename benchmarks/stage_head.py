@@ -340,10 +340,7 @@ def main(argv=None):
     result["max_epochs"] = EPOCHS * chosen.get("epochs_factor", 1)
     results.write_json("stage_head.json", result)
     text = render(result)
-    results.write_text("stage_head.md", text)
-    results.update_readme("stage_head", text)
-    print(text)
-    print(f"written to {results.folder}")
+    results.publish("stage_head", text)
 
 
 if __name__ == "__main__":

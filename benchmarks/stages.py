@@ -279,10 +279,7 @@ def main(argv=None):
         result = measure(names, SMOKE if args.smoke else FULL, saved)
         results.write_json("stages.json", result)
     text = render(result)
-    results.write_text("stages.md", text)
-    results.update_readme("stages", text)
-    print(text)
-    print(f"written to {results.folder}")
+    results.publish("stages", text)
 
 
 if __name__ == "__main__":

@@ -115,6 +115,14 @@ class Results:
     def write_text(self, name, text):
         self.path(name).write_text(text + "\n")
 
+    def publish(self, name, text):
+        """Write ``text`` as ``name.md``, put it in the README between the
+        ``name`` markers (saved runs only) and print it with the folder."""
+        self.write_text(f"{name}.md", text)
+        self.update_readme(name, text)
+        print(text)
+        print(f"written to {self.folder}")
+
     def update_readme(self, name, text):
         """Put ``text`` between the README's ``name`` markers (saved runs only).
 
