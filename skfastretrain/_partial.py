@@ -6,6 +6,8 @@ call on an unfitted estimator builds the model as ``fit`` does (resolve,
 build, pipeline, net) and trains nothing.
 """
 
+import dataclasses
+
 import numpy as np
 import torch
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
@@ -13,7 +15,7 @@ from sklearn.utils.validation import check_consistent_length, column_or_1d
 from skorch.dataset import Dataset as SkorchDataset
 from torch import nn
 
-from ._data import FitInput, ImageDataset, WeightedRows, input_kind
+from ._data import ImageDataset, WeightedRows, input_kind
 from ._validation import (
     _image_source,
     check_fit_input,
@@ -70,13 +72,7 @@ def first_call_input(est, X, y, classes, sample_weight=None):
         est, X, y, sample_weight=sample_weight, class_weight=est.class_weight
     )
     seen = fit_input.classes[fit_input.y]
-    return FitInput(
-        fit_input.kind,
-        fit_input.X,
-        _codes(seen, classes),
-        classes,
-        fit_input.sample_weight,
-    )
+    return dataclasses.replace(fit_input, y=_codes(seen, classes), classes=classes)
 
 
 def head_solver(net):

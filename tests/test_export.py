@@ -187,3 +187,14 @@ def test_onnx_export_without_onnxscript_says_what_to_install(
     monkeypatch.setitem(sys.modules, "onnxscript", None)
     with pytest.raises(ImportError, match=r"pip install skfastretrain\[onnx\]"):
         export_onnx(color_cnn[0], tmp_path / "m.onnx")
+
+
+def test_a_bfloat16_fit_is_deployed_in_float32(small_images):
+    X, y = small_images
+    clf = tiny_cnn_classifier(precision="bfloat16").fit(X, y)
+    model = DeployedModel(clf)
+    proba = model(torch.from_numpy(X[:20]))
+    assert proba.dtype == torch.float32
+    # The same module run in float32 by the estimator itself.
+    clf.module_.precision = "float32"
+    np.testing.assert_allclose(proba.numpy(), clf.predict_proba(X[:20]), atol=1e-6)
