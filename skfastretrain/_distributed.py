@@ -140,14 +140,18 @@ def all_reduce_head_statistics(stats):
     """Sum a :class:`HeadStatistics` over the ranks, in place.
 
     Every fold's Gram sums (so ``ridge_lambda="auto"`` cross-validates on all
-    rows) and the accuracy counts end up the same on every rank. The rows
+    rows) and the score's sums end up the same on every rank. The rows
     kept for the temperature fit stay local: see :func:`all_gather_rows`.
     """
     if stats.folds is None:
         raise ValueError("A rank saw no rows: use fewer ranks than samples.")
     for acc in stats.folds:
         all_reduce_gram(acc)
-    stats.correct, stats.n_seen = all_reduce_counts(stats.correct, stats.n_seen)
+    score = stats.score
+    if score.sums is not None:
+        sums = score.sums.to(_comm_device())
+        dist.all_reduce(sums)
+        score.sums = sums.cpu()
     return stats
 
 

@@ -23,9 +23,11 @@ class BuiltModel:
     data : ndarray or Dataset
         The training data in model layout.
     targets : ndarray or None
-        The encoded labels, None when ``data`` carries them.
+        The encoded labels (the standardized targets of a regression), None
+        when ``data`` carries them.
     labels : ndarray
-        The encoded labels (the stratified validation split needs them).
+        The encoded labels or standardized targets (the validation split
+        needs them: it stratifies by class).
     input_shape : tuple of int
         The shape of one sample in model layout.
     held_batchnorm : list of nn.Module
@@ -64,7 +66,7 @@ def build_model(config, fit_input):
         backbone,
         config.backbone_spec,
         sample,
-        config.n_classes,
+        config.n_outputs,
         input_size=config.input_size,
         hidden=config.head.hidden_widths(),
         reinit_layers=config.head.reinit_layers,

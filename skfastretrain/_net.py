@@ -3,8 +3,7 @@
 from collections import defaultdict
 
 import torch
-import torch.nn.functional as F
-from skorch import NeuralNetClassifier
+from skorch import NeuralNetClassifier, NeuralNetRegressor
 from skorch.utils import to_tensor
 from torch import nn
 
@@ -20,24 +19,23 @@ from .callbacks._history_keys import (
     VALID_LOSS,
 )
 from .callbacks._progress import EpochTable
+from .linalg._targets import row_losses
 
-__all__ = ["FastRetrainNet", "make_net"]
+__all__ = ["FastRetrainNet", "FastRetrainRegressionNet", "make_net"]
 
 
-class FastRetrainNet(DataParallelSteps, NeuralNetClassifier):
-    """The skorch net of :class:`FastRetrainClassifier`.
-
-    A :class:`~skorch.NeuralNetClassifier` whose training steps, in a
-    data-parallel fit (``ddp_device`` set), run through
+class _FastRetrainSteps(DataParallelSteps):
+    """What the nets of both estimators add to skorch's base nets: training
+    steps that, in a data-parallel fit (``ddp_device`` set), run through
     :class:`~torch.nn.parallel.DistributedDataParallel`
-    (:class:`DataParallelSteps`), whose per-epoch table keeps its columns
-    (:class:`EpochTable`), and whose pickles leave out what only more
-    training would use.
+    (:class:`DataParallelSteps`), a per-epoch table that keeps its columns
+    (:class:`EpochTable`), a loss weighted by the rows' ``sample_weight``,
+    and pickles that leave out what only more training would use.
 
     Parameters
     ----------
     *args, **kwargs
-        Those of :class:`~skorch.NeuralNetClassifier`.
+        Those of the skorch net it is mixed into.
     ddp_device : str or None, default=None
         The device of this rank in a data-parallel fit; None trains alone.
     table_columns : sequence of str or None, default=None
@@ -102,14 +100,14 @@ class FastRetrainNet(DataParallelSteps, NeuralNetClassifier):
     def get_loss(self, y_pred, y_true, X=None, training=False):
         """skorch's loss, weighted by the rows' ``sample_weight`` when the
         input carries one (:class:`~skfastretrain._data.WeightedRows`): the
-        weighted mean of the per-row cross-entropy, plus a DELTA penalty
-        where the criterion adds one."""
+        weighted mean of the per-row cross-entropy (squared error for a
+        regression), plus a DELTA penalty where the criterion adds one."""
         _, weights = split_weights(X)
         if weights is None:
             return super().get_loss(y_pred, y_true, X=X, training=training)
         y_true = to_tensor(y_true, device=self.device)
         weights = to_tensor(weights, device=self.device).to(y_pred.dtype)
-        per_row = F.cross_entropy(y_pred, y_true, reduction="none")
+        per_row = row_losses(y_pred, y_true)
         loss = (weights * per_row).sum() / weights.sum().clamp_min(1e-12)
         regularizer = getattr(self.criterion_, "regularizer", None)
         if regularizer is not None:
@@ -138,6 +136,24 @@ class FastRetrainNet(DataParallelSteps, NeuralNetClassifier):
         ]
 
 
+class FastRetrainNet(_FastRetrainSteps, NeuralNetClassifier):
+    """The skorch net of :class:`FastRetrainClassifier`.
+
+    A :class:`~skorch.NeuralNetClassifier` with the steps, table, weighted
+    loss and pickles of :class:`_FastRetrainSteps`, whose parameters it
+    adds to skorch's.
+    """
+
+
+class FastRetrainRegressionNet(_FastRetrainSteps, NeuralNetRegressor):
+    """The skorch net of :class:`FastRetrainRegressor`.
+
+    A :class:`~skorch.NeuralNetRegressor` with the steps, table, weighted
+    loss and pickles of :class:`_FastRetrainSteps`, whose parameters it
+    adds to skorch's. Its targets are 2-D (n, n_outputs) float32.
+    """
+
+
 #: Stands for ``module_`` in the pickle of a net whose module is module_.
 _SAME_AS_MODULE_ = "<module_>"
 
@@ -158,12 +174,14 @@ def make_net(
     pin_memory=False,
     train_collate=None,
     criterion=nn.CrossEntropyLoss,
+    regression=False,
     train_sampler=None,
     ddp_device=None,
     train_split=None,
     table_columns=None,
 ):
-    """A :class:`FastRetrainNet` over ``module`` trained by SGD with momentum.
+    """A :class:`FastRetrainNet` over ``module`` trained by SGD with momentum
+    (a :class:`FastRetrainRegressionNet` with ``regression``).
 
     ``train_collate`` (augmentation) goes to the training iterator only, so
     the head solve's feature pass and predict see the data unchanged.
@@ -179,7 +197,8 @@ def make_net(
         train_loader = {**loader, "sampler": train_sampler}
     if train_collate is not None:
         train_loader["collate_fn"] = train_collate
-    return FastRetrainNet(
+    net_class = FastRetrainRegressionNet if regression else FastRetrainNet
+    return net_class(
         module,
         criterion=criterion,
         optimizer=torch.optim.SGD,

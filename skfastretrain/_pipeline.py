@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from skorch.callbacks import LRScheduler, ProgressBar
+from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ._distributed import train_sampler
@@ -185,6 +186,7 @@ def build_pipeline(config, model):
         # DELTA's attention needs a trained head; the solver fits one first
         # only with RidgeHead(init="ridge").
         fit_head=not config.solves_head or head.init != "ridge",
+        loss=nn.MSELoss if config.regression else nn.CrossEntropyLoss,
     )
     stages.update(regularizers)
     train_split, n_train = None, len(model.data)

@@ -1,19 +1,15 @@
-"""Prediction: logits, probabilities and labels of a fitted estimator."""
+"""Prediction: a classifier's logits, probabilities and labels, and a
+regressor's values, from the head's outputs (``BaseFastRetrain._outputs``)."""
 
 import numpy as np
-import torch
 from scipy.special import softmax
-from sklearn.utils.validation import check_is_fitted
-from tqdm.auto import tqdm
 
-from ._progress import resolve_verbose
-from ._validation import check_predict_input
-
-__all__ = ["PredictMixin"]
+__all__ = ["PredictMixin", "RegressionPredictMixin"]
 
 
 class PredictMixin:
-    """``decision_function``, ``predict_proba`` and ``predict`` over ``net_``.
+    """A classifier's ``decision_function``, ``predict_proba`` and
+    ``predict`` over ``net_``.
 
     Inference runs batch by batch through the skorch net, with a progress bar
     when ``verbose`` is set (``"auto"``: in a terminal or a notebook), and
@@ -21,13 +17,7 @@ class PredictMixin:
     """
 
     def _logits(self, X):
-        check_is_fitted(self)
-        data = check_predict_input(self, X)
-        batches = self.net_.forward_iter(data, training=False)
-        if resolve_verbose(self.verbose):
-            total = -(-len(data) // self.net_.batch_size)
-            batches = tqdm(batches, total=total, desc="predict", leave=False)
-        return torch.cat([b.cpu() for b in batches]).double().numpy()
+        return self._outputs(X)
 
     def decision_function(self, X) -> np.ndarray:
         """Logits of the head.
@@ -85,3 +75,25 @@ class PredictMixin:
         """
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
+
+
+class RegressionPredictMixin:
+    """A regressor's ``predict``: the head's outputs on the targets' scale."""
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted targets.
+
+        Parameters
+        ----------
+        X : array-like, sequence of images or paths, or torch Dataset
+            As in :meth:`fit`. Image arrays of another height and width than
+            at fit are resized to it, as files are.
+
+        Returns
+        -------
+        y : ndarray of shape (n,) or (n, n_outputs)
+            1-D when ``y`` was 1-D at fit.
+        """
+        # The head regresses the standardized targets.
+        values = self._outputs(X) * self.y_scale_ + self.y_mean_
+        return values.reshape(len(values), *np.shape(self.y_mean_))

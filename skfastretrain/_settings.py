@@ -293,16 +293,19 @@ class EarlyStopping(BaseEstimator):
     ----------
     validation_fraction : float, default=0.1
         Share of the training rows held out, in (0, 1); each class must get
-        at least one row on both sides.
+        at least one row on both sides. A regressor's rows are held out at
+        random, not stratified.
     n_iter_no_change : int or None, default=2
         Epochs without improvement before stopping (an epoch costs far more
         than an iteration of ``MLPClassifier``, whose default is 10). None
         never stops early but still keeps the best epoch.
     tol : float, default=1e-4
         The smallest improvement that counts.
-    scoring : {"loss", "accuracy"}, default="loss"
-        The score watched: the validation log loss (smoother on a few
-        hundred rows) or the validation accuracy.
+    scoring : {"loss", "accuracy", "r2"}, default="loss"
+        The score watched: the validation loss (the log loss of a
+        classifier, smoother on a few hundred rows, or the mean squared
+        error of a regressor on its standardized targets), the validation
+        accuracy (classifier) or R² (regressor).
 
     Examples
     --------
@@ -316,7 +319,7 @@ class EarlyStopping(BaseEstimator):
         "validation_fraction": [Number(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [POSITIVE_INT, None],
         "tol": [NON_NEGATIVE],
-        "scoring": [StrOptions({"loss", "accuracy"})],
+        "scoring": [StrOptions({"loss", "accuracy", "r2"})],
     }
 
     def __init__(
@@ -371,7 +374,9 @@ def reads_feature_maps(regularizer):
     return isinstance(regularizer, DeltaRegularizer)
 
 
-def regularizer_components(regularizer, *, head="head", prefix="", fit_head=False):
+def regularizer_components(
+    regularizer, *, head="head", prefix="", fit_head=False, loss=nn.CrossEntropyLoss
+):
     """Callbacks and criterion adding ``regularizer`` to a skorch net.
 
     ``regularizer`` is None, a name of :data:`REGULARIZERS` or an
@@ -379,11 +384,12 @@ def regularizer_components(regularizer, *, head="head", prefix="", fit_head=Fals
     ``head`` names the head when the regularizer names none, ``prefix`` is
     put before the names of a DELTA's ``layers`` (the backbone's place in
     the module), and ``fit_head=True`` makes a DELTA fit its own head.
+    ``loss`` is the SGD loss's class (``nn.MSELoss`` for a regression).
     Returns ``[(name, callback)]``, to add after the head-fitting callback,
-    and ``nn.CrossEntropyLoss`` or a :class:`DeltaLoss` instance.
+    and ``loss`` or a :class:`DeltaLoss` instance around it.
     """
     if regularizer is None:
-        return [], nn.CrossEntropyLoss
+        return [], loss
     if isinstance(regularizer, str):
         if regularizer not in REGULARIZERS:
             raise ValueError(
@@ -399,8 +405,8 @@ def regularizer_components(regularizer, *, head="head", prefix="", fit_head=Fals
     if reg.head is None:
         reg.set_params(head=head)
     if isinstance(reg, L2SP):
-        return [("regularizer", reg)], nn.CrossEntropyLoss
+        return [("regularizer", reg)], loss
     if reg.layers is not None:
         reg.set_params(layers=[f"{prefix}{name}" for name in reg.layers])
     reg.set_params(fit_head=reg.fit_head or fit_head)
-    return [("regularizer", reg)], DeltaLoss(nn.CrossEntropyLoss())
+    return [("regularizer", reg)], DeltaLoss(loss())

@@ -22,6 +22,7 @@ def run_net(config, model, pipeline):
         model.module,
         callbacks=pipeline.callbacks,
         criterion=pipeline.criterion,
+        regression=config.regression,
         lr=config.lr,
         momentum=config.sgd.momentum,
         weight_decay=config.sgd.weight_decay,

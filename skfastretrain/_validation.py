@@ -124,14 +124,15 @@ def _as_array(X):
         ) from exc
 
 
-def check_array_input(est, X, *, reset, y=None, check_features=True):
+def check_array_input(est, X, *, reset, y=None, check_features=True, regression=False):
     """validate_data for arrays of images or feature vectors.
 
     Images are validated flattened, so ``n_features_in_`` counts the values
     of one sample; integer images become uint8 (:func:`as_pixels`); float
     images above 1 warn; sparse input goes straight to validate_data's
     error. ``check_features=False`` leaves out the ``n_features_in_`` check,
-    for images that predict resizes.
+    for images that predict resizes. ``regression`` takes ``y`` as numeric
+    targets, one or several columns.
     """
     if not sp.issparse(X):
         # Before validate_data, which would turn integer images into floats
@@ -150,7 +151,8 @@ def check_array_input(est, X, *, reset, y=None, check_features=True):
     flat = X if len(shape) <= 2 else X.reshape(shape[0], int(np.prod(shape[1:])))
     dtypes = [np.float32, np.float64, np.uint8]
     if reset:
-        flat, y = validate_data(est, flat, y, dtype=dtypes)
+        targets = {"multi_output": True, "y_numeric": True} if regression else {}
+        flat, y = validate_data(est, flat, y, dtype=dtypes, **targets)
     elif check_features:
         flat = validate_data(est, flat, reset=False, dtype=dtypes)
     else:
@@ -174,7 +176,9 @@ def _image_source(X, kind):
     return X, labels
 
 
-def check_fit_input(est, X, y, *, sample_weight=None, class_weight=None):
+def check_fit_input(
+    est, X, y, *, sample_weight=None, class_weight=None, regression=False
+):
     """Fit's X and y, checked and classified once, as a :class:`FitInput`.
 
     Arrays, image paths, folders, image lists and datasets; the labels are
@@ -182,13 +186,52 @@ def check_fit_input(est, X, y, *, sample_weight=None, class_weight=None):
     non-negative, finite weight per row, not all zero) and ``class_weight``
     (None, ``"balanced"`` or a dict, with scikit-learn's meaning) combine
     into the rows' weights; None when both are None.
+
+    With ``regression``, ``y`` holds real targets of one or several columns
+    (finite): they are standardized, each column by its (weighted) mean and
+    standard deviation, so that one ridge strength and one learning rate
+    suit targets of any scale. ``class_weight`` must then be None.
     """
+    if regression:
+        fit_input = _fit_input(est, X, y, regression=True)
+        weights = row_weights(sample_weight, None, fit_input.y)
+        return _standardized(fit_input, weights)
     fit_input = _fit_input(est, X, y)
     labels = fit_input.classes[fit_input.y]
     weights = row_weights(sample_weight, class_weight, labels)
     if weights is None:
         return fit_input
     return dataclasses.replace(fit_input, sample_weight=weights)
+
+
+def _regression_targets(y):
+    """Real targets, checked (numbers, finite, 1-D or 2-D) as float64."""
+    y = check_array(
+        y, ensure_2d=False, dtype=np.float64, input_name="y", ensure_min_samples=1
+    )
+    if y.ndim not in (1, 2):
+        raise ValueError(f"y must be 1-D or 2-D, got shape {y.shape}.")
+    if y.ndim == 2 and y.shape[1] == 0:
+        raise ValueError("y has no columns: give at least one target.")
+    return y
+
+
+def _standardized(fit_input, weights):
+    """``fit_input`` with its targets standardized and ``weights`` set."""
+    y = fit_input.y
+    rows = y.reshape(len(y), -1)
+    mean = np.average(rows, axis=0, weights=weights)
+    scale = np.sqrt(np.average((rows - mean) ** 2, axis=0, weights=weights))
+    # A constant target is centred only: its scale stays 1.
+    scale = np.where(scale > 0, scale, 1.0)
+    shape = () if y.ndim == 1 else mean.shape
+    return dataclasses.replace(
+        fit_input,
+        y=((rows - mean) / scale).astype(np.float32),
+        sample_weight=weights,
+        target_mean=mean.reshape(shape),
+        target_scale=scale.reshape(shape),
+    )
 
 
 def row_weights(sample_weight, class_weight, labels):
@@ -212,11 +255,18 @@ def row_weights(sample_weight, class_weight, labels):
     return weights
 
 
-def _fit_input(est, X, y):
+def _fit_input(est, X, y, *, regression=False):
     kind = input_kind(X)
     if kind == "array":
-        X, y = check_array_input(est, X, reset=True, y=y)
+        X, y = check_array_input(est, X, reset=True, y=y, regression=regression)
+        if regression:
+            return FitInput(kind, X, _regression_targets(y), None)
         return FitInput(kind, X, *_encoded(y))
+    if kind == "folder" and regression:
+        raise ValueError(
+            "A folder's labels are the names of its class subfolders, not "
+            "regression targets: pass the image paths with y."
+        )
     if kind == "folder" and y is not None:
         raise ValueError(
             "y must be None when X is a folder: the labels are the names of "
@@ -233,11 +283,16 @@ def _fit_input(est, X, y):
                 "torch Dataset."
             )
         y = dataset_labels(X)
+    kind = "paths" if kind == "folder" else kind
+    if regression:
+        y = _regression_targets(y)
+        check_consistent_length(X, y)
+        return FitInput(kind, X, y, None)
     y = column_or_1d(y, warn=True)
     check_consistent_length(X, y)
     if len(y) == 0:
         raise ValueError("Found array with 0 sample(s): X is empty.")
-    return FitInput("paths" if kind == "folder" else kind, X, *_encoded(y))
+    return FitInput(kind, X, *_encoded(y))
 
 
 _CHANNEL_NAMES = {1: "1-channel (grayscale)", 3: "3-channel (RGB)"}

@@ -4,9 +4,9 @@ import copy
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from .._progress import progress
+from ..linalg._targets import row_losses
 from ._ridge_head import RidgeHeadSolver
 
 __all__ = ["channel_attention"]
@@ -88,9 +88,10 @@ def _summed_ce(net, batches, layer=None, channels=(None,)):
     try:
         for Xi, yi in batches:
             logits = net.infer(Xi)
-            y = torch.as_tensor(yi).to(logits.device).repeat(k)
-            ce = F.cross_entropy(logits.float(), y, reduction="none")
-            total += ce.view(k, -1).sum(1).double().cpu()
+            y = torch.as_tensor(yi).to(logits.device)
+            y = y.repeat(k, *[1] * (y.ndim - 1))
+            losses = row_losses(logits.float(), y)
+            total += losses.view(k, -1).sum(1).double().cpu()
     finally:
         if handle is not None:
             handle.remove()

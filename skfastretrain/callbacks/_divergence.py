@@ -12,9 +12,8 @@ from ._history_keys import (
     DIVERGED,
     INIT,
     KEPT_EPOCH,
-    TRAIN_ACC,
-    TRAIN_ACC_RIDGE,
     TRAIN_LOSS,
+    score_keys,
 )
 
 __all__ = ["DivergenceError", "DivergenceGuard", "DivergenceWarning"]
@@ -65,15 +64,20 @@ class DivergenceGuard(Callback):
 
     - the training loss, smoothed over batches, exceeds ``max_loss_ratio``
       times the larger of the loss of the fit's first batch (computed before
-      any step) and the loss of a uniform guess, ``log(n_classes)``;
+      any step) and the loss of a uniform guess, ``log(n_classes)`` (for
+      real-valued targets, of a constant guess at their mean: the first
+      batch's target variance);
     - the features after an epoch have lost more than ``max_acc_drop`` of
       the starting head's accuracy margin over chance: the training accuracy
       of the epoch's ridge solution (``train_acc_ridge``, recorded by
       :class:`RidgeHeadSolver` on its calibration rows) against that of the
-      head solved before the first epoch (``init_train_acc``).
+      head solved before the first epoch (``init_train_acc``). For
+      real-valued targets the score is R² (``train_r2_ridge``), whose
+      chance level is 0.
 
-    States are scored by ``train_acc`` (training accuracy after each solve)
-    where the history has it, else by the epoch's ``train_loss``. The finite
+    States are scored by ``train_acc`` (``train_r2``; the score after each
+    solve) where the history has it, else by the epoch's ``train_loss``. The
+    finite
     checks are skipped in a data-parallel fit, where each rank sees only its
     own batches. Works in a plain skorch net.
 
@@ -136,6 +140,8 @@ class DivergenceGuard(Callback):
         self._reference = None
         self._ema = None
         self._n_classes = None
+        self._regression = None
+        self._guess_loss = None
         self._first = None
         self._best = None  # (score, epoch, state_dict)
         self._start = None  # (epoch, state_dict) until its score is known
@@ -166,8 +172,8 @@ class DivergenceGuard(Callback):
                 lr=_lr(net),
             )
         y_pred = kwargs.get("y_pred")
-        if self._n_classes is None and y_pred is not None and y_pred.ndim == 2:
-            self._n_classes = y_pred.shape[1]
+        if self._guess_loss is None and y_pred is not None and y_pred.ndim == 2:
+            self._note_targets(y_pred, batch)
         if self.diverged_ is not None or is_distributed():
             return
         value = float(loss.detach())
@@ -176,15 +182,26 @@ class DivergenceGuard(Callback):
             self._reference = self._ema = value
             return
         self._ema += self.smoothing * (value - self._ema)
-        bound = self.max_loss_ratio * max(
-            self._reference, math.log(self._n_classes or 2)
-        )
+        guess = math.log(2) if self._guess_loss is None else self._guess_loss
+        bound = self.max_loss_ratio * max(self._reference, guess)
         if self._ema > bound:
             self._stop(
                 net,
                 f"the training loss rose from {self._reference:.3g} (the first "
                 f"batch) to {self._ema:.3g} (smoothed) in epoch {len(net.history)}",
             )
+
+    def _note_targets(self, y_pred, batch):
+        # The loss of a guess that knows nothing of the input: a uniform
+        # softmax for labels, the targets' mean for real values.
+        y = batch[1] if batch is not None else None
+        self._regression = y is not None and torch.as_tensor(y).is_floating_point()
+        if self._regression:
+            t = torch.as_tensor(y).double().reshape(len(y), -1)
+            self._guess_loss = float(t.var(0, unbiased=False).mean())
+        else:
+            self._n_classes = y_pred.shape[1]
+            self._guess_loss = math.log(self._n_classes or 2)
 
     def on_train_end(self, net, **kwargs):
         if self.diverged_ is None and len(net.history) > self._first:
@@ -196,31 +213,33 @@ class DivergenceGuard(Callback):
         """Score the model now in ``net`` (after ``row``'s epoch) and check it."""
         if self.diverged_ is not None or TRAIN_LOSS not in row:
             return
-        start_acc = net.history[self._first].get(INIT + TRAIN_ACC)
+        keys = score_keys(self._regression)
+        start_acc = net.history[self._first].get(INIT + keys.train)
         if self._start is not None:
             epoch, state = self._start
             self._start = None
             score = -math.inf if start_acc is None else start_acc
             self._best = (score, epoch, state)
-        acc = row.get(TRAIN_ACC_RIDGE)
+        acc = row.get(keys.ridge)
         if (
             start_acc is not None
             and acc is not None
-            and self._n_classes
+            and (self._n_classes or self._regression)
             and not is_distributed()
         ):
-            chance = 1.0 / self._n_classes
+            chance = 0.0 if self._regression else 1.0 / self._n_classes
             floor = chance + (1 - self.max_acc_drop) * (start_acc - chance)
             if acc < floor:
                 self._stop(
                     net,
-                    f"the training accuracy of a ridge head on the features fell "
+                    f"the training {'R²' if self._regression else 'accuracy'} of a "
+                    "ridge head on the features fell "
                     f"from {start_acc:.3f} (at the start) to {acc:.3f} after "
                     f"epoch {row['epoch']}",
                     raise_stop=not last,
                 )
                 return
-        score = row.get(TRAIN_ACC, -row[TRAIN_LOSS])
+        score = row.get(keys.train, -row[TRAIN_LOSS])
         if self._best is None or score > self._best[0]:
             self._best = (
                 score,

@@ -7,7 +7,10 @@ reader looking under the old one. Their meanings are listed in
 :attr:`FastRetrainClassifier.history_`.
 """
 
+from typing import NamedTuple
+
 __all__ = [
+    "CLASSIFICATION_KEYS",
     "DIVERGED",
     "FROZEN_FRACTION",
     "INIT",
@@ -15,6 +18,7 @@ __all__ = [
     "LAYER_LAMBDAS",
     "PREFIX_STORE_ROWS",
     "PROBE_LR",
+    "REGRESSION_KEYS",
     "REG_PENALTY",
     "SOLVE_DUR",
     "SOLVE_LAMBDA",
@@ -24,9 +28,15 @@ __all__ = [
     "TRAIN_ACC_BEFORE_SOLVE",
     "TRAIN_ACC_RIDGE",
     "TRAIN_LOSS",
+    "TRAIN_R2",
+    "TRAIN_R2_BEFORE_SOLVE",
+    "TRAIN_R2_RIDGE",
     "VALID_ACC",
     "VALID_DUR",
     "VALID_LOSS",
+    "VALID_R2",
+    "ScoreKeys",
+    "score_keys",
 ]
 
 #: skorch's mean SGD loss of the epoch.
@@ -43,6 +53,10 @@ TRAIN_ACC = "train_acc"
 TRAIN_ACC_BEFORE_SOLVE = "train_acc_before_solve"
 #: RidgeHeadSolver: the ridge solution alone.
 TRAIN_ACC_RIDGE = "train_acc_ridge"
+#: The same three scores of a regression head: R² instead of accuracy.
+TRAIN_R2 = "train_r2"
+TRAIN_R2_BEFORE_SOLVE = "train_r2_before_solve"
+TRAIN_R2_RIDGE = "train_r2_ridge"
 #: RidgeHeadSolver: the ridge strength of the solve.
 SOLVE_LAMBDA = "ridge_lambda"
 #: RidgeHeadSolver: the per-layer strengths of a residual update.
@@ -58,6 +72,8 @@ INIT = "init_"
 VALID_LOSS = "valid_loss"
 VALID_ACC = "valid_acc"
 VALID_DUR = "valid_dur"
+#: ValidationScoring: the validation R² of a regression.
+VALID_R2 = "valid_r2"
 #: ValidationScoring: set in the row where training stopped early.
 STOPPED_EARLY = "stopped_early"
 #: DivergenceGuard: why training stopped, and the epoch whose model is kept.
@@ -65,3 +81,27 @@ DIVERGED = "diverged"
 KEPT_EPOCH = "kept_epoch"
 #: L2SP and DeltaRegularizer: the epoch's mean penalty.
 REG_PENALTY = "reg_penalty"
+
+
+class ScoreKeys(NamedTuple):
+    """The keys of one kind of score: on training rows after the solve,
+    before it, of the ridge solution alone, and on validation rows."""
+
+    train: str
+    before_solve: str
+    ridge: str
+    valid: str
+
+
+#: Accuracy, for classes.
+CLASSIFICATION_KEYS = ScoreKeys(
+    TRAIN_ACC, TRAIN_ACC_BEFORE_SOLVE, TRAIN_ACC_RIDGE, VALID_ACC
+)
+#: R², for real-valued targets.
+REGRESSION_KEYS = ScoreKeys(TRAIN_R2, TRAIN_R2_BEFORE_SOLVE, TRAIN_R2_RIDGE, VALID_R2)
+
+
+def score_keys(regression):
+    """The :class:`ScoreKeys` of a regression (R²) or a classification
+    (accuracy)."""
+    return REGRESSION_KEYS if regression else CLASSIFICATION_KEYS

@@ -34,6 +34,7 @@ from ..linalg._solve import (
     select_stage_weight,
     stage_scale,
 )
+from ..linalg._targets import OutputScore
 from ._divergence import DivergenceError
 from ._history_keys import (
     INIT,
@@ -41,9 +42,7 @@ from ._history_keys import (
     SOLVE_DUR,
     SOLVE_LAMBDA,
     STAGE_WEIGHT,
-    TRAIN_ACC,
-    TRAIN_ACC_BEFORE_SOLVE,
-    TRAIN_ACC_RIDGE,
+    score_keys,
 )
 
 __all__ = ["RidgeHeadSolver"]
@@ -429,7 +428,7 @@ class RidgeHeadSolver(Callback):
             )
             return {
                 SOLVE_DUR: time.perf_counter() - start,
-                TRAIN_ACC_BEFORE_SOLVE: acc,
+                score_keys(False).before_solve: acc,
                 SOLVE_LAMBDA: alphas[-1],
                 LAYER_LAMBDAS: alphas,
             }
@@ -466,14 +465,15 @@ class RidgeHeadSolver(Callback):
         )
         scale = 1.0
         kept_h, kept_y = stats.sample()
-        logits = None
+        outputs = None
         if kept_y is not None:
-            logits = (kept_h.to(coef.device) @ coef + intercept).cpu().numpy()
+            outputs = (kept_h.to(coef.device) @ coef + intercept).cpu().numpy()
             kept_y = kept_y.numpy()
         if self.distributed:
-            logits, kept_y = all_gather_rows(logits, kept_y)
-        if kept_y is not None and len(kept_y):
-            scale = calibrated_scale(logits, kept_y, self.max_scale)
+            outputs, kept_y = all_gather_rows(outputs, kept_y)
+        kept = kept_y is not None and len(kept_y) > 0
+        if kept and self.calibrate and not stats.regression:
+            scale = calibrated_scale(outputs, kept_y, self.max_scale)
         with torch.no_grad():
             w = (scale * coef.T).to(head.weight)
             head.weight.add_(blend * (w - head.weight))
@@ -481,19 +481,20 @@ class RidgeHeadSolver(Callback):
                 b = (scale * intercept).to(head.bias)
                 head.bias.add_(blend * (b - head.bias))
         self.stats_, self.scale_, self.ridge_lambda_ = total, scale, alpha
-        record = {TRAIN_ACC_BEFORE_SOLVE: stats.accuracy, SOLVE_LAMBDA: alpha}
+        keys = score_keys(stats.regression)
+        record = {keys.before_solve: stats.score.value, SOLVE_LAMBDA: alpha}
         if self.stage_weight_ is not None:
             record[STAGE_WEIGHT] = self.stage_weight_
-        if kept_y is not None and len(kept_y):
-            # How linearly separable the features still are: a collapse of
+        if kept:
+            # How well a linear head still fits the features: a collapse of
             # the backbone shows here (DivergenceGuard watches it).
-            record[TRAIN_ACC_RIDGE] = float(np.mean(logits.argmax(1) == kept_y))
-        if kept_y is not None and len(kept_y) and not self.distributed:
-            # The updated head's accuracy on the calibration rows: what
-            # DivergenceGuard scores the model of each epoch by.
+            record[keys.ridge] = _score(outputs, kept_y)
+        if kept and not self.distributed:
+            # The updated head's score on the kept rows: what DivergenceGuard
+            # scores the model of each epoch by.
             with torch.no_grad():
-                pred = head(kept_h.to(head.weight)).argmax(1).cpu().numpy()
-            record[TRAIN_ACC] = float(np.mean(pred == kept_y))
+                updated = head(kept_h.to(head.weight)).cpu().numpy()
+            record[keys.train] = _score(updated, kept_y)
         return record
 
     def partial_solve(self, net, dataset):
@@ -607,3 +608,10 @@ class RidgeHeadSolver(Callback):
             return alpha, scale
         scale = stage_scale(total, widths, self.stage_weight_)
         return self._relative_lambda * lambda_unit(total.scaled(scale)), scale
+
+
+def _score(outputs, targets):
+    """The accuracy, or the R² of real-valued ``targets``, of ``outputs``."""
+    score = OutputScore()
+    score.add(torch.as_tensor(outputs), targets)
+    return score.value

@@ -6,7 +6,6 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.utils._param_validation import StrOptions
 from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
@@ -14,6 +13,7 @@ from skorch.dataset import ValidSplit
 from .._data import split_weights
 from .._params import NON_NEGATIVE, POSITIVE_INT, validate_constraints
 from .._progress import progress
+from ..linalg._targets import OutputScore, is_regression, row_losses
 from ._checkpoint import module_copy
 from ._history_keys import (
     DIVERGED,
@@ -22,6 +22,8 @@ from ._history_keys import (
     VALID_ACC,
     VALID_DUR,
     VALID_LOSS,
+    VALID_R2,
+    score_keys,
 )
 
 __all__ = ["ValidationScoring", "held_out_rows", "validation_split"]
@@ -61,7 +63,8 @@ class ValidationScoring(Callback):
     callbacks before it, and records ``valid_loss`` (the mean log loss) and
     ``valid_acc`` in the history (and ``valid_loss_best`` or
     ``valid_acc_best``, marking the best epoch so far). Place it after the
-    head solve.
+    head solve. For real-valued targets (a regression net), the loss is the
+    mean squared error and the score R², ``valid_r2``.
 
     With ``n_iter_no_change``, training stops once the monitored score has
     not improved by more than ``tol`` for that many epochs in a row (as
@@ -85,10 +88,11 @@ class ValidationScoring(Callback):
         restores the best epoch but never stops early.
     tol : float, default=1e-4
         The improvement that counts: a validation loss below the best by
-        more than ``tol``, or an accuracy above it by more than ``tol``.
-    scoring : {"loss", "accuracy"}, default="loss"
+        more than ``tol``, or a score above it by more than ``tol``.
+    scoring : {"loss", "accuracy", "r2"}, default="loss"
         What decides the best epoch: ``valid_loss`` (smoother on small
-        validation sets) or ``valid_acc``.
+        validation sets), ``valid_acc`` (class labels) or ``valid_r2``
+        (real-valued targets).
     restore_best : bool, default=True
         Put the best epoch's weights back at the end of training.
     score_start : bool, default=False
@@ -125,7 +129,7 @@ class ValidationScoring(Callback):
     _parameter_constraints: ClassVar[dict] = {
         "n_iter_no_change": [POSITIVE_INT, None],
         "tol": [NON_NEGATIVE],
-        "scoring": [StrOptions({"loss", "accuracy"})],
+        "scoring": [StrOptions({"loss", "accuracy", "r2"})],
         "restore_best": ["boolean"],
         "score_start": ["boolean"],
     }
@@ -199,9 +203,9 @@ class ValidationScoring(Callback):
                 "stratified=True)."
             )
         start = time.perf_counter()
-        loss, acc = self._score(net, dataset_valid)
+        loss, acc, regression = self._score(net, dataset_valid)
         net.history.record(prefix + VALID_LOSS, loss)
-        net.history.record(prefix + VALID_ACC, acc)
+        net.history.record(prefix + score_keys(regression).valid, acc)
         net.history.record(prefix + VALID_DUR, time.perf_counter() - start)
         if epoch == 0:
             # The start sets the bar; it is not an epoch without improvement.
@@ -235,10 +239,13 @@ class ValidationScoring(Callback):
         best.weights = None
 
     def _key(self):
-        return VALID_LOSS if self.scoring == "loss" else VALID_ACC
+        if self.scoring == "loss":
+            return VALID_LOSS
+        return VALID_R2 if self.scoring == "r2" else VALID_ACC
 
     def _score(self, net, dataset):
-        total_loss, correct, n = 0.0, 0, 0
+        total_loss, n = 0.0, 0.0
+        score = OutputScore()
         module = net.module_
         was_training = module.training
         module.eval()
@@ -255,15 +262,22 @@ class ValidationScoring(Callback):
                         if wi is None
                         else torch.as_tensor(wi, device=logits.device).float()
                     )
-                    losses = F.cross_entropy(logits.float(), yi, reduction="none")
+                    losses = row_losses(logits.float(), yi)
                     total_loss += float((wi * losses).sum())
-                    correct += float((wi * (logits.argmax(1) == yi)).sum())
+                    score.add(logits, yi, wi)
                     n += float(wi.sum())
         finally:
             module.train(was_training)
+        wants_regression = {"accuracy": False, "r2": True}.get(self.scoring)
+        if wants_regression not in (None, score.regression):
+            raise ValueError(
+                f"ValidationScoring(scoring={self.scoring!r}) does not score "
+                f"{'real-valued targets' if score.regression else 'class labels'}"
+                f"; use 'loss' or {'r2' if score.regression else 'accuracy'!r}."
+            )
         if not n:
-            return math.nan, math.nan
-        return total_loss / n, correct / n
+            return math.nan, math.nan, score.regression
+        return total_loss / n, score.value, score.regression
 
 
 def validation_split(fraction, y, seed):
@@ -271,10 +285,20 @@ def validation_split(fraction, y, seed):
 
     Every class needs a row on both sides, which StratifiedShuffleSplit
     would otherwise refuse with a message that does not name the parameter.
-    ``y`` holds the labels encoded as ``0 .. k-1``.
+    ``y`` holds the labels encoded as ``0 .. k-1``; real-valued targets (a
+    regression) are split at random, as scikit-learn's regressors split
+    them, with a row needed on each side.
     """
-    n_classes = int(y.max()) + 1
     n_valid = held_out_rows(fraction, len(y))
+    if is_regression(y):
+        if not 0 < n_valid < len(y):
+            raise ValueError(
+                f"EarlyStopping(validation_fraction={fraction}) holds out "
+                f"{n_valid} of {len(y)} training rows; both sides need a row. "
+                "Raise validation_fraction, add rows, or set early_stopping=False."
+            )
+        return ValidSplit(fraction, stratified=False, random_state=seed)
+    n_classes = int(y.max()) + 1
     counts = np.bincount(y, minlength=n_classes)
     if n_valid < n_classes or len(y) - n_valid < n_classes or counts.min() < 2:
         raise ValueError(

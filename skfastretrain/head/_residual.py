@@ -6,6 +6,7 @@ from torch import nn
 from .._distributed import all_reduce_counts, all_reduce_gram
 from ..linalg._gram import GramAccumulator, sum_statistics, update_folds
 from ..linalg._solve import ridge_solve, select_lambda
+from ..linalg._targets import is_regression
 from ._features import feature_pass
 
 __all__ = ["dense_layers", "recompute_dense"]
@@ -119,6 +120,12 @@ def _layer_statistics(
         )
         # The residual update is unweighted: it has no sample_weight path.
         for logits, yi, _ in batches:
+            if is_regression(yi):
+                raise ValueError(
+                    "update='residual' corrects the head by the residual of its "
+                    "softmax and needs integer class labels; a regression head "
+                    "takes update='blend'."
+                )
             y = torch.as_tensor(yi, device=logits.device).long()
             onehot = nn.functional.one_hot(y, logits.shape[1]).to(torch.float64)
             residual = onehot - torch.softmax(logits.double(), dim=1)

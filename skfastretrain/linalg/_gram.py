@@ -5,6 +5,8 @@ Pure tensor arithmetic: no hooks, no skorch, no torch.distributed.
 
 import torch
 
+from ._targets import OutputScore, encode_targets, is_regression
+
 __all__ = [
     "GramAccumulator",
     "HeadStatistics",
@@ -355,15 +357,17 @@ def update_folds(folds, start, features, targets, weights=None):
 
 
 class HeadStatistics:
-    """What a head solve gathers batch by batch from features and labels.
+    """What a head solve gathers batch by batch from features and targets.
 
     Per-fold :class:`GramAccumulator` s (rows assigned round-robin by their
     position, for ``ridge_lambda="auto"``), a sample of rows for the
-    temperature fit, and the accuracy of the current head's logits.
+    temperature fit, and the score of the current head's outputs
+    (:class:`OutputScore`: accuracy for class labels, R² for real values).
 
     Parameters
     ----------
-    n_classes : int
+    n_outputs : int
+        The head's outputs: the classes, or the regression targets.
     n_folds : int, default=1
     keep : ndarray of bool or None, default=None
         Positions (in arrival order) of the rows kept as a sample.
@@ -371,36 +375,39 @@ class HeadStatistics:
         Accumulation dtype.
     """
 
-    def __init__(self, n_classes, *, n_folds=1, keep=None, dtype=torch.float64):
-        self.n_classes = n_classes
+    def __init__(self, n_outputs, *, n_folds=1, keep=None, dtype=torch.float64):
+        self.n_outputs = n_outputs
         self.n_folds = n_folds
         self.keep = keep
         self.dtype = dtype
         self.folds = None
         self.kept_h, self.kept_y = [], []
-        self.correct = 0
+        self.score = OutputScore()
+        #: Whether the targets are real values (None before any batch).
+        self.regression = None
         self.n_seen = 0
 
-    def add(self, features, labels, logits=None, weights=None):
-        """Add a batch of features (b, d), integer labels (b,) and logits,
-        with row weights (b,) for the statistics, or None."""
+    def add(self, features, targets, outputs=None, weights=None):
+        """Add a batch of features (b, d), targets (integer labels (b,) or
+        real values) and the head's outputs, with row weights (b,) for the
+        statistics, or None."""
         h = features.detach()
-        y = torch.as_tensor(labels, device=h.device).long()
+        y = torch.as_tensor(targets, device=h.device)
         if self.folds is None:
             self.folds = [
                 GramAccumulator(
-                    h.shape[1], self.n_classes, dtype=self.dtype, device=h.device
+                    h.shape[1], self.n_outputs, dtype=self.dtype, device=h.device
                 )
                 for _ in range(self.n_folds)
             ]
-        # One-hot targets in {-1, +1}: 2 * onehot - 1.
-        t = torch.full((len(y), self.n_classes), -1.0, device=h.device)
-        t[torch.arange(len(y), device=h.device), y] = 1.0
+        if self.regression is None:
+            self.regression = is_regression(y)
+        t = encode_targets(y, self.n_outputs)
         if weights is not None:
             weights = torch.as_tensor(weights, device=h.device)
         update_folds(self.folds, self.n_seen, h, t, weights)
-        if logits is not None:
-            self.correct += int((logits.detach().argmax(1) == y).sum())
+        if outputs is not None:
+            self.score.add(outputs, y)
         if self.keep is not None:
             mask = self.keep[self.n_seen : self.n_seen + len(y)]
             mask = torch.from_numpy(mask).to(h.device)
@@ -415,11 +422,7 @@ class HeadStatistics:
         return sum_statistics(self.folds)
 
     def sample(self):
-        """The kept rows as (features float64, labels) on the CPU."""
+        """The kept rows as (features float64, targets) on the CPU."""
         if not self.kept_y:
             return None, None
         return torch.cat(self.kept_h), torch.cat(self.kept_y)
-
-    @property
-    def accuracy(self):
-        return self.correct / max(self.n_seen, 1)
