@@ -4,13 +4,15 @@ The last step of the path. :class:`DeployedModel` wraps the fitted torch
 module with what ``predict_proba`` does around it (the input layout, the
 resize of images of another size to the fitted one, the scaling of uint8
 pixels, the softmax), so that the exported graph takes the images a user has
-and returns probabilities, with no Python, scikit-learn or skorch behind it.
+and returns probabilities (a regressor's predictions), with no Python,
+scikit-learn or skorch behind it.
 """
 
 import copy
 import json
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.utils.validation import check_is_fitted
@@ -36,12 +38,15 @@ class DeployedModel(nn.Module):
     array: it puts the images in the model's (n, C, H, W) layout, resizes
     images of another height and width to those seen at fit (bilinear,
     antialiased, uint8 pixels rounded as :meth:`predict_proba` rounds them),
-    scales uint8 pixels by 1/255, and returns the softmax of the logits.
+    scales uint8 pixels by 1/255, and returns the softmax of the logits. For
+    a :class:`FastRetrainRegressor` it returns what its ``predict`` does,
+    always as (n, n_outputs): the head's outputs times ``y_scale_`` plus
+    ``y_mean_``.
     The batch size, height and width may vary from call to call.
 
     Parameters
     ----------
-    estimator : FastRetrainClassifier
+    estimator : FastRetrainClassifier or FastRetrainRegressor
         A fitted estimator. Its module is copied; the estimator is unchanged.
     layout : {"auto", "NHW", "NHWC", "NCHW"}, default="auto"
         The layout of the images the model takes: ``"NHW"`` for grayscale
@@ -57,8 +62,9 @@ class DeployedModel(nn.Module):
 
     Attributes
     ----------
-    classes : list
-        The estimator's ``classes_``, the labels of the output's columns.
+    classes : list or None
+        The estimator's ``classes_``, the labels of the output's columns;
+        None for a regressor.
     input_layout : str
         The resolved layout (``"NF"`` for feature vectors).
     input_dtype : torch.dtype
@@ -92,7 +98,20 @@ class DeployedModel(nn.Module):
         # bfloat16 autocast is a training-speed setting; ONNX and CPU
         # runtimes take the float32 graph.
         self.module.precision = "float32"
-        self.classes = estimator.classes_.tolist()
+        classes = getattr(estimator, "classes_", None)
+        self.classes = None if classes is None else classes.tolist()
+        # A regressor's head outputs standardized targets: the model maps
+        # them back, as predict does.
+        mean, scale = (
+            (None, None)
+            if classes is not None
+            else (
+                torch.as_tensor(np.atleast_1d(estimator.y_mean_), dtype=torch.float32),
+                torch.as_tensor(np.atleast_1d(estimator.y_scale_), dtype=torch.float32),
+            )
+        )
+        self.register_buffer("target_mean", mean)
+        self.register_buffer("target_scale", scale)
         self._shape = shape
         # An inference graph: no gradients, BatchNorm on its running statistics.
         self.requires_grad_(False).eval()
@@ -110,9 +129,20 @@ class DeployedModel(nn.Module):
         self.input_layout, self.input_dtype = layout, _DTYPES[dtype]
         self.size = shape[1:]
 
+    @property
+    def output_name(self):
+        """``"probabilities"`` (a classifier's) or ``"predictions"``."""
+        return "probabilities" if self.classes is not None else "predictions"
+
+    def _output(self, x):
+        outputs = self.module(x)
+        if self.classes is None:
+            return outputs * self.target_scale + self.target_mean
+        return torch.softmax(outputs, dim=1)
+
     def forward(self, x):
         if self.size is None:
-            return torch.softmax(self.module(x.float()), dim=1)
+            return self._output(x.float())
         if self.input_layout == "NHW":
             x = x.unsqueeze(1)
         elif self.input_layout == "NHWC":
@@ -129,7 +159,7 @@ class DeployedModel(nn.Module):
         )
         if self.input_dtype == torch.uint8:
             x = x.round().clamp(0, 255) / 255.0
-        return torch.softmax(self.module(x), dim=1)
+        return self._output(x)
 
     def example_input(self, batch_size=2):
         """A zero input of the layout, dtype and fitted size the model takes."""
@@ -159,6 +189,7 @@ class DeployedModel(nn.Module):
     def metadata(self):
         """What a deployment needs besides the graph, as strings."""
         return {
+            "task": "classification" if self.classes is not None else "regression",
             "classes": json.dumps(self.classes),
             "input_layout": self.input_layout,
             "input_dtype": str(self.input_dtype).removeprefix("torch."),
@@ -169,17 +200,19 @@ def export_onnx(estimator, path, *, layout="auto", dtype="uint8", opset_version=
     """Write a fitted estimator's model as an ONNX file.
 
     The graph is :class:`DeployedModel`'s: the images a user has in, the
-    class probabilities out (input ``"images"``, output ``"probabilities"``),
+    class probabilities out (input ``"images"``, output ``"probabilities"``;
+    a regressor's predictions as output ``"predictions"``),
     preprocessing inside, with a dynamic batch size, height and width. The
     labels of the output's columns are in the model's metadata
-    (``"classes"``, a JSON list), with ``"input_layout"`` and
+    (``"classes"``, a JSON list, null for a regressor), with ``"task"``,
+    ``"input_layout"`` and
     ``"input_dtype"``. Needs the optional ``onnx`` extra
     (``pip install skfastretrain[onnx]``: onnx and onnxscript to export,
     onnxruntime to run the file).
 
     Parameters
     ----------
-    estimator : FastRetrainClassifier
+    estimator : FastRetrainClassifier or FastRetrainRegressor
         A fitted estimator.
     path : str or os.PathLike
         The file to write (``.onnx``).
@@ -230,7 +263,7 @@ def export_onnx(estimator, path, *, layout="auto", dtype="uint8", opset_version=
         (model.example_input(),),
         dynamo=True,
         input_names=["images"],
-        output_names=["probabilities"],
+        output_names=[model.output_name],
         dynamic_shapes=model.dynamic_shapes(),
         opset_version=opset_version,
         verbose=False,
@@ -245,17 +278,19 @@ def export_torch(estimator, path, *, layout="auto", dtype="uint8"):
     """Write a fitted estimator's model as a ``torch.export`` program.
 
     The program is :class:`DeployedModel`'s graph (the images a user has
-    in, the class probabilities out, preprocessing inside, a dynamic batch
+    in, the class probabilities or a regressor's predictions out,
+    preprocessing inside, a dynamic batch
     size, height and width), saved with :func:`torch.export.save`; load it
     with :func:`torch.export.load` and call ``.module()`` on the result. It
     needs torch, but not skfastretrain, scikit-learn or skorch. The labels
     of the output's columns are in the file's ``extra_files``
-    (``"classes.json"``), with the input layout and dtype
-    (``"input.json"``).
+    (``"classes.json"``, null for a regressor), with the task
+    (``"task.txt"``: classification or regression) and the input layout and
+    dtype (``"input.json"``).
 
     Parameters
     ----------
-    estimator : FastRetrainClassifier
+    estimator : FastRetrainClassifier or FastRetrainRegressor
         A fitted estimator.
     path : str or os.PathLike
         The file to write (``.pt2``).
@@ -296,6 +331,7 @@ def export_torch(estimator, path, *, layout="auto", dtype="uint8"):
     )
     meta = model.metadata()
     extra = {
+        "task.txt": meta["task"],
         "classes.json": meta["classes"],
         "input.json": json.dumps(
             {"layout": meta["input_layout"], "dtype": meta["input_dtype"]}

@@ -95,7 +95,9 @@ class FastRetrainRegressor(RegressionPredictMixin, RegressorMixin, BaseFastRetra
     True
     """
 
-    def fit(self, X, y, *, sample_weight=None, resume=False) -> "FastRetrainRegressor":
+    def fit(
+        self, X, y=None, *, sample_weight=None, resume=False
+    ) -> "FastRetrainRegressor":
         """Fine-tune the backbone and its regression head.
 
         Parameters
@@ -132,3 +134,9 @@ class FastRetrainRegressor(RegressionPredictMixin, RegressorMixin, BaseFastRetra
         self.y_mean_ = fit_input.target_mean
         self.y_scale_ = fit_input.target_scale
         self.n_outputs_ = fit_input.n_outputs
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # One head output per column of y.
+        tags.target_tags.multi_output = True
+        return tags

@@ -205,9 +205,10 @@ def check_fit_input(
 
 
 def _regression_targets(y):
-    """Real targets, checked (numbers, finite, 1-D or 2-D) as float64."""
+    """Real targets, checked (numbers, finite, 1-D or 2-D, two rows or
+    more: one row has no spread to standardize by) as float64."""
     y = check_array(
-        y, ensure_2d=False, dtype=np.float64, input_name="y", ensure_min_samples=1
+        y, ensure_2d=False, dtype=np.float64, input_name="y", ensure_min_samples=2
     )
     if y.ndim not in (1, 2):
         raise ValueError(f"y must be 1-D or 2-D, got shape {y.shape}.")
