@@ -10,6 +10,7 @@ from typing import NamedTuple
 import joblib
 import numpy as np
 
+from ._stacklevel import outside_stacklevel
 from .callbacks._checkpoint import TrainingCheckpoint, module_copy, read_checkpoint
 from .callbacks._divergence import DivergenceError
 
@@ -89,9 +90,7 @@ def _fall_back_if_stopped(net, ckpt, guard):
         "callback that ends training); the estimator keeps the model of "
         f"the last completed epoch, {done}.",
         UserWarning,
-        # To the caller of fit: this, fit_recovering, train, fit and
-        # scikit-learn's _fit_context wrapper lie between.
-        stacklevel=6,
+        stacklevel=outside_stacklevel(),
     )
 
 

@@ -77,7 +77,9 @@ def test_imports_run_one_way_between_the_steps():
             "_model",
             "_train",
             "_net",
+            "_base",
             "_classifier",
+            "_regressor",
             "pruning",
         )
     )

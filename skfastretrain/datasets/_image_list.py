@@ -5,34 +5,16 @@ Such lists are read one image at a time, as image files are (through
 checked before any pass, and arrays and tensors laid out as (C, H, W).
 """
 
-import os
-import sys
 import warnings
 
 import numpy as np
-import sklearn
 import torch
 from PIL import Image
 
 from .._data import to_model_layout
+from .._stacklevel import outside_stacklevel
 
 __all__ = ["check_image_list", "warn_if_above_one"]
-
-# Frames in these folders are skipped, so that a warning names the user's
-# line (fit's call goes through sklearn's _fit_context wrapper).
-_INTERNAL = (
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
-    os.path.dirname(os.path.abspath(sklearn.__file__)) + os.sep,
-)
-
-
-def _outside_stacklevel():
-    """The ``stacklevel`` of the first caller outside the package."""
-    # Level 2 is the caller of warn_if_above_one.
-    frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def warn_if_above_one(high):
@@ -44,7 +26,7 @@ def warn_if_above_one(high):
             f"up to {high:g}. If they are pixel values in [0, 255], divide "
             "them by 255 (or pass them as uint8).",
             UserWarning,
-            stacklevel=_outside_stacklevel(),
+            stacklevel=outside_stacklevel(),
         )
 
 
