@@ -1,5 +1,5 @@
 """Deployment: DeployedModel, export_onnx and export_torch against the
-estimator's own predict_proba."""
+estimator's own predict_proba (a regressor's predict)."""
 
 import json
 import sys
@@ -9,12 +9,13 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from conftest import make_mlp, tiny_cnn_classifier
+from conftest import make_mlp, make_tiny_cnn, tiny_cnn_classifier
 from sklearn.exceptions import NotFittedError
 
 from skfastretrain import (
     DeployedModel,
     FastRetrainClassifier,
+    FastRetrainRegressor,
     export_onnx,
     export_torch,
 )
@@ -198,3 +199,28 @@ def test_a_bfloat16_fit_is_deployed_in_float32(small_images):
     # The same module run in float32 by the estimator itself.
     clf.module_.precision = "float32"
     np.testing.assert_allclose(proba.numpy(), clf.predict_proba(X[:20]), atol=1e-6)
+
+
+@pytest.mark.parametrize("columns", [None, 2])
+@pytest.mark.parametrize("export", ["onnx", "torch"])
+def test_a_regressor_exports_its_predictions(digit_images, tmp_path, export, columns):
+    X, digit, X_test, _ = digit_images
+    Y = np.c_[digit / 9.0, X.reshape(len(X), -1).mean(1)]
+    y = Y[:, 0] if columns is None else Y
+    reg = FastRetrainRegressor(
+        make_tiny_cnn, max_epochs=1, lr=0.003, random_state=0, device="cpu"
+    ).fit(X[:200], y[:200])
+    write, run = {
+        "onnx": (export_onnx, _onnx_proba),
+        "torch": (export_torch, _torch_proba),
+    }[export]
+    path = write(reg, tmp_path / "model")
+    # Always (n, n_outputs): a 1-D y gives a column.
+    expected = reg.predict(X_test[:50]).reshape(50, -1)
+    np.testing.assert_allclose(run(path, X_test[:50]), expected, rtol=1e-5, atol=1e-5)
+    if export == "onnx":
+        meta = {p.key: p.value for p in onnx.load(path).metadata_props}
+        assert meta["task"] == "regression"
+        assert json.loads(meta["classes"]) is None
+        session = onnxruntime.InferenceSession(path)
+        assert session.get_outputs()[0].name == "predictions"
