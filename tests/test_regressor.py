@@ -117,7 +117,8 @@ def test_the_sgd_step_descends_the_weighted_squared_error(digits):
     # One full-batch SGD step with no head solve, against the same step
     # taken by hand in a plain torch loop from the fit's starting module.
     X, digit = digits
-    X, y = X[:64], digit[:64] / 9.0
+    # Two outputs: the loss is the mean over them, then over the rows.
+    X, y = X[:64], np.c_[digit[:64] / 9.0, X[:64].mean(1)]
     w = np.random.default_rng(0).uniform(0.5, 2.0, size=len(y))
     reg = FastRetrainRegressor(
         make_mlp,
@@ -131,7 +132,7 @@ def test_the_sgd_step_descends_the_weighted_squared_error(digits):
         callbacks=[("rec", Recorder())],
     ).fit(X, y, sample_weight=w)
     start = dict(reg.net_.callbacks_)["rec"].start
-    z = torch.from_numpy((y - reg.y_mean_) / reg.y_scale_).float()[:, None]
+    z = torch.from_numpy((y - reg.y_mean_) / reg.y_scale_).float()
     weights = torch.from_numpy(w).float()
     loss = (weights * ((start(torch.from_numpy(X)) - z) ** 2).mean(1)).sum()
     loss = loss / weights.sum()
