@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_mlp
-from skorch import NeuralNetClassifier
+from skorch import NeuralNetClassifier, NeuralNetRegressor
 from skorch.callbacks import Callback
 from torch import nn
 
@@ -36,9 +36,12 @@ import torch.distributed as dist
 
 from conftest import make_tiny_cnn
 from skfastretrain import (
-    EarlyStopping, FastRetrainClassifier, RidgeHead, TrainingCheckpoint,
+    EarlyStopping, FastRetrainClassifier, FastRetrainRegressor, RidgeHead,
+    TrainingCheckpoint,
 )
-from test_distributed import RecordFrozen, head_solve, solve_data, train_images
+from test_distributed import (
+    RecordFrozen, head_solve, regression_targets, solve_data, train_images,
+)
 
 out = Path(sys.argv[1])
 
@@ -90,8 +93,22 @@ torch.save(clf.module_.state_dict(), out / f"es_state{rank}.pt")
     {"losses": clf.history_[:, "valid_loss"], "best": clf.best_epoch_}
 ))
 
+# A regressor: the same data-parallel path with two real targets.
+reg = FastRetrainRegressor(
+    make_tiny_cnn, max_epochs=2, batch_size=32, lr=0.003, device="cpu",
+).fit(X, regression_targets(X, y))
+torch.save(reg.module_.state_dict(), out / f"reg_state{rank}.pt")
+(out / f"reg{rank}.json").write_text(
+    json.dumps({"r2": reg.history_[:, "train_r2_before_solve"]})
+)
+
 coef, intercept = head_solve(*solve_data(), distributed=True)
 np.savez(out / f"head{rank}.npz", coef=coef, intercept=intercept)
+X_solve, y_solve = solve_data()
+coef, intercept = head_solve(
+    X_solve, regression_targets(X_solve, y_solve), distributed=True
+)
+np.savez(out / f"reg_head{rank}.npz", coef=coef, intercept=intercept)
 dist.destroy_process_group()
 """
 
@@ -119,13 +136,22 @@ def solve_data():
     return X, (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1)
 
 
+def regression_targets(X, y):
+    """Two real targets of the rows: the label and the mean of X."""
+    return np.c_[y, X.reshape(len(X), -1).mean(1)].astype(np.float32)
+
+
 def head_solve(X, y, *, distributed):
-    """One head solve of a fixed module; returns the head's weight and bias."""
+    """One head solve of a fixed module; returns the head's weight and bias.
+    Integer ``y`` are classes (3), real ``y`` regression targets (2)."""
     torch.manual_seed(0)
-    module = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
-    net = NeuralNetClassifier(
-        module, criterion=nn.CrossEntropyLoss, batch_size=16, verbose=0
-    ).initialize()
+    regression = y.dtype.kind == "f"
+    module = nn.Sequential(
+        nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 2 if regression else 3)
+    )
+    net_class = NeuralNetRegressor if regression else NeuralNetClassifier
+    criterion = nn.MSELoss if regression else nn.CrossEntropyLoss
+    net = net_class(module, criterion=criterion, batch_size=16, verbose=0).initialize()
     solver = RidgeHeadSolver(0.5, calibrate=False, distributed=distributed)
     solver.initialize().solve(net, net.get_dataset(X, y), blend=1.0)
     head = module[-1]
@@ -180,15 +206,19 @@ def torchrun_run(tmp_path_factory):
     return out
 
 
-def test_head_solve_matches_single_process(torchrun_run):
-    expected = head_solve(*solve_data(), distributed=False)
+@pytest.mark.parametrize("task", ["", "reg_"])
+def test_head_solve_matches_single_process(torchrun_run, task):
+    X, y = solve_data()
+    if task:
+        y = regression_targets(X, y)
+    expected = head_solve(X, y, distributed=False)
     for rank in range(2):
-        got = np.load(torchrun_run / f"head{rank}.npz")
+        got = np.load(torchrun_run / f"{task}head{rank}.npz")
         np.testing.assert_allclose(got["coef"], expected[0], atol=1e-5)
         np.testing.assert_allclose(got["intercept"], expected[1], atol=1e-5)
 
 
-@pytest.mark.parametrize("prefix", ["", "sgd_", "resumed_", "es_"])
+@pytest.mark.parametrize("prefix", ["", "sgd_", "resumed_", "es_", "reg_"])
 def test_fit_gives_every_rank_the_same_model(torchrun_run, prefix):
     states = [torch.load(torchrun_run / f"{prefix}state{r}.pt") for r in range(2)]
     assert states[0].keys() == states[1].keys()
@@ -203,6 +233,14 @@ def test_ranks_score_the_same_validation_rows(torchrun_run):
     # tol=1.0: neither epoch gains that much on the start, so both ranks
     # stop after n_iter_no_change=2 epochs.
     assert first == second and len(first["losses"]) == 2
+
+
+def test_a_regressor_scores_all_rows_on_every_rank(torchrun_run):
+    first, second = (
+        json.loads((torchrun_run / f"reg{r}.json").read_text()) for r in range(2)
+    )
+    # R² before each solve, from the score's sums added over the ranks.
+    assert first == second and all(np.isfinite(first["r2"]))
 
 
 def test_rank0_alone_writes_the_checkpoint(torchrun_run):
