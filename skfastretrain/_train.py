@@ -39,7 +39,9 @@ def run_net(config, model, pipeline):
         ddp_device=config.device if config.distributed else None,
         train_split=pipeline.train_split,
         table_columns=table_columns(
-            solves=config.solves_head, validates=config.validates
+            solves=config.solves_head,
+            validates=config.validates,
+            regression=config.regression,
         ),
     )
 

@@ -259,3 +259,21 @@ def test_a_folder_is_refused(tmp_path):
 def test_no_class_weight():
     with pytest.raises(TypeError):
         FastRetrainRegressor(class_weight="balanced")
+
+
+def test_the_epoch_table_shows_r2(targets, capsys):
+    X, Y = targets
+    tiny_cnn_regressor(verbose=1, early_stopping=True).fit(X, Y)
+    header = next(
+        line for line in capsys.readouterr().out.splitlines() if "epoch" in line
+    )
+    assert header.split() == [
+        "epoch",
+        "train_loss",
+        "train_r2",
+        "valid_loss",
+        "valid_r2",
+        "ridge_lambda",
+        "solve_dur",
+        "dur",
+    ]

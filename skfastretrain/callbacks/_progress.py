@@ -8,28 +8,28 @@ from skorch.callbacks import PrintLog
 from ._history_keys import (
     SOLVE_DUR,
     SOLVE_LAMBDA,
-    TRAIN_ACC,
     TRAIN_LOSS,
-    VALID_ACC,
     VALID_LOSS,
+    score_keys,
 )
 
 __all__ = ["EpochTable", "table_columns"]
 
 
-def table_columns(*, solves, validates):
-    """The per-epoch table's columns for a fit of FastRetrainClassifier.
+def table_columns(*, solves, validates, regression=False):
+    """The per-epoch table's columns for a fit of the estimators.
 
     What a reader needs each epoch, where the fit records it: the SGD loss,
-    the epoch's model on training rows and on the validation rows, the
-    ridge strength chosen and the solve's time (``dur``, the SGD epoch's,
-    comes last).
+    the epoch's model on training rows and on the validation rows (accuracy,
+    or R² for a regression), the ridge strength chosen and the solve's time
+    (``dur``, the SGD epoch's, comes last).
     """
+    keys = score_keys(regression)
     columns = [TRAIN_LOSS]
     if solves:
-        columns.append(TRAIN_ACC)
+        columns.append(keys.train)
     if validates:
-        columns += [VALID_LOSS, VALID_ACC]
+        columns += [VALID_LOSS, keys.valid]
     if solves:
         columns += [SOLVE_LAMBDA, SOLVE_DUR]
     return columns
