@@ -12,6 +12,8 @@ from sklearn.compose import TransformedTargetRegressor
 from sklearn.linear_model import Ridge
 from sklearn.metrics import mean_squared_error, r2_score
 from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from skorch import NeuralNetRegressor
 from skorch.dataset import Dataset
 from skorch.helper import predefined_split
@@ -277,3 +279,27 @@ def test_the_epoch_table_shows_r2(targets, capsys):
         "solve_dur",
         "dur",
     ]
+
+
+def test_sample_weight_is_routed_through_pipeline_and_grid_search(digits):
+    import sklearn
+
+    X, y = digits[0][:300], digits[1][:300] / 9.0
+    w = np.random.default_rng(0).uniform(0.2, 3.0, size=len(y))
+    params = {"max_epochs": 1, "random_state": 0, "device": "cpu"}
+    with sklearn.config_context(enable_metadata_routing=True):
+        reg = FastRetrainRegressor(make_mlp, **params)
+        reg.set_fit_request(sample_weight=True).set_score_request(sample_weight=True)
+        scaler = StandardScaler().set_fit_request(sample_weight=False)
+        pipe = make_pipeline(scaler, reg)
+        grid = GridSearchCV(pipe, {"fastretrainregressor__ridge_lambda": [1.0]}, cv=2)
+        grid.fit(X, y, sample_weight=w)
+    # The refit on every row got the weights: it equals a weighted fit by hand.
+    Xs = StandardScaler().fit_transform(X)
+    ref = FastRetrainRegressor(make_mlp, ridge_lambda=1.0, **params)
+    ref.fit(Xs, y, sample_weight=w)
+    np.testing.assert_array_equal(grid.predict(X[:50]), ref.predict(Xs[:50]))
+    unweighted = FastRetrainRegressor(make_mlp, ridge_lambda=1.0, **params)
+    assert not np.array_equal(
+        grid.predict(X[:50]), unweighted.fit(Xs, y).predict(Xs[:50])
+    )
