@@ -1,4 +1,4 @@
-"""The head step: a closed-form ridge refinement of the classifier head."""
+"""The head step: a closed-form ridge refinement of the linear head."""
 
 import time
 import warnings
@@ -49,7 +49,7 @@ __all__ = ["RidgeHeadSolver"]
 
 
 class RidgeHeadSolver(Callback):
-    """Refine a linear classifier head in closed form after SGD epochs.
+    """Refine a linear head in closed form after SGD epochs.
 
     One pass over the training set in eval mode, under
     :func:`torch.inference_mode` and without augmentation, captures the head's
@@ -69,7 +69,11 @@ class RidgeHeadSolver(Callback):
     SGD; running averages reset and recomputed exactly over the pass), so
     the solved head matches the features SGD sees and predict uses, at no
     extra pass. Works in any skorch net whose module ends in an
-    ``nn.Linear`` head, trained on integer class labels.
+    ``nn.Linear`` head, trained on integer class labels or, in a
+    :class:`~skorch.NeuralNetRegressor`, on real-valued targets (float, one
+    column per output): the solve then regresses the targets themselves,
+    with no temperature, and the scores it records are R² (``train_r2``,
+    ``train_r2_before_solve``, ``train_r2_ridge``) instead of accuracies.
 
     Parameters
     ----------
@@ -88,7 +92,8 @@ class RidgeHeadSolver(Callback):
     head : str or None, default=None
         Name of the head submodule; None means the last leaf ``nn.Linear``.
     calibrate : bool, default=True
-        Rescale the solution's logits as described above.
+        Rescale the solution's logits as described above (class labels
+        only; a regression head is not rescaled).
     gram_dtype : torch.dtype, default=torch.float64
         Accumulation dtype of the Gram statistics.
     max_scale : float, default=4.0
