@@ -10,6 +10,7 @@ from conftest import tiny_cnn_classifier as _cnn
 from skfastretrain import (
     EarlyStopping,
     FastRetrainClassifier,
+    FastRetrainRegressor,
     RidgeHead,
     SGDEpoch,
 )
@@ -33,7 +34,8 @@ def _config(est, X, y, **kwargs):
                 "input_kind": "array",
                 "native_size": (8, 8),
                 "input_size": (64, 64),
-                "n_classes": 10,
+                "n_outputs": 10,
+                "regression": False,
                 "lr": AUTO_LR,
                 "probe_lr": True,
                 "prefix_store": True,
@@ -80,6 +82,17 @@ def test_config_of_typical_estimators(digit_images, params, expected):
         assert isinstance(config.early_stopping, EarlyStopping)
     assert config.device == "cpu" and config.distributed is False
     assert config.epochs_done == 0 and config.resume is False
+
+
+@pytest.mark.parametrize("columns", [None, 3])
+def test_config_of_a_regressor(digits, columns):
+    X, y = digits
+    Y = y[:50, None] * np.arange(1, 4) / 9.0
+    target = Y[:, 0] if columns is None else Y
+    est = FastRetrainRegressor(make_mlp(), device="cpu")
+    config = resolve_config(est, check_fit_input(est, X[:50], target, regression=True))
+    assert config.regression is True
+    assert config.n_outputs == (1 if columns is None else 3)
 
 
 def test_config_of_a_module_on_feature_vectors(digits):
