@@ -374,6 +374,19 @@ def _build(module, device, probe, *, fold=False):
     return split
 
 
+def _close(a, b, rtol=1e-4):
+    """Whether ``a`` and ``b`` agree to ``rtol`` of their largest value.
+
+    Relative to the tensor's scale rather than to each value: the CPU
+    kernels sum in another order for another batch size or thread count,
+    which moves an output near zero by a few float32 ulps of the larger
+    ones (on one thread, Lite0's pretrained prefix failed an elementwise
+    1e-4 / 1e-5 test at 64 and 224 px). A random or batch-dependent layer
+    moves the outputs by their own size.
+    """
+    return bool((a - b).abs().max() <= rtol * b.abs().max())
+
+
 def _check(backbone, split, x):
     was_training = backbone.training
     buffers = {k: v.clone() for k, v in backbone.named_buffers()}
@@ -388,9 +401,8 @@ def _check(backbone, split, x):
                 split_out = split.suffix(*parts)
                 torch.manual_seed(1)
                 again = split.prefix(x[: max(len(x) // 2, 1)])[: split.n_frontier]
-                same = torch.allclose(full, split_out, rtol=1e-4, atol=1e-5) and all(
-                    torch.allclose(a[: len(b)], b, rtol=1e-4, atol=1e-5)
-                    for a, b in zip(parts, again, strict=True)
+                same = _close(full, split_out) and all(
+                    _close(a[: len(b)], b) for a, b in zip(parts, again, strict=True)
                 )
                 if not same:
                     mode = "train" if training else "eval"
