@@ -148,3 +148,15 @@ def test_public_names_are_documented(package):
         obj = getattr(module, public)
         if inspect.isclass(obj) or inspect.isfunction(obj):
             assert obj.__doc__, public
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [skfastretrain.FastRetrainClassifier, skfastretrain.FastRetrainRegressor],
+)
+def test_each_estimator_documents_each_of_its_parameters(estimator):
+    # The shared entries are written once (_docs.py) and filled into both.
+    documented = re.findall(r"^    (\w+) :", estimator.__doc__, re.MULTILINE)
+    parameters = list(inspect.signature(estimator).parameters)
+    assert [p for p in documented if p in parameters] == parameters
+    assert "<the estimators' common parameters>" not in estimator.__doc__
