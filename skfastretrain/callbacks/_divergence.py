@@ -77,9 +77,8 @@ class DivergenceGuard(Callback):
 
     States are scored by ``train_acc`` (``train_r2``; the score after each
     solve) where the history has it, else by the epoch's ``train_loss``. The
-    finite
-    checks are skipped in a data-parallel fit, where each rank sees only its
-    own batches. Works in a plain skorch net.
+    finite checks are skipped in a data-parallel fit, where each rank sees
+    only its own batches. Works in a plain skorch net.
 
     Parameters
     ----------
