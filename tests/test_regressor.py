@@ -2,6 +2,7 @@
 on the fitted features, a plain torch SGD step on the squared error, and
 scikit-learn's metrics."""
 
+import pickle
 import warnings
 
 import numpy as np
@@ -303,3 +304,11 @@ def test_sample_weight_is_routed_through_pipeline_and_grid_search(digits):
     assert not np.array_equal(
         grid.predict(X[:50]), unweighted.fit(Xs, y).predict(Xs[:50])
     )
+
+
+def test_a_pickled_regressor_predicts_alike(targets):
+    X, Y = targets
+    reg = tiny_cnn_regressor().fit(X, Y)
+    loaded = pickle.loads(pickle.dumps(reg))
+    np.testing.assert_array_equal(loaded.predict(X[:20]), reg.predict(X[:20]))
+    np.testing.assert_array_equal(loaded.y_mean_, reg.y_mean_)
