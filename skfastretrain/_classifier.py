@@ -58,22 +58,7 @@ class FastRetrainClassifier(PredictMixin, ClassifierMixin, BaseFastRetrain):
     ----------
     classes_ : ndarray of shape (n_classes,)
         Class labels.
-    n_features_in_ : int
-        Values per sample seen at fit (pixels times channels for images).
-    input_shape_ : tuple of int
-        Shape of one sample at fit, in model layout.
-    n_iter_ : int
-        Epochs run.
-    lr_ : float
-        The SGD learning rate used (chosen by the probe with ``lr="auto"``).
-    input_size_ : tuple of int or None
-        (height, width) images are resized to inside the model.
-    best_epoch_ : int or None
-        With ``early_stopping``, the epoch whose weights the estimator keeps
-        (0: the start of the fit, the head solved before the first epoch);
-        None otherwise.
-    held_batchnorm_ : list of str
-        BatchNorm layers (names in ``module_``) held in eval mode during SGD.
+    <the estimators' common attributes>
     net_ : skorch.NeuralNetClassifier
         The fitted skorch net.
     module_ : FastRetrainModule

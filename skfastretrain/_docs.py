@@ -2,15 +2,23 @@
 
 :class:`FastRetrainClassifier` and :class:`FastRetrainRegressor` take the
 same parameters but for the classifier's ``class_weight``; their docstrings
-hold the marker :data:`COMMON_PARAMETERS_MARKER` where :func:`fill_doc`
-puts the shared entries, so that the rendered docs, ``help()`` and numpydoc
+hold the markers :data:`COMMON_PARAMETERS_MARKER` and
+:data:`COMMON_ATTRIBUTES_MARKER` where :func:`fill_doc` puts the shared
+entries, so that the rendered docs, ``help()`` and numpydoc
 see every parameter in each class.
 """
 
-__all__ = ["COMMON_PARAMETERS", "COMMON_PARAMETERS_MARKER", "fill_doc"]
+__all__ = [
+    "COMMON_ATTRIBUTES",
+    "COMMON_ATTRIBUTES_MARKER",
+    "COMMON_PARAMETERS",
+    "COMMON_PARAMETERS_MARKER",
+    "fill_doc",
+]
 
-#: The line of a class docstring that :func:`fill_doc` replaces.
+#: The lines of a class docstring that :func:`fill_doc` replaces.
 COMMON_PARAMETERS_MARKER = "    <the estimators' common parameters>\n"
+COMMON_ATTRIBUTES_MARKER = "    <the estimators' common attributes>\n"
 
 #: The parameters of :class:`BaseFastRetrain`, in the order of its
 #: ``__init__``, indented as a class docstring's entries are.
@@ -142,9 +150,37 @@ COMMON_PARAMETERS = """\
 """
 
 
+#: The fitted attributes :class:`BaseFastRetrain` sets for both.
+COMMON_ATTRIBUTES = """\
+    n_features_in_ : int
+        Values per sample seen at fit (pixels times channels for images).
+    input_shape_ : tuple of int
+        Shape of one sample at fit, in model layout.
+    n_iter_ : int
+        Epochs run.
+    lr_ : float
+        The SGD learning rate used (chosen by the probe with ``lr="auto"``).
+    input_size_ : tuple of int or None
+        (height, width) images are resized to inside the model.
+    best_epoch_ : int or None
+        With ``early_stopping``, the epoch whose weights the estimator keeps
+        (0: the start of the fit, the head solved before the first epoch);
+        None otherwise.
+    held_batchnorm_ : list of str
+        BatchNorm layers (names in ``module_``) held in eval mode during SGD.
+"""
+
+
 def fill_doc(cls):
-    """Put :data:`COMMON_PARAMETERS` in ``cls``'s docstring at the marker."""
-    if COMMON_PARAMETERS_MARKER not in (cls.__doc__ or ""):
-        raise ValueError(f"{cls.__name__}'s docstring has no parameter marker.")
-    cls.__doc__ = cls.__doc__.replace(COMMON_PARAMETERS_MARKER, COMMON_PARAMETERS)
+    """Put :data:`COMMON_PARAMETERS` and :data:`COMMON_ATTRIBUTES` in
+    ``cls``'s docstring at their markers."""
+    doc = cls.__doc__ or ""
+    for marker, text in (
+        (COMMON_PARAMETERS_MARKER, COMMON_PARAMETERS),
+        (COMMON_ATTRIBUTES_MARKER, COMMON_ATTRIBUTES),
+    ):
+        if marker not in doc:
+            raise ValueError(f"{cls.__name__}'s docstring lacks {marker.strip()}.")
+        doc = doc.replace(marker, text)
+    cls.__doc__ = doc
     return cls

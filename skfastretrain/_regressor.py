@@ -47,21 +47,7 @@ class FastRetrainRegressor(RegressionPredictMixin, RegressorMixin, BaseFastRetra
         Mean and standard deviation of each target at fit (weighted by
         ``sample_weight``; a constant target's scale is 1). Their shape is
         that of one row of ``y``: () for 1-D ``y``.
-    n_features_in_ : int
-        Values per sample seen at fit (pixels times channels for images).
-    input_shape_ : tuple of int
-        Shape of one sample at fit, in model layout.
-    n_iter_ : int
-        Epochs run.
-    lr_ : float
-        The SGD learning rate used (chosen by the probe with ``lr="auto"``).
-    input_size_ : tuple of int or None
-        (height, width) images are resized to inside the model.
-    best_epoch_ : int or None
-        With ``early_stopping``, the epoch whose weights the estimator keeps
-        (0: the start of the fit); None otherwise.
-    held_batchnorm_ : list of str
-        BatchNorm layers (names in ``module_``) held in eval mode during SGD.
+    <the estimators' common attributes>
     net_ : FastRetrainRegressionNet
         The fitted skorch net (a :class:`~skorch.NeuralNetRegressor`).
     module_ : FastRetrainModule

@@ -95,6 +95,21 @@ def tiny_cnn_classifier(**kwargs):
     return FastRetrainClassifier(**{**params, **kwargs})
 
 
+def tiny_cnn_regressor(**kwargs):
+    """A FastRetrainRegressor over make_tiny_cnn (at a rate its squared-error
+    steps stand, unlike the classifier's 0.05), quick to fit on digits."""
+    from skfastretrain import FastRetrainRegressor
+
+    params = {
+        "backbone": make_tiny_cnn,
+        "max_epochs": 1,
+        "random_state": 0,
+        "lr": 0.003,
+        "device": "cpu",
+    }
+    return FastRetrainRegressor(**{**params, **kwargs})
+
+
 class Recorder(Callback):
     """Keeps the module as training starts, every training batch, and the
     head as it stands after the last SGD step (before the epoch's solve)."""

@@ -9,13 +9,12 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from conftest import make_mlp, make_tiny_cnn, tiny_cnn_classifier
+from conftest import make_mlp, tiny_cnn_classifier, tiny_cnn_regressor
 from sklearn.exceptions import NotFittedError
 
 from skfastretrain import (
     DeployedModel,
     FastRetrainClassifier,
-    FastRetrainRegressor,
     export_onnx,
     export_torch,
 )
@@ -207,9 +206,7 @@ def test_a_regressor_exports_its_predictions(digit_images, tmp_path, export, col
     X, digit, X_test, _ = digit_images
     Y = np.c_[digit / 9.0, X.reshape(len(X), -1).mean(1)]
     y = Y[:, 0] if columns is None else Y
-    reg = FastRetrainRegressor(
-        make_tiny_cnn, max_epochs=1, lr=0.003, random_state=0, device="cpu"
-    ).fit(X[:200], y[:200])
+    reg = tiny_cnn_regressor().fit(X[:200], y[:200])
     write, run = {
         "onnx": (export_onnx, _onnx_proba),
         "torch": (export_torch, _torch_proba),

@@ -159,4 +159,5 @@ def test_each_estimator_documents_each_of_its_parameters(estimator):
     documented = re.findall(r"^    (\w+) :", estimator.__doc__, re.MULTILINE)
     parameters = list(inspect.signature(estimator).parameters)
     assert [p for p in documented if p in parameters] == parameters
-    assert "<the estimators' common parameters>" not in estimator.__doc__
+    assert "<the estimators' common" not in estimator.__doc__
+    assert "    best_epoch_ : int or None" in estimator.__doc__

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import Recorder, make_mlp, make_tiny_cnn
+from conftest import Recorder, make_mlp, tiny_cnn_regressor
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.linear_model import Ridge
 from sklearn.metrics import mean_squared_error, r2_score
@@ -36,17 +36,6 @@ from skfastretrain._data import to_model_layout
 #: random CNN's BatchNorm then holds its initial statistics, which leave its
 #: activations unnormalized: a small rate keeps SGD from diverging.
 EXACT = {"sgd": SGDEpoch(bn_mode="eval", cache_prefix=False), "lr": 3e-5}
-
-
-def tiny_cnn_regressor(**kwargs):
-    params = {
-        "backbone": make_tiny_cnn,
-        "max_epochs": 1,
-        "random_state": 0,
-        "lr": 0.003,
-        "device": "cpu",
-    }
-    return FastRetrainRegressor(**{**params, **kwargs})
 
 
 @pytest.fixture(scope="module")

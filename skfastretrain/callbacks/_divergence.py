@@ -7,6 +7,7 @@ import torch
 from skorch.callbacks import Callback
 
 from .._distributed import is_distributed
+from ..linalg._targets import is_regression
 from ._checkpoint import module_copy
 from ._history_keys import (
     DIVERGED,
@@ -194,7 +195,7 @@ class DivergenceGuard(Callback):
         # The loss of a guess that knows nothing of the input: a uniform
         # softmax for labels, the targets' mean for real values.
         y = batch[1] if batch is not None else None
-        self._regression = y is not None and torch.as_tensor(y).is_floating_point()
+        self._regression = y is not None and is_regression(y)
         if self._regression:
             t = torch.as_tensor(y).double().reshape(len(y), -1)
             self._guess_loss = float(t.var(0, unbiased=False).mean())
