@@ -142,6 +142,13 @@ def run_task(setting, grid, package, saved=None, save=None):
     return record
 
 
+def _point(point):
+    """One point of a curve: accuracy (seconds), and whether it is an earlier
+    model put back at the end of the fit."""
+    kept = ", kept" if "kept" in point else ""
+    return f"{point['test_acc']:.3f} ({point['time']:.0f} s{kept})"
+
+
 def task_targets(methods):
     """The issue's per-task targets, from the records of one task."""
     targets = compute_targets(methods, None, ours="default")
@@ -198,9 +205,7 @@ def render(result):
         rows = []
         for method, rec in methods.items():
             label = r["chosen"][method]["label"] if method in r["chosen"] else method
-            curve = " / ".join(
-                f"{p['test_acc']:.3f} ({p['time']:.0f} s)" for p in rec["points"]
-            )
+            curve = " / ".join(_point(p) for p in rec["points"])
             rows.append([label, curve, f"{rec['fit_wall']:.0f}"])
         text += f"\n\n**{name}**\n\n" + markdown_table(
             ["method", "test acc per epoch (s)", "fit s"], rows
