@@ -60,7 +60,9 @@ class TestAccuracy(Callback):
     time: ``time`` is seconds since ``t0`` (set right before ``fit``) minus
     all evaluation so far. Runs after the estimator's own callbacks, so the
     first point follows the initial ridge solve and every later one follows
-    that epoch's head solve.
+    that epoch's head solve. When the fit ends with an earlier model put
+    back (by ``DivergenceGuard`` or early stopping), that model is measured
+    once more as the last point, marked ``"kept"``.
     """
 
     def __init__(self, X_test, y_test, t0=None):
@@ -93,6 +95,17 @@ class TestAccuracy(Callback):
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         self._measure(net, 0)
+
+    def on_train_end(self, net, **kwargs):
+        # DivergenceGuard or early stopping may have put an earlier model
+        # back after the last epoch's point (their on_train_end runs before
+        # this one): the model the fit ends with is then its last point.
+        last = self.last_pred_
+        self._measure(net, len(net.history))
+        if self.last_pred_ == last:
+            self.points_.pop()
+        else:
+            self.points_[-1]["kept"] = True
 
     def on_epoch_end(self, net, **kwargs):
         epoch = len(net.history)
