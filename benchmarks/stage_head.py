@@ -27,19 +27,16 @@ repository root::
 import time
 
 import numpy as np
-import torch
-from sklearn.model_selection import train_test_split
-from skorch.callbacks import Callback
 
 from skfastretrain import FastRetrainClassifier, RidgeHead
 
+from ._lib import holdout
 from ._lib import results as results_lib
 from ._lib import tasks as tasks_lib
+from ._lib.holdout import HeldOutCurve
 from ._lib.measure import machine_info
 from ._lib.tables import markdown_table
 
-SEED = 0
-HOLDOUT = 0.2
 EPOCHS = 3
 #: The configurations compared: RidgeHead's ``stages``, then further
 #: estimator settings; ``epochs_factor`` multiplies the run's epochs into the
@@ -73,43 +70,11 @@ SMOKE = {
 }
 
 
-class HeldOutCurve(Callback):
-    """Held-out accuracy at the ridge start and after every epoch, with the
-    fit's seconds until then, scoring excluded."""
-
-    def __init__(self, X, y):
-        self.X = X
-        self.y = y
-
-    def initialize(self):
-        self.points_ = []
-        self._start = time.perf_counter()
-        self._scoring = 0.0
-        return self
-
-    def _score(self, net):
-        start = time.perf_counter()
-        # Scoring must not move the fit's random stream.
-        with torch.random.fork_rng(devices=[]):
-            pred = net.predict(self.X)
-        seconds = time.perf_counter() - self._start - self._scoring
-        self.points_.append((seconds, float(np.mean(pred == self.y))))
-        self._scoring += time.perf_counter() - start
-
-    def on_train_begin(self, net, **kwargs):
-        self._score(net)
-
-    def on_epoch_end(self, net, **kwargs):
-        self._score(net)
-
-
 def run_task(name, rows, epochs, heads, record=None):
     """Fit ``heads`` on task ``name``; add them to its ``record``."""
     task = tasks_lib.LOADERS[name](**rows)
     X, y = task.X_train, task.y_train
-    fit, hold = train_test_split(
-        np.arange(len(y)), test_size=HOLDOUT, stratify=y, random_state=SEED
-    )
+    fit, hold = holdout.split(y)
     record = {
         **(record or {}),
         "size": task.size,
@@ -126,7 +91,7 @@ def run_task(name, rows, epochs, heads, record=None):
             head=RidgeHead(stages=stages),
             input_size=task.size,
             max_epochs=max_epochs,
-            random_state=SEED,
+            random_state=holdout.SEED,
             verbose=0,
             callbacks=[curve],
             **settings,
@@ -164,48 +129,11 @@ def measure(names, rows, saved, epochs, heads):
     return saved
 
 
-def _se(acc, n):
-    return (acc * (1 - acc) / n) ** 0.5
-
-
 def leave_one_task_out(tasks):
-    """For each task: the configuration the other tasks choose (the highest
-    mean final held-out accuracy; the incumbent, the first candidate, on a
-    tie) and whether it wins, or ties within one standard error, against
-    every other candidate on the task left out. A candidate becomes the
-    default only if every task's row chooses it and holds; otherwise the
-    incumbent stays. Only the candidates measured on every task compete."""
+    """Leave one task out over :data:`CANDIDATES` on :data:`DEFAULT_TASKS`
+    (:func:`benchmarks._lib.holdout.leave_one_task_out`)."""
     tasks = {n: r for n, r in tasks.items() if n in DEFAULT_TASKS}
-    candidates = [c for c in CANDIDATES if all(c in r for r in tasks.values())]
-    rows, chosen_everywhere = [], set()
-    for name, r in tasks.items():
-        others = [o for o in tasks if o != name]
-        mean = {
-            c: np.mean([tasks[o][c]["final_holdout_acc"] for o in others])
-            for c in candidates
-        }
-        # max keeps the first of equal means: the incumbent wins ties.
-        chosen = max(candidates, key=lambda c: mean[c])
-        acc = {c: r[c]["final_holdout_acc"] for c in candidates}
-        rival = max((c for c in candidates if c != chosen), key=lambda c: acc[c])
-        se = _se(acc[rival], r["n_holdout"])
-        holds = acc[chosen] >= acc[rival] - se
-        rows.append(
-            {
-                "task": name,
-                "chosen": chosen,
-                "acc_chosen": acc[chosen],
-                "rival": rival,
-                "acc_other": acc[rival],
-                "se": se,
-                "holds": bool(holds),
-            }
-        )
-        chosen_everywhere.add(chosen if holds else None)
-    default = CANDIDATES[0]
-    if len(chosen_everywhere) == 1 and None not in chosen_everywhere:
-        default = chosen_everywhere.pop()
-    return rows, default
+    return holdout.leave_one_task_out(tasks, CANDIDATES)
 
 
 def render(result):
@@ -243,23 +171,12 @@ def render(result):
                     f"{h['lr']:g}",
                     curve,
                     f"{h['final_holdout_acc']:.3f}",
-                    f"{_se(h['final_holdout_acc'], r['n_holdout']):.3f}",
+                    f"{holdout.se(h['final_holdout_acc'], r['n_holdout']):.3f}",
                     f"{h['fit_s']:.0f}",
                 ]
             )
     loto_rows, default = leave_one_task_out(result["tasks"])
-    loto = [
-        [
-            row["task"],
-            row["chosen"],
-            f"{row['acc_chosen']:.3f}",
-            row.get("rival", "-"),
-            f"{row['acc_other']:.3f}",
-            f"{row['se']:.3f}",
-            "wins or ties" if row["holds"] else "loses",
-        ]
-        for row in loto_rows
-    ]
+    loto = holdout.loto_table_rows(loto_rows)
     chosen = HEADS[default]
     loto_text = (
         "\n\nLeave one task out: the configuration the other tasks choose (highest "
@@ -268,18 +185,7 @@ def render(result):
         f"this gives ({default}): RidgeHead(stages={chosen['stages']!r}), "
         f"early_stopping={chosen.get('early_stopping', False)}, "
         f"max_epochs={EPOCHS * chosen.get('epochs_factor', 1)}.\n\n"
-        + markdown_table(
-            [
-                "task left out",
-                "chosen on the others",
-                "its final",
-                "best other",
-                "its final",
-                "SE",
-                "",
-            ],
-            loto,
-        )
+        + markdown_table(holdout.LOTO_HEADER, loto)
     )
     return (
         note
