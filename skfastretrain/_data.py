@@ -18,6 +18,7 @@ __all__ = [
     "IMAGES",
     "SAMPLE_WEIGHT",
     "AugmentCollate",
+    "Dihedral",
     "FitInput",
     "ImageDataset",
     "Preprocess",
@@ -332,10 +333,37 @@ def check_paths(paths):
             ) from exc
 
 
+class Dihedral:
+    """A random symmetry of the image's square (or rectangle), per sample.
+
+    One of the eight flips and quarter turns of a square image, each
+    equally likely; a non-square image takes one of the four that keep its
+    shape (the identity, either flip, the half turn), so that a batch still
+    stacks. Label-preserving for images without a canonical orientation:
+    cells, tiles, micrographs, aerial views (not for digits or text).
+    Draws from torch's global generator, as torchvision's transforms do.
+    """
+
+    def __call__(self, image):
+        height, width = image.shape[-2:]
+        turns = int(torch.randint(4, ()))
+        if height != width:
+            turns -= turns % 2
+        image = torch.rot90(image, turns, dims=(-2, -1))
+        if bool(torch.randint(2, ())):
+            image = torch.flip(image, dims=(-1,))
+        return image
+
+    def __repr__(self):
+        return "Dihedral()"
+
+
 def make_augment(augment, size):
     """The per-sample training transform for ``augment``, or None."""
     if augment is None:
         return None
+    if augment == "dihedral":
+        return Dihedral()
     if augment == "light":
         return v2.Compose(
             [
@@ -346,7 +374,8 @@ def make_augment(augment, size):
     if callable(augment):
         return augment
     raise ValueError(
-        f"augment must be None, 'light' or a callable transform, got {augment!r}."
+        "augment must be None, 'light', 'dihedral' or a callable transform, "
+        f"got {augment!r}."
     )
 
 

@@ -437,6 +437,15 @@ def check_sgd__augment(c):
     rows = {bytes(x) for x in c.X}
     # Light augmentation crops and flips: few batches rows are raw images.
     assert sum(bytes(x.numpy().astype(np.uint8)) in rows for x in seen) < len(seen) / 2
+    # Dihedral augmentation only flips and turns: every row seen is one of
+    # the eight symmetries of a raw image (by numpy), most of them not the
+    # image itself.
+    est = c.fit(sgd=SGDEpoch(augment="dihedral"), callbacks=[("rec", Recorder())])
+    seen = torch.cat([xb for xb, _ in callback(est, "rec").batches]).numpy()
+    turned = [np.rot90(x, k, axes=(-2, -1)) for x in c.X for k in range(4)]
+    symmetries = {r.tobytes() for t in turned for r in (t, np.flip(t, axis=-1))}
+    assert all(x.astype(np.uint8).tobytes() in symmetries for x in seen)
+    assert sum(bytes(x.astype(np.uint8)) in rows for x in seen) < len(seen) / 2
 
 
 def check_num_workers(c):

@@ -123,6 +123,25 @@ def test_augment_collate_transforms_each_sample():
         make_augment("heavy", (8, 8))
 
 
+def _symmetries(image, square):
+    """The flips and quarter turns of a (C, H, W) array, by numpy."""
+    turns = range(4) if square else (0, 2)
+    rotated = [np.rot90(image, k, axes=(-2, -1)) for k in turns]
+    return [*rotated, *(np.flip(r, axis=-1) for r in rotated)]
+
+
+@pytest.mark.parametrize(("shape", "n_symmetries"), [((2, 5, 5), 8), ((2, 4, 6), 4)])
+def test_dihedral_draws_every_symmetry_of_the_shape(shape, n_symmetries):
+    image = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    expected = {r.tobytes() for r in _symmetries(image, shape[1] == shape[2])}
+    assert len(expected) == n_symmetries
+    augment = make_augment("dihedral", shape[1:])
+    torch.manual_seed(0)
+    seen = {augment(torch.from_numpy(image)).numpy().tobytes() for _ in range(200)}
+    # Every output is a symmetry that keeps the shape, and each one is drawn.
+    assert seen == expected
+
+
 @pytest.fixture
 def uint8_fit(digit_images, one_thread):
     """A tiny CNN fitted on uint8 digits, with its test predictions.
