@@ -52,6 +52,12 @@ RUNS = {
         "FastRetrainClassifier with and without stages, 3 epochs, scored on rows "
         "held out of each task's training split",
     ),
+    "per_task": (
+        "Per-task choices",
+        "FastRetrainClassifier with one setting changed per run, 3 epochs, "
+        "scored on rows held out of each task's training split, with leave one "
+        "task out",
+    ),
     "four_tasks": (
         "Four tasks against tuned baselines",
         "baselines tuned on rows held out of each task's training split, every "

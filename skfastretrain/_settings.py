@@ -230,8 +230,9 @@ class SGDEpoch(BaseEstimator):
         for images with no canonical orientation such as cells, tiles or
         aerial views; a callable is applied to each (C, H, W) tensor, e.g.
         a torchvision transform. Which transforms keep the labels depends on
-        the task, so none is the default (it was not more accurate on held-out
-        rows of the four tasks of ``benchmarks.per_task`` either).
+        the task, so none is the default; in 3 epochs ``"light"`` lost 2 to
+        3 points on held-out rows of the four tasks of ``benchmarks.per_task``,
+        and ``"dihedral"`` 3 points on ELPV.
 
     Examples
     --------

@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_cnn_classifier as _cnn
 from skorch.callbacks import Callback
 
-from skfastretrain import FastRetrainClassifier, RidgeHead, SGDEpoch
+from skfastretrain import FastRetrainClassifier, LRProbe, RidgeHead, SGDEpoch
 from skfastretrain._config import resolve_input_size, stores_prefix
 from skfastretrain._settings import resolve_sgd
 
@@ -20,6 +20,10 @@ PILOT = Path(__file__).resolve().parents[1] / "benchmarks/results/defaults.json"
 #: stages RidgeHead reads by default and whether a fit stops on held-out
 #: rows, left out of each task in turn.
 STAGE_HEAD = Path(__file__).resolve().parents[1] / "benchmarks/results/stage_head.json"
+#: The per-task choices (``python -m benchmarks.per_task``): the learning
+#: rate's rule, BatchNorm's mode and augmentation, left out of each task in
+#: turn.
+PER_TASK = Path(__file__).resolve().parents[1] / "benchmarks/results/per_task.json"
 
 
 @pytest.mark.parametrize("task", ["fashion", "digits"])
@@ -38,6 +42,38 @@ def test_default_head_and_epochs_are_the_benchmarked_choice():
     params = FastRetrainClassifier().get_params()
     assert params["early_stopping"] == chosen["early_stopping"]
     assert params["max_epochs"] == chosen["max_epochs"]
+
+
+def _default_of(setting):
+    """The default value of a setting as the per-task benchmark names it:
+    an estimator parameter, ``sgd`` (SGDEpoch's) or ``probe`` (LRProbe's)."""
+    defaults = {
+        **FastRetrainClassifier().get_params(),
+        "sgd": SGDEpoch().get_params(),
+        "probe": LRProbe().get_params(),
+    }
+    return defaults[setting]
+
+
+def _is_default(settings):
+    return all(
+        {k: _default_of(name)[k] for k in value} == value
+        if isinstance(value, dict)
+        else _default_of(name) == value
+        for name, value in settings.items()
+    )
+
+
+@pytest.mark.parametrize("choice", ["lr", "bn_mode", "augment"])
+def test_per_task_choices_are_the_benchmarked_defaults(choice):
+    decided = json.loads(PER_TASK.read_text())["defaults"][choice]
+    candidates = decided["candidates"]
+    # The chosen candidate's settings are the defaults, and no other
+    # candidate's are.
+    assert _is_default(candidates[decided["chosen"]])
+    for label, settings in candidates.items():
+        if label != decided["chosen"]:
+            assert not _is_default(settings), label
 
 
 def test_default_estimator_fine_tunes_pretrained_lite0(digit_images):
