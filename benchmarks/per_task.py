@@ -35,7 +35,7 @@ within one standard error, on every task left out.
 
 Usage, from the repository root::
 
-    python -m benchmarks.per_task --tasks all          # ~1 h on 2 cores
+    python -m benchmarks.per_task --tasks all          # ~1.5 h on 2 cores
     python -m benchmarks.per_task --tasks elpv224 --runs base,lr=0.001
     python -m benchmarks.per_task --report             # re-print the saved run
     python -m benchmarks.per_task --smoke              # 200 rows, 1 epoch
@@ -153,6 +153,11 @@ def run_one(task, label, epochs):
     }
 
 
+def task_runs(name):
+    """The runs of task ``name``: every choice's candidates, then its own."""
+    return [*dict.fromkeys(sum(CHOICES.values(), ())), *TASK_RUNS.get(name, ())]
+
+
 def measure(names, rows, runs, epochs, saved, save):
     saved["machine"] = machine_info()
     records = saved.setdefault("tasks", {})
@@ -161,10 +166,7 @@ def measure(names, rows, runs, epochs, saved, save):
         fit, hold = holdout.split(task.y_train)
         record = records.setdefault(name, {})
         record.update(size=task.size, n_fit=len(fit), n_holdout=len(hold))
-        for label in runs or [
-            *dict.fromkeys(sum(CHOICES.values(), ())),
-            *TASK_RUNS.get(name, ()),
-        ]:
+        for label in runs or task_runs(name):
             print(f"[{time.strftime('%H:%M:%S')}] {name} {label}", flush=True)
             record[label] = run_one(task, label, epochs)
             print(name, label, record[label]["curve"], record[label]["lr"], flush=True)
