@@ -50,12 +50,11 @@ import warnings
 from contextlib import contextmanager
 from unittest import mock
 
-from skfastretrain import FastRetrainClassifier, LRProbe, SGDEpoch
+from skfastretrain import LRProbe, SGDEpoch
 
 from ._lib import holdout
 from ._lib import results as results_lib
 from ._lib import tasks as tasks_lib
-from ._lib.holdout import HeldOutCurve
 from ._lib.measure import machine_info
 from ._lib.tables import markdown_table
 
@@ -110,33 +109,22 @@ def probe_defaults(**params):
 
 def run_one(task, label, epochs):
     """One run of ``RUNS[label]`` on ``task``'s held-out split."""
-    X, y = task.X_train, task.y_train
-    fit, hold = holdout.split(y)
     settings = dict(RUNS[label])
     sgd = settings.pop("sgd", None)
     probe = settings.pop("probe", {})
-    start = time.perf_counter()
     with probe_defaults(**probe), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        clf = FastRetrainClassifier(
-            input_size=task.size,
+        clf, measured = holdout.fit_held_out(
+            task,
             max_epochs=settings.pop("max_epochs", epochs),
             sgd=None if sgd is None else SGDEpoch(**sgd),
-            random_state=holdout.SEED,
-            verbose=0,
-            callbacks=[("held_out", HeldOutCurve(X[hold][:, None], y[hold]))],
             **settings,
-        ).fit(X[fit], y[fit])
-    fit_s = time.perf_counter() - start
-    curve = dict(clf.net_.callbacks_)["held_out"]
+        )
     lr_probe = next(
         (cb for _, cb in clf.net_.callbacks_ if isinstance(cb, LRProbe)), None
     )
-    final = float((clf.predict(X[hold]) == y[hold]).mean())
     return {
-        "fit_s": fit_s,
-        "curve": curve.points_,
-        "final_holdout_acc": final,
+        **measured,
         "lr": float(clf.lr_),
         # The probe's loss per rate tried, and the loss it compared them with.
         "probe_losses": None
@@ -203,7 +191,7 @@ def render(result):
             if label not in r:
                 continue
             run = r[label]
-            curve = " / ".join(f"{acc:.3f} ({s:.0f} s)" for s, acc in run["curve"])
+            curve = holdout.curve_text(run["curve"])
             notes = []
             if run["kept_epoch"] is not None:
                 notes.append(f"diverged, kept epoch {run['kept_epoch']}")
@@ -242,8 +230,7 @@ def render(result):
         text += (
             f"\n\n**{choice}**: leave one task out over "
             f"{', '.join(CHOICES[choice])} (ties within one SE hold); the default "
-            f"this gives: {default}.\n\n"
-            + markdown_table(holdout.LOTO_HEADER, holdout.loto_table_rows(loto_rows))
+            f"this gives: {default}.\n\n" + holdout.loto_table(loto_rows)
         )
     return text
 

@@ -26,14 +26,11 @@ repository root::
 
 import time
 
-import numpy as np
-
-from skfastretrain import FastRetrainClassifier, RidgeHead
+from skfastretrain import RidgeHead
 
 from ._lib import holdout
 from ._lib import results as results_lib
 from ._lib import tasks as tasks_lib
-from ._lib.holdout import HeldOutCurve
 from ._lib.measure import machine_info
 from ._lib.tables import markdown_table
 
@@ -73,8 +70,7 @@ SMOKE = {
 def run_task(name, rows, epochs, heads, record=None):
     """Fit ``heads`` on task ``name``; add them to its ``record``."""
     task = tasks_lib.LOADERS[name](**rows)
-    X, y = task.X_train, task.y_train
-    fit, hold = holdout.split(y)
+    fit, hold = holdout.split(task.y_train)
     record = {
         **(record or {}),
         "size": task.size,
@@ -85,26 +81,15 @@ def run_task(name, rows, epochs, heads, record=None):
         settings = dict(HEADS[head])
         stages = settings.pop("stages")
         max_epochs = epochs * settings.pop("epochs_factor", 1)
-        curve = HeldOutCurve(X[hold][:, None], y[hold])
-        start = time.perf_counter()
-        clf = FastRetrainClassifier(
+        clf, measured = holdout.fit_held_out(
+            task,
             head=RidgeHead(stages=stages),
-            input_size=task.size,
             max_epochs=max_epochs,
-            random_state=holdout.SEED,
-            verbose=0,
-            callbacks=[curve],
             **settings,
-        ).fit(X[fit], y[fit])
-        history = clf.net_.history
-        # The estimator trains a copy of the callbacks it is given.
-        curve = next(
-            cb for _, cb in clf.net_.callbacks_ if isinstance(cb, HeldOutCurve)
         )
+        history = clf.net_.history
         record[head] = {
-            "fit_s": time.perf_counter() - start,
-            "curve": curve.points_,
-            "final_holdout_acc": float(np.mean(clf.predict(X[hold]) == y[hold])),
+            **measured,
             "width": int(clf.net_.module_.head.in_features),
             "lr": float(clf.lr_),
             "stage_weight": history[0].get("stage_weight"),
@@ -155,7 +140,7 @@ def render(result):
             if head not in r:
                 continue
             h = r[head]
-            curve = " / ".join(f"{acc:.3f} ({s:.0f} s)" for s, acc in h["curve"])
+            curve = holdout.curve_text(h["curve"])
             run = h.get("epochs_run", len(h["curve"]) - 1)
             kept = h.get("best_epoch")
             rows.append(
@@ -176,7 +161,6 @@ def render(result):
                 ]
             )
     loto_rows, default = leave_one_task_out(result["tasks"])
-    loto = holdout.loto_table_rows(loto_rows)
     chosen = HEADS[default]
     loto_text = (
         "\n\nLeave one task out: the configuration the other tasks choose (highest "
@@ -185,7 +169,7 @@ def render(result):
         f"this gives ({default}): RidgeHead(stages={chosen['stages']!r}), "
         f"early_stopping={chosen.get('early_stopping', False)}, "
         f"max_epochs={EPOCHS * chosen.get('epochs_factor', 1)}.\n\n"
-        + markdown_table(holdout.LOTO_HEADER, loto)
+        + holdout.loto_table(loto_rows)
     )
     return (
         note
