@@ -35,7 +35,7 @@ from ..linalg._solve import (
     stage_scale,
 )
 from ..linalg._targets import OutputScore
-from ._divergence import DivergenceError
+from ._divergence import DivergenceError, lower_lr_hint
 from ._history_keys import (
     INIT,
     LAYER_LAMBDAS,
@@ -448,12 +448,13 @@ class RidgeHeadSolver(Callback):
             all_reduce_head_statistics(stats)
         total = stats.total()
         if not all(torch.isfinite(t).all() for t in total.tensors()):
+            lr = net.optimizer_.param_groups[0].get("lr", net.lr)
             raise DivergenceError(
                 f"Training diverged: the head's input features hold NaN or inf "
-                f"after epoch {len(net.history)} (lr={net.lr}). Lower the "
-                "learning rate; with pretrained weights, 0.001 to 0.003 suits SGD.",
+                f"after epoch {len(net.history)} (lr={lr:.3g}). "
+                f"{lower_lr_hint(lr)}",
                 epoch=len(net.history),
-                lr=net.lr,
+                lr=lr,
             )
         if self.stage_widths is None:
             alpha, scale_columns = self._lambda(stats), None

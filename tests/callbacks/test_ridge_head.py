@@ -9,7 +9,7 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
 from torch import nn
 
-from skfastretrain import RidgeHeadSolver
+from skfastretrain import DivergenceError, RidgeHeadSolver
 
 
 def _net(solver, module=None, max_epochs=1):
@@ -279,3 +279,18 @@ def test_head_held_out_of_sgd_and_restored(data, sgd_updates_head):
     assert moved is sgd_updates_head
     # The held parameters train again after the fit.
     assert all(p.requires_grad for p in net.module_.parameters())
+
+
+def test_non_finite_features_raise_with_the_rate_to_try(data):
+    class Poison(Callback):
+        # Runs before the solver: the epoch's backbone blew up.
+        def on_epoch_end(self, net, **kwargs):
+            with torch.no_grad():
+                net.module_[0].weight.fill_(float("nan"))
+
+    net = _net(RidgeHeadSolver(init_solve=False))
+    net.set_params(lr=0.5, callbacks=[("poison", Poison()), *net.callbacks])
+    with pytest.raises(DivergenceError, match=r"NaN or inf after epoch 1 \(lr=0\.5\)"):
+        net.fit(*data)
+    with pytest.raises(DivergenceError, match=r"for instance to 0\.05;"):
+        net.fit(*data)
