@@ -10,7 +10,7 @@ from skorch.callbacks import Callback
 
 from skfastretrain import FastRetrainClassifier, LRProbe, RidgeHead, SGDEpoch
 from skfastretrain._config import resolve_input_size, stores_prefix
-from skfastretrain._settings import resolve_sgd
+from skfastretrain._settings import HEAD_SHORTCUTS, resolve_sgd
 
 #: The record of the defaults pilot (``python -m benchmarks.defaults``): the
 #: ``base`` row of each task holds the configuration it measured as the
@@ -21,8 +21,8 @@ PILOT = Path(__file__).resolve().parents[1] / "benchmarks/results/defaults.json"
 #: rows, left out of each task in turn.
 STAGE_HEAD = Path(__file__).resolve().parents[1] / "benchmarks/results/stage_head.json"
 #: The per-task choices (``python -m benchmarks.per_task``): the learning
-#: rate's rule, BatchNorm's mode and augmentation, left out of each task in
-#: turn.
+#: rate's rule, BatchNorm's mode, augmentation and when the head is solved,
+#: left out of each task in turn.
 PER_TASK = Path(__file__).resolve().parents[1] / "benchmarks/results/per_task.json"
 
 
@@ -46,10 +46,16 @@ def test_default_head_and_epochs_are_the_benchmarked_choice():
 
 def _default_of(setting):
     """The default value of a setting as the per-task benchmark names it:
-    an estimator parameter, ``sgd`` (SGDEpoch's) or ``probe`` (LRProbe's)."""
+    an estimator parameter, ``sgd`` (SGDEpoch's), ``head`` (RidgeHead's) or
+    ``probe`` (LRProbe's)."""
+    params = FastRetrainClassifier().get_params()
+    # sgd=None is SGDEpoch's defaults and head="ridge" RidgeHead's.
+    assert params["sgd"] is None
+    assert HEAD_SHORTCUTS[params["head"]] == {}
     defaults = {
-        **FastRetrainClassifier().get_params(),
+        **params,
         "sgd": SGDEpoch().get_params(),
+        "head": RidgeHead().get_params(),
         "probe": LRProbe().get_params(),
     }
     return defaults[setting]
@@ -64,7 +70,7 @@ def _is_default(settings):
     )
 
 
-@pytest.mark.parametrize("choice", ["lr", "bn_mode", "augment"])
+@pytest.mark.parametrize("choice", ["lr", "bn_mode", "augment", "head solves"])
 def test_per_task_choices_are_the_benchmarked_defaults(choice):
     decided = json.loads(PER_TASK.read_text())["defaults"][choice]
     candidates = decided["candidates"]
