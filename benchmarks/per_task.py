@@ -23,6 +23,11 @@ and after each of 3 epochs. The test split is not used. The choices:
 - ``head solves``: the head solved after every epoch (the incumbent)
   against once, after the last epoch (``RidgeHead(solve_every=3)``), which
   saves two solves and leaves the head to SGD in between.
+- ``head blend``: each solve moving the head halfway to the ridge solution
+  (``RidgeHead(blend=0.5)``, the incumbent) against replacing it (``1``).
+- ``freeze_prob``: half the backbone's layers frozen as a prefix (the
+  incumbent, chosen on the two tiny grayscale tasks by
+  ``benchmarks.defaults``) against a quarter and three quarters.
 
 On ELPV, whose cells have no canonical orientation, two more runs:
 ``SGDEpoch(augment="dihedral")`` (a random flip and quarter turn, as the
@@ -41,7 +46,7 @@ within one standard error, on every task left out.
 
 Usage, from the repository root::
 
-    python -m benchmarks.per_task --tasks all          # ~1.7 h on 2 cores
+    python -m benchmarks.per_task --tasks all          # ~2.2 h on 2 cores
     python -m benchmarks.per_task --tasks elpv224 --runs base,lr=0.001
     python -m benchmarks.per_task --report             # re-print the saved run
     python -m benchmarks.per_task --smoke              # 200 rows, 1 epoch
@@ -76,6 +81,11 @@ RUNS = {
     "augment=light": {"sgd": {"augment": "light"}},
     # The head solved once, after the last epoch, instead of after each.
     "solve at the end": {"head": {"solve_every": EPOCHS}},
+    # Each solve replaces the head instead of moving it halfway.
+    "blend=1": {"head": {"blend": 1.0}},
+    # A shallower and a deeper frozen prefix, chosen on two tasks only.
+    "freeze_prob=0.25": {"freeze_prob": 0.25},
+    "freeze_prob=0.75": {"freeze_prob": 0.75},
     # Only where flips and quarter turns keep the labels (ELPV's cells).
     "augment=dihedral": {"sgd": {"augment": "dihedral"}},
     # What a longer budget buys there: 10 epochs with that augmentation.
@@ -93,6 +103,8 @@ CHOICES = {
     "bn_mode": ("base", "bn_mode=train"),
     "augment": ("base", "augment=light"),
     "head solves": ("base", "solve at the end"),
+    "head blend": ("base", "blend=1"),
+    "freeze_prob": ("base", "freeze_prob=0.25", "freeze_prob=0.75"),
 }
 #: The issue's four tasks, ELPV at its default side on a CPU (224 px).
 FULL = {
@@ -177,7 +189,7 @@ def run_one(task, label, epochs):
             task,
             max_epochs=settings.pop("max_epochs", epochs),
             sgd=None if sgd is None else SGDEpoch(**sgd),
-            head=None if head is None else RidgeHead(**head),
+            head="ridge" if head is None else RidgeHead(**head),
             **settings,
         )
     lr_probe = next(

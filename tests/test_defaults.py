@@ -21,8 +21,8 @@ PILOT = Path(__file__).resolve().parents[1] / "benchmarks/results/defaults.json"
 #: rows, left out of each task in turn.
 STAGE_HEAD = Path(__file__).resolve().parents[1] / "benchmarks/results/stage_head.json"
 #: The per-task choices (``python -m benchmarks.per_task``): the learning
-#: rate's rule, BatchNorm's mode, augmentation and when the head is solved,
-#: left out of each task in turn.
+#: rate's rule, BatchNorm's mode, augmentation, when and how far the head is
+#: solved, and the frozen fraction, each decided by leaving one task out.
 PER_TASK = Path(__file__).resolve().parents[1] / "benchmarks/results/per_task.json"
 
 
@@ -70,7 +70,9 @@ def _is_default(settings):
     )
 
 
-@pytest.mark.parametrize("choice", ["lr", "bn_mode", "augment", "head solves"])
+@pytest.mark.parametrize(
+    "choice", ["lr", "bn_mode", "augment", "head solves", "head blend", "freeze_prob"]
+)
 def test_per_task_choices_are_the_benchmarked_defaults(choice):
     decided = json.loads(PER_TASK.read_text())["defaults"][choice]
     candidates = decided["candidates"]
