@@ -77,9 +77,8 @@ SMOKE_GRID = {"sgdm": {"eval": (0.003,)}, "fastai": {"eval": (0.005,)}}
 #: The published ELPV result (Deitsch et al., Solar Energy 2019): fine-tuned
 #: VGG-19 on the same 1,968 training cells.
 ELPV_PUBLISHED = 0.8842
-#: ELPV's classes (defect probabilities 0, 1/3, 2/3, 1) from which a cell
-#: counts as defective when it is read as functional or defective, the
-#: dataset's two-class reading (probability at least 0.5).
+#: The first of ELPV's classes (defect probabilities 0, 1/3, 2/3, 1) that
+#: counts as defective in the two-class reading (probability at least 0.5).
 ELPV_DEFECTIVE_FROM = 2
 ELPV_FIT_LIMIT_S = 30 * 60
 
