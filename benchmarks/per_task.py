@@ -22,8 +22,7 @@ and after each of 3 epochs. The test split is not used. The choices:
   epochs only); it turns the frozen prefix's store off.
 - ``head solves``: the head solved after every epoch (the incumbent)
   against once, after the last epoch (``RidgeHead(solve_every=3)`` in 3
-  epochs), which
-  saves two solves and leaves the head to SGD in between.
+  epochs), which saves two solves and leaves the head to SGD in between.
 - ``head blend``: each solve moving the head halfway to the ridge solution
   (``RidgeHead(blend=0.5)``, the incumbent) against replacing it (``1``).
 - ``freeze_prob``: half the backbone's layers frozen as a prefix (the

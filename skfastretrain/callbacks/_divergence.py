@@ -51,7 +51,7 @@ def _lr(net):
 def lower_lr_hint(lr):
     """What to try after a fit diverged at rate ``lr``."""
     # A tenth, not the 0.001 that suits most pretrained fits: on ELPV's
-    # solar cells 0.001 diverged too and 0.0003 trained (the Benchmarks
+    # solar cells 0.001 diverged too and 0.0003 did not (the Benchmarks
     # page, benchmarks.per_task).
     return (
         f"Lower the learning rate, for instance to {lr / 10:.2g}; pretrained "
