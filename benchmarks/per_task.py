@@ -62,6 +62,7 @@ from contextlib import contextmanager
 from unittest import mock
 
 from skfastretrain import DivergenceGuard, LRProbe, RidgeHead, SGDEpoch
+from skfastretrain.callbacks._divergence import current_lr
 from skfastretrain.callbacks._lr_probe import load_changed
 
 from ._lib import holdout
@@ -163,8 +164,7 @@ class BackoffGuard(DivergenceGuard):
             group["lr"] /= 10**0.5
         net.optimizer_.state.clear()
         self._ema = self._reference
-        lr = net.optimizer_.param_groups[0]["lr"]
-        self.backoffs_.append((len(net.history), epoch, lr))
+        self.backoffs_.append((len(net.history), epoch, current_lr(net)))
 
 
 @contextmanager
@@ -192,8 +192,11 @@ def run_settings(label, epochs=EPOCHS):
 def run_one(task, label, epochs):
     """One run of ``RUNS[label]`` on ``task``'s held-out split."""
     settings = run_settings(label, epochs)
-    sgd = settings.pop("sgd", None)
-    head = settings.pop("head", None)
+    # Only what the run changes; the rest stays the estimator's defaults.
+    if "sgd" in settings:
+        settings["sgd"] = SGDEpoch(**settings["sgd"])
+    if "head" in settings:
+        settings["head"] = RidgeHead(**settings["head"])
     probe = settings.pop("probe", {})
     max_epochs = settings.pop("max_epochs", epochs)
     with (
@@ -205,8 +208,6 @@ def run_one(task, label, epochs):
         clf, measured = holdout.fit_held_out(
             task,
             max_epochs=max_epochs,
-            sgd=None if sgd is None else SGDEpoch(**sgd),
-            head="ridge" if head is None else RidgeHead(**head),
             **settings,
         )
     lr_probe = next(

@@ -43,8 +43,8 @@ class DivergenceWarning(UserWarning):
     """
 
 
-def _lr(net):
-    # The optimizer's rate, which a scheduler may have changed.
+def current_lr(net):
+    """The optimizer's rate, which the probe or a scheduler may have changed."""
     return net.optimizer_.param_groups[0].get("lr", net.lr)
 
 
@@ -169,12 +169,12 @@ class DivergenceGuard(Callback):
         if not training or loss is None:
             return
         if not torch.isfinite(loss):
-            epoch = len(net.history)
+            epoch, lr = len(net.history), current_lr(net)
             raise DivergenceError(
                 f"Training diverged: the loss became {loss.item()} in epoch "
-                f"{epoch} (lr={_lr(net):.3g}). {lower_lr_hint(_lr(net))}",
+                f"{epoch} (lr={lr:.3g}). {lower_lr_hint(lr)}",
                 epoch=epoch,
-                lr=_lr(net),
+                lr=lr,
             )
         y_pred = kwargs.get("y_pred")
         if self._guess_loss is None and y_pred is not None and y_pred.ndim == 2:
@@ -253,7 +253,7 @@ class DivergenceGuard(Callback):
             )
 
     def _stop(self, net, reason, raise_stop=True):
-        lr = _lr(net)
+        lr = current_lr(net)
         best = self._best if self._best is not None else (None, *self._start)
         _, epoch, state = best
         if state is not None:

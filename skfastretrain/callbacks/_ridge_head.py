@@ -35,7 +35,7 @@ from ..linalg._solve import (
     stage_scale,
 )
 from ..linalg._targets import OutputScore
-from ._divergence import DivergenceError, lower_lr_hint
+from ._divergence import DivergenceError, current_lr, lower_lr_hint
 from ._history_keys import (
     INIT,
     LAYER_LAMBDAS,
@@ -448,7 +448,7 @@ class RidgeHeadSolver(Callback):
             all_reduce_head_statistics(stats)
         total = stats.total()
         if not all(torch.isfinite(t).all() for t in total.tensors()):
-            lr = net.optimizer_.param_groups[0].get("lr", net.lr)
+            lr = current_lr(net)
             raise DivergenceError(
                 f"Training diverged: the head's input features hold NaN or inf "
                 f"after epoch {len(net.history)} (lr={lr:.3g}). "
